@@ -1,0 +1,203 @@
+package storage
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"maps"
+	"net/url"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/service/s3"
+	"github.com/aws/aws-sdk-go-v2/service/s3/types"
+)
+
+// CopyOptions are optional settings of Copy and CopyFrom.
+type CopyOptions struct {
+	// Metadata, when not nil, is merged over the source's metadata (the
+	// copy otherwise keeps the source's metadata and content type).
+	Metadata map[string]string
+	// Concurrency of UploadPartCopy for objects above the multipart copy
+	// threshold; zero means DefaultPartConcurrency.
+	Concurrency int
+}
+
+// Copy copies srcKey to dstKey in this bucket, server-side.
+func (s *S3) Copy(ctx context.Context, srcKey, dstKey string, opts *CopyOptions) (StoredFile, error) {
+	return s.CopyFrom(ctx, s, srcKey, dstKey, opts)
+}
+
+// CopyFrom copies srcKey of src (another bucket of the same Client: same
+// endpoint and credentials) to dstKey here, server-side: CopyObject up to
+// the multipart copy threshold (5 GiB), UploadPartCopy above it.
+func (s *S3) CopyFrom(ctx context.Context, src *S3, srcKey, dstKey string, opts *CopyOptions) (StoredFile, error) {
+	if src.c != s.c {
+		return StoredFile{}, errors.New("server-side copy needs both buckets on one profile (endpoint and credentials); stream the object instead")
+	}
+	api, err := s.api()
+	if err != nil {
+		return StoredFile{}, err
+	}
+	if opts == nil {
+		opts = &CopyOptions{}
+	}
+	srcFull, err := src.fullKey(srcKey)
+	if err != nil {
+		return StoredFile{}, err
+	}
+	dstFull, err := s.fullKey(dstKey)
+	if err != nil {
+		return StoredFile{}, err
+	}
+	info, err := src.Info(ctx, srcKey)
+	if err != nil {
+		return StoredFile{}, fmt.Errorf("copy source: %w", err)
+	}
+	meta := info.Metadata
+	if opts.Metadata != nil {
+		meta = maps.Clone(info.Metadata)
+		if meta == nil {
+			meta = map[string]string{}
+		}
+		maps.Copy(meta, opts.Metadata)
+	}
+	threshold := s.c.cfg.MultipartCopyThreshold
+	if threshold <= 0 {
+		threshold = MaxSingleCopySize
+	}
+	if info.Size > threshold {
+		if err := s.copyMultipart(ctx, api, src, srcFull, info, dstKey, meta, opts.Concurrency); err != nil {
+			return StoredFile{}, err
+		}
+		return s.Info(ctx, dstKey)
+	}
+	in := &s3.CopyObjectInput{Bucket: &s.bucket, Key: &dstFull, CopySource: aws.String(copySource(src.bucket, srcFull)),
+		// Copy exactly the version we looked at.
+		CopySourceIfMatch: aws.String(`"` + info.ETag + `"`)}
+	if opts.Metadata != nil {
+		in.MetadataDirective = types.MetadataDirectiveReplace
+		in.Metadata = meta
+		if info.ContentType != "" {
+			in.ContentType = &info.ContentType
+		}
+	}
+	if _, err := api.CopyObject(ctx, in); err != nil {
+		return StoredFile{}, translate(fmt.Sprintf("copy %s to %s", src.display(srcKey), s.display(dstKey)), opObject, err)
+	}
+	return s.Info(ctx, dstKey)
+}
+
+func copySource(bucket, key string) string {
+	segs := strings.Split(key, "/")
+	for i, sg := range segs {
+		segs[i] = url.PathEscape(sg)
+	}
+	return bucket + "/" + strings.Join(segs, "/")
+}
+
+func (s *S3) copyPartSize(size int64) int64 {
+	ps := s.c.cfg.CopyPartSize
+	if ps <= 0 {
+		ps = 512 << 20
+	}
+	return PartSizeFor(size, ps)
+}
+
+// copyMultipart copies with UploadPartCopy, parts in parallel; it aborts the
+// upload on failure.
+func (s *S3) copyMultipart(ctx context.Context, api S3API, src *S3, srcFull string, info StoredFile, dstKey string, meta map[string]string, conc int) error {
+	ps := s.copyPartSize(info.Size)
+	u, err := s.StartMultipartUpload(ctx, dstKey, &MultipartOptions{ContentType: info.ContentType, Metadata: meta, PartSize: ps})
+	if err != nil {
+		return err
+	}
+	dstFull, _ := s.fullKey(dstKey)
+	count := int((info.Size + ps - 1) / ps)
+	if conc <= 0 {
+		conc = DefaultPartConcurrency
+	}
+	ctx2, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	sem := make(chan struct{}, conc)
+	var wg sync.WaitGroup
+	for n := 1; n <= count && ctx2.Err() == nil; n++ {
+		sem <- struct{}{}
+		wg.Go(func() {
+			defer func() { <-sem }()
+			off := int64(n-1) * ps
+			end := min(off+ps, info.Size) - 1
+			out, err := api.UploadPartCopy(ctx2, &s3.UploadPartCopyInput{Bucket: &s.bucket, Key: &dstFull, UploadId: &u.UploadID,
+				PartNumber: aws.Int32(int32(n)), CopySource: aws.String(copySource(src.bucket, srcFull)),
+				CopySourceRange:   aws.String(fmt.Sprintf("bytes=%d-%d", off, end)),
+				CopySourceIfMatch: aws.String(`"` + info.ETag + `"`)})
+			if err != nil {
+				cancel(translate(fmt.Sprintf("copy part %d of %s", n, src.display(info.Key)), opObject, err))
+				return
+			}
+			etag := ""
+			if out.CopyPartResult != nil {
+				etag = unquote(aws.ToString(out.CopyPartResult.ETag))
+			}
+			u.AddPart(Part{Number: n, ETag: etag, Size: end - off + 1})
+		})
+	}
+	wg.Wait()
+	err = context.Cause(ctx2)
+	if err == nil {
+		_, err = s.CompleteMultipartUpload(ctx, u)
+	}
+	if err != nil {
+		actx, c := context.WithTimeout(context.WithoutCancel(ctx), time.Minute)
+		defer c()
+		if aerr := s.AbortMultipartUpload(actx, dstKey, u.UploadID); aerr != nil {
+			err = errors.Join(err, aerr)
+		}
+		return &MultipartUploadError{Key: dstKey, UploadID: u.UploadID, Err: err}
+	}
+	return nil
+}
+
+// Move copies srcKey to dstKey, verifies the copy, and only then deletes the
+// source. A Move retried after a crash between the copy and the delete finds
+// the destination verified and finishes the delete: the object is never lost.
+func (s *S3) Move(ctx context.Context, srcKey, dstKey string, opts *CopyOptions) (StoredFile, error) {
+	return s.MoveFrom(ctx, s, srcKey, dstKey, opts)
+}
+
+// MoveFrom is Move from another bucket of the same Client.
+func (s *S3) MoveFrom(ctx context.Context, src *S3, srcKey, dstKey string, opts *CopyOptions) (StoredFile, error) {
+	if src == s && srcKey == dstKey {
+		return StoredFile{}, fmt.Errorf("move %s onto itself: %w", s.display(srcKey), ErrInvalidKey)
+	}
+	srcInfo, err := src.Info(ctx, srcKey)
+	if err != nil {
+		return StoredFile{}, fmt.Errorf("move source: %w", err)
+	}
+	dst, err := s.CopyFrom(ctx, src, srcKey, dstKey, opts)
+	if err != nil {
+		return StoredFile{}, err
+	}
+	if err := VerifyCopy(srcInfo, dst); err != nil {
+		return StoredFile{}, fmt.Errorf("move %s: source kept: %w", src.display(srcKey), err)
+	}
+	if err := src.Delete(ctx, srcKey); err != nil {
+		return StoredFile{}, fmt.Errorf("move: copied to %s but deleting the source failed: %w", s.display(dstKey), err)
+	}
+	return dst, nil
+}
+
+// VerifyCopy checks that dst is a faithful copy of src: same size and, when
+// both ETags are plain MD5s (no "-N" multipart suffix), the same ETag.
+// Multipart ETags are opaque and differ between copies of equal bytes.
+func VerifyCopy(src, dst StoredFile) error {
+	if src.Size != dst.Size {
+		return fmt.Errorf("copy verification failed: source is %d bytes, destination %d", src.Size, dst.Size)
+	}
+	if src.ETag != "" && dst.ETag != "" && !strings.Contains(src.ETag, "-") && !strings.Contains(dst.ETag, "-") && src.ETag != dst.ETag {
+		return fmt.Errorf("copy verification failed: source ETag %s, destination ETag %s", src.ETag, dst.ETag)
+	}
+	return nil
+}

@@ -1,0 +1,131 @@
+package storage
+
+import (
+	"errors"
+	"fmt"
+	"net/http"
+
+	"github.com/aws/smithy-go"
+	smithyhttp "github.com/aws/smithy-go/transport/http"
+)
+
+// Sentinel errors callers branch on with errors.Is. Every error the package
+// returns for these conditions wraps one of them, plus the SDK error when
+// there was one.
+var (
+	// ErrNotFound: the object, bucket or multipart upload does not exist.
+	ErrNotFound = errors.New("not found")
+	// ErrBucketNotFound is an ErrNotFound for a missing bucket.
+	ErrBucketNotFound = fmt.Errorf("bucket %w", ErrNotFound)
+	// ErrUploadNotFound is an ErrNotFound for a missing multipart upload.
+	ErrUploadNotFound = fmt.Errorf("multipart upload %w", ErrNotFound)
+	// ErrPermission: the credentials are wrong or lack the permission.
+	ErrPermission = errors.New("permission denied")
+	// ErrExists: a conditional write found the object already there.
+	ErrExists = errors.New("already exists")
+	// ErrInvalidKey: the key (after the prefix is applied) is not usable.
+	ErrInvalidKey = errors.New("invalid key")
+	// ErrClosed: the storage was closed.
+	ErrClosed = errors.New("storage closed")
+)
+
+// ConfigError reports an invalid Config field and how to fix it.
+type ConfigError struct {
+	Field  string // the Config field, in the seed's snake_case
+	Reason string
+}
+
+func (e *ConfigError) Error() string { return "storage config: " + e.Field + ": " + e.Reason }
+
+// MultipartUploadError is returned when a multipart upload fails after it
+// started; it carries what a caller needs to resume or abort it.
+type MultipartUploadError struct {
+	Key      string
+	UploadID string
+	Err      error
+}
+
+func (e *MultipartUploadError) Error() string {
+	return fmt.Sprintf("multipart upload %s of %q: %v", e.UploadID, e.Key, e.Err)
+}
+
+func (e *MultipartUploadError) Unwrap() error { return e.Err }
+
+// opKind tells translate which sentinel a bare 404 means.
+type opKind int
+
+const (
+	opObject opKind = iota
+	opUpload
+	opBucket
+)
+
+// translate maps an SDK error to ferry's sentinels, once, at this boundary.
+// Providers disagree on codes: AWS answers NoSuchUpload for a finished or
+// aborted upload where Spaces answers NoSuchKey; HEAD has no body so only the
+// status code (404/403) is there; B2 and R2 answer AccessDenied for unknown
+// keys in some configurations, which we cannot tell apart and keep as
+// ErrPermission.
+func translate(op string, kind opKind, err error) error {
+	if err == nil {
+		return nil
+	}
+	var ae smithy.APIError
+	code := ""
+	if errors.As(err, &ae) {
+		code = ae.ErrorCode()
+	}
+	status := 0
+	var re *smithyhttp.ResponseError
+	if errors.As(err, &re) {
+		status = re.HTTPStatusCode()
+	}
+	var sentinel error
+	switch code {
+	case "NoSuchBucket":
+		sentinel = ErrBucketNotFound
+	case "NoSuchUpload":
+		sentinel = ErrUploadNotFound
+	case "NoSuchKey", "NotFound":
+		sentinel = notFoundFor(kind)
+	case "AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch", "Forbidden",
+		"InvalidToken", "ExpiredToken", "AllAccessDisabled", "AccountProblem":
+		sentinel = ErrPermission
+	case "PreconditionFailed", "BucketAlreadyOwnedByYou", "BucketAlreadyExists":
+		sentinel = ErrExists
+	}
+	if sentinel == nil {
+		switch status {
+		case http.StatusNotFound:
+			sentinel = notFoundFor(kind)
+		case http.StatusForbidden:
+			sentinel = ErrPermission
+		case http.StatusPreconditionFailed:
+			sentinel = ErrExists
+		}
+	}
+	if sentinel != nil {
+		return fmt.Errorf("%s: %w: %w", op, sentinel, err)
+	}
+	return fmt.Errorf("%s: %w", op, err)
+}
+
+// notFoundFor is the sentinel for a bare 404 or a generic "NotFound" code.
+func notFoundFor(kind opKind) error {
+	switch kind {
+	case opUpload:
+		return ErrUploadNotFound
+	case opBucket:
+		return ErrBucketNotFound
+	}
+	return ErrNotFound
+}
+
+// IsPermanent reports whether retrying err cannot help: missing objects or
+// buckets, denied access, bad keys or configuration. Callers (the worker) use
+// it to archive a task at once instead of retrying it.
+func IsPermanent(err error) bool {
+	var ce *ConfigError
+	return errors.Is(err, ErrNotFound) || errors.Is(err, ErrPermission) ||
+		errors.Is(err, ErrInvalidKey) || errors.Is(err, ErrExists) || errors.As(err, &ce)
+}

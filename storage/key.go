@@ -1,0 +1,38 @@
+package storage
+
+import (
+	"fmt"
+	"strings"
+
+	"github.com/ferryhq/ferry/internal/s3key"
+)
+
+func normPrefix(p string) string {
+	if p == "" || strings.HasSuffix(p, "/") {
+		return p
+	}
+	return p + "/"
+}
+
+func validatePrefix(p string) error { return s3key.ValidatePrefix(p) }
+
+// fullKey applies the prefix and validates the result.
+func (s *S3) fullKey(key string) (string, error) {
+	full := s.prefix + key
+	if err := s3key.Validate(full); err != nil {
+		return "", fmt.Errorf("%w: %w", ErrInvalidKey, err)
+	}
+	return full, nil
+}
+
+// fullPrefix applies the prefix to a listing prefix.
+func (s *S3) fullPrefix(prefix string) (string, error) {
+	full := s.prefix + prefix
+	if err := s3key.ValidatePrefix(full); err != nil {
+		return "", fmt.Errorf("%w: %w", ErrInvalidKey, err)
+	}
+	return full, nil
+}
+
+// relKey strips the prefix from a key the server returned.
+func (s *S3) relKey(full string) string { return strings.TrimPrefix(full, s.prefix) }

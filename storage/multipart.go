@@ -1,0 +1,275 @@
+package storage
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"maps"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/service/s3"
+	"github.com/aws/aws-sdk-go-v2/service/s3/types"
+)
+
+// Part is one finished part of a multipart upload.
+type Part struct {
+	Number int    `json:"number"`
+	ETag   string `json:"etag"`
+	Size   int64  `json:"size"`
+}
+
+// MultipartUpload tracks one multipart upload. Parts are kept by number, so
+// a retried part replaces the earlier one instead of being listed twice (the
+// seed appended duplicates). It is safe for concurrent use.
+type MultipartUpload struct {
+	Key      string // relative to the storage prefix
+	UploadID string
+	PartSize int64
+
+	mu    sync.Mutex
+	parts map[int]Part
+}
+
+// NewMultipartUpload describes an upload that already exists on the server,
+// e.g. one loaded from a checkpoint, with the parts known to be done.
+func NewMultipartUpload(key, uploadID string, partSize int64, parts []Part) *MultipartUpload {
+	u := &MultipartUpload{Key: key, UploadID: uploadID, PartSize: partSize, parts: map[int]Part{}}
+	for _, p := range parts {
+		u.parts[p.Number] = p
+	}
+	return u
+}
+
+// AddPart records a finished part, replacing any earlier one with its number.
+func (u *MultipartUpload) AddPart(p Part) {
+	u.mu.Lock()
+	u.parts[p.Number] = p
+	u.mu.Unlock()
+}
+
+// Parts returns the finished parts sorted by number.
+func (u *MultipartUpload) Parts() []Part {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	return slices.SortedFunc(maps.Values(u.parts), func(a, b Part) int { return a.Number - b.Number })
+}
+
+// MultipartOptions are optional settings of StartMultipartUpload.
+type MultipartOptions struct {
+	ContentType string
+	Metadata    map[string]string
+	// PartSize: zero means DefaultPartSize.
+	PartSize int64
+}
+
+// DefaultPartSize and DefaultPartConcurrency were chosen from the benchmarks
+// in docs/performance.md.
+const (
+	DefaultPartSize        = 16 << 20
+	DefaultPartConcurrency = 4
+)
+
+// PartSizeFor returns the smallest part size >= want that fits size in
+// MaxParts parts (rounded up to 1 MiB), and at least MinPartSize.
+func PartSizeFor(size, want int64) int64 {
+	if want <= 0 {
+		want = DefaultPartSize
+	}
+	want = max(want, MinPartSize)
+	if size > 0 {
+		if need := (size + MaxParts - 1) / MaxParts; need > want {
+			want = (need + (1<<20 - 1)) &^ (1<<20 - 1)
+		}
+	}
+	return min(want, MaxPartSize)
+}
+
+// StartMultipartUpload starts an upload at key.
+func (s *S3) StartMultipartUpload(ctx context.Context, key string, opts *MultipartOptions) (*MultipartUpload, error) {
+	api, err := s.api()
+	if err != nil {
+		return nil, err
+	}
+	full, err := s.fullKey(key)
+	if err != nil {
+		return nil, err
+	}
+	if opts == nil {
+		opts = &MultipartOptions{}
+	}
+	ps := opts.PartSize
+	if ps == 0 {
+		ps = DefaultPartSize
+	}
+	if ps < MinPartSize || ps > MaxPartSize {
+		return nil, &ConfigError{Field: "part_size", Reason: fmt.Sprintf("%d is out of range: S3 parts are 5 MiB to 5 GiB", ps)}
+	}
+	in := &s3.CreateMultipartUploadInput{Bucket: &s.bucket, Key: &full, Metadata: opts.Metadata}
+	if opts.ContentType != "" {
+		in.ContentType = &opts.ContentType
+	}
+	out, err := api.CreateMultipartUpload(ctx, in)
+	if err != nil {
+		return nil, translate("start multipart upload "+s.display(key), opObject, err)
+	}
+	return NewMultipartUpload(key, aws.ToString(out.UploadId), ps, nil), nil
+}
+
+// UploadPart uploads part n (1..10000) of u and records it in u.
+func (s *S3) UploadPart(ctx context.Context, u *MultipartUpload, n int, data []byte) (Part, error) {
+	api, err := s.api()
+	if err != nil {
+		return Part{}, err
+	}
+	if n < 1 || n > MaxParts {
+		return Part{}, fmt.Errorf("upload part %d of %s: part numbers are 1..%d", n, s.display(u.Key), MaxParts)
+	}
+	full, err := s.fullKey(u.Key)
+	if err != nil {
+		return Part{}, err
+	}
+	out, err := api.UploadPart(ctx, &s3.UploadPartInput{Bucket: &s.bucket, Key: &full, UploadId: &u.UploadID,
+		PartNumber: aws.Int32(int32(n)), Body: bytes.NewReader(data), ContentLength: aws.Int64(int64(len(data)))})
+	if err != nil {
+		return Part{}, &MultipartUploadError{Key: u.Key, UploadID: u.UploadID,
+			Err: translate(fmt.Sprintf("upload part %d of %s", n, s.display(u.Key)), opUpload, err)}
+	}
+	p := Part{Number: n, ETag: unquote(aws.ToString(out.ETag)), Size: int64(len(data))}
+	u.AddPart(p)
+	return p, nil
+}
+
+// ListParts lists the parts the server holds for an upload, following
+// pagination (servers page at 1,000 parts).
+func (s *S3) ListParts(ctx context.Context, key, uploadID string) ([]Part, error) {
+	api, err := s.api()
+	if err != nil {
+		return nil, err
+	}
+	full, err := s.fullKey(key)
+	if err != nil {
+		return nil, err
+	}
+	var parts []Part
+	in := &s3.ListPartsInput{Bucket: &s.bucket, Key: &full, UploadId: &uploadID}
+	for {
+		out, err := api.ListParts(ctx, in)
+		if err != nil {
+			return nil, translate(fmt.Sprintf("list parts of upload %s of %s", uploadID, s.display(key)), opUpload, err)
+		}
+		for _, p := range out.Parts {
+			parts = append(parts, Part{Number: int(aws.ToInt32(p.PartNumber)), ETag: unquote(aws.ToString(p.ETag)), Size: aws.ToInt64(p.Size)})
+		}
+		if !aws.ToBool(out.IsTruncated) || out.NextPartNumberMarker == nil {
+			break
+		}
+		in.PartNumberMarker = out.NextPartNumberMarker
+	}
+	slices.SortFunc(parts, func(a, b Part) int { return a.Number - b.Number })
+	return slices.CompactFunc(parts, func(a, b Part) bool { return a.Number == b.Number }), nil
+}
+
+// CompleteMultipartUpload completes u with its parts, deduped and sorted by
+// number, and returns the object as the server reports it.
+func (s *S3) CompleteMultipartUpload(ctx context.Context, u *MultipartUpload) (StoredFile, error) {
+	api, err := s.api()
+	if err != nil {
+		return StoredFile{}, err
+	}
+	full, err := s.fullKey(u.Key)
+	if err != nil {
+		return StoredFile{}, err
+	}
+	parts := u.Parts()
+	if len(parts) == 0 {
+		return StoredFile{}, &MultipartUploadError{Key: u.Key, UploadID: u.UploadID, Err: errors.New("complete: no parts were uploaded")}
+	}
+	if s.c.quirks.equalParts {
+		for _, p := range parts[:len(parts)-1] {
+			if p.Size != parts[0].Size {
+				return StoredFile{}, &MultipartUploadError{Key: u.Key, UploadID: u.UploadID,
+					Err: fmt.Errorf("complete: part %d is %d bytes but part 1 is %d; %s needs equal part sizes", p.Number, p.Size, parts[0].Size, s.c.cfg.provider())}
+			}
+		}
+	}
+	cp := make([]types.CompletedPart, len(parts))
+	for i, p := range parts {
+		cp[i] = types.CompletedPart{PartNumber: aws.Int32(int32(p.Number)), ETag: aws.String(`"` + p.ETag + `"`)}
+	}
+	// The SDK turns a 200 answer with an <Error> body into an error.
+	_, err = api.CompleteMultipartUpload(ctx, &s3.CompleteMultipartUploadInput{Bucket: &s.bucket, Key: &full,
+		UploadId: &u.UploadID, MultipartUpload: &types.CompletedMultipartUpload{Parts: cp}})
+	if err != nil {
+		return StoredFile{}, &MultipartUploadError{Key: u.Key, UploadID: u.UploadID,
+			Err: translate("complete upload of "+s.display(u.Key), opUpload, err)}
+	}
+	return s.Info(ctx, u.Key)
+}
+
+// AbortMultipartUpload aborts an upload and frees its parts. Parts still in
+// flight can survive one abort on some servers, so it repeats until ListParts
+// finds none. A missing upload counts as aborted.
+func (s *S3) AbortMultipartUpload(ctx context.Context, key, uploadID string) error {
+	api, err := s.api()
+	if err != nil {
+		return err
+	}
+	full, err := s.fullKey(key)
+	if err != nil {
+		return err
+	}
+	for attempt := 0; attempt < 5; attempt++ {
+		_, err := api.AbortMultipartUpload(ctx, &s3.AbortMultipartUploadInput{Bucket: &s.bucket, Key: &full, UploadId: &uploadID})
+		if err != nil {
+			err = translate(fmt.Sprintf("abort upload %s of %s", uploadID, s.display(key)), opUpload, err)
+			if errors.Is(err, ErrUploadNotFound) {
+				return nil
+			}
+			return err
+		}
+		parts, err := s.ListParts(ctx, key, uploadID)
+		if errors.Is(err, ErrNotFound) || (err == nil && len(parts) == 0) {
+			return nil
+		}
+		time.Sleep(time.Duration(attempt+1) * 100 * time.Millisecond)
+	}
+	return fmt.Errorf("abort upload %s of %s: parts remain after 5 attempts", uploadID, s.display(key))
+}
+
+// Upload is an in-progress multipart upload found on the server.
+type Upload struct {
+	Key       string
+	UploadID  string
+	Initiated time.Time
+}
+
+// ListMultipartUploads lists the uploads in progress under prefix.
+func (s *S3) ListMultipartUploads(ctx context.Context, prefix string) ([]Upload, error) {
+	api, err := s.api()
+	if err != nil {
+		return nil, err
+	}
+	full, err := s.fullPrefix(prefix)
+	if err != nil {
+		return nil, err
+	}
+	var ups []Upload
+	in := &s3.ListMultipartUploadsInput{Bucket: &s.bucket, Prefix: &full}
+	for {
+		out, err := api.ListMultipartUploads(ctx, in)
+		if err != nil {
+			return nil, translate("list multipart uploads in "+s.display(prefix), opBucket, err)
+		}
+		for _, u := range out.Uploads {
+			ups = append(ups, Upload{Key: s.relKey(aws.ToString(u.Key)), UploadID: aws.ToString(u.UploadId), Initiated: aws.ToTime(u.Initiated)})
+		}
+		if !aws.ToBool(out.IsTruncated) {
+			return ups, nil
+		}
+		in.KeyMarker, in.UploadIdMarker = out.NextKeyMarker, out.NextUploadIdMarker
+	}
+}

@@ -1,0 +1,321 @@
+package storage
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"sync"
+	"time"
+)
+
+// PartSource supplies the bytes of each part of an upload.
+type PartSource interface {
+	// ReadPart fills buf with part n (1-based; buf is one part size long)
+	// and returns the part's length. It returns 0, io.EOF when there is no
+	// part n. A short part is the last one.
+	ReadPart(ctx context.Context, n int, buf []byte) (int, error)
+	// Sequential reports whether parts must be read in order, one at a
+	// time (a stream). Random-access sources are read concurrently.
+	Sequential() bool
+}
+
+// ReaderAtSource reads parts of a source of known size at their offsets:
+// a file, or a ranged reader over a remote object.
+func ReaderAtSource(r io.ReaderAt, size int64) PartSource { return &readerAtSource{r: r, size: size} }
+
+type readerAtSource struct {
+	r    io.ReaderAt
+	size int64
+}
+
+func (s *readerAtSource) Sequential() bool { return false }
+
+func (s *readerAtSource) ReadPart(_ context.Context, n int, buf []byte) (int, error) {
+	off := int64(n-1) * int64(len(buf))
+	if off >= s.size {
+		return 0, io.EOF
+	}
+	want := int(min(int64(len(buf)), s.size-off))
+	got, err := s.r.ReadAt(buf[:want], off)
+	if got == want {
+		return got, nil
+	}
+	if err == nil || errors.Is(err, io.EOF) {
+		err = io.ErrUnexpectedEOF
+	}
+	return got, fmt.Errorf("read part %d (offset %d): the source is shorter than %d bytes: %w", n, off, s.size, err)
+}
+
+// StreamSource reads parts from a stream of unknown length, in order.
+func StreamSource(r io.Reader) PartSource { return &streamSource{r: r} }
+
+type streamSource struct {
+	r    io.Reader
+	next int
+	eof  bool
+}
+
+func (s *streamSource) Sequential() bool { return true }
+
+func (s *streamSource) ReadPart(_ context.Context, n int, buf []byte) (int, error) {
+	if s.eof {
+		return 0, io.EOF
+	}
+	if s.next == 0 {
+		s.next = 1
+	}
+	if n != s.next {
+		return 0, fmt.Errorf("stream source: part %d requested, next is %d", n, s.next)
+	}
+	s.next++
+	got, err := io.ReadFull(s.r, buf)
+	switch {
+	case err == nil:
+		return got, nil
+	case errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF):
+		s.eof = true
+		if got == 0 {
+			return 0, io.EOF
+		}
+		return got, nil
+	}
+	return got, fmt.Errorf("read part %d: %w", n, err)
+}
+
+// PartsOptions tune UploadParts.
+type PartsOptions struct {
+	// Concurrency is the number of parts in flight; zero means DefaultPartConcurrency.
+	Concurrency int
+	// Buffers bounds memory across uploads; nil means a private pool of
+	// Concurrency part buffers.
+	Buffers *BufferPool
+	// Skip reports parts already done (a resumed upload); they are not
+	// uploaded (a sequential source still reads past them).
+	Skip func(n int) bool
+	// OnPartFunc runs after each part is uploaded, before the buffer is
+	// reused — the place to checkpoint. An error stops the upload.
+	OnPartFunc func(Part) error
+	// StartPart is the first part number to consider (zero means 1): parts
+	// before it were handled by the caller and are not read at all.
+	StartPart int
+	// BeforePartFunc runs before each part is read; an error (a cancel or
+	// shutdown request) stops the upload at a part boundary.
+	BeforePartFunc func() error
+}
+
+// UploadParts uploads every part of src into u with bounded concurrency and
+// memory: at most Concurrency part buffers exist at once (from Buffers). It
+// returns after every part is uploaded, or with the first error once the
+// parts in flight have finished; u holds every part that succeeded.
+func (s *S3) UploadParts(ctx context.Context, u *MultipartUpload, src PartSource, o PartsOptions) error {
+	conc := o.Concurrency
+	if conc <= 0 {
+		conc = DefaultPartConcurrency
+	}
+	pool := o.Buffers
+	if pool == nil {
+		pool = NewBufferPool(int64(conc) * u.PartSize)
+	}
+	ctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+
+	var (
+		mu    sync.Mutex // guards next, done and sequential reads
+		next  = max(o.StartPart, 1)
+		done  bool
+		first error
+		wg    sync.WaitGroup
+	)
+	fail := func(err error) {
+		mu.Lock()
+		if first == nil {
+			first = err
+		}
+		done = true
+		mu.Unlock()
+		cancel(err)
+	}
+	// claim returns the next part to upload, read into buf when the source
+	// is sequential; n == 0 means nothing is left.
+	claim := func(buf []byte) (n, length int, err error) {
+		mu.Lock()
+		defer mu.Unlock()
+		for !done {
+			n = next
+			next++
+			if n > MaxParts {
+				return 0, 0, fmt.Errorf("the source needs more than %d parts of %d bytes: raise the part size", MaxParts, u.PartSize)
+			}
+			skip := o.Skip != nil && o.Skip(n)
+			if !src.Sequential() {
+				if skip {
+					continue
+				}
+				return n, 0, nil
+			}
+			length, err = src.ReadPart(ctx, n, buf)
+			if errors.Is(err, io.EOF) {
+				done = true
+				return 0, 0, nil
+			}
+			if err != nil || !skip {
+				return n, length, err
+			}
+		}
+		return 0, 0, nil
+	}
+	for range conc {
+		wg.Go(func() {
+			for ctx.Err() == nil {
+				if o.BeforePartFunc != nil {
+					if err := o.BeforePartFunc(); err != nil {
+						fail(err)
+						return
+					}
+				}
+				buf, err := pool.Get(ctx, int(u.PartSize))
+				if err != nil {
+					fail(err)
+					return
+				}
+				n, length, err := claim(buf)
+				if err == nil && n > 0 && !src.Sequential() {
+					length, err = src.ReadPart(ctx, n, buf)
+					if errors.Is(err, io.EOF) {
+						pool.Put(buf)
+						return
+					}
+				}
+				if err != nil {
+					pool.Put(buf)
+					fail(err)
+					return
+				}
+				if n == 0 {
+					pool.Put(buf)
+					return
+				}
+				p, err := s.UploadPart(ctx, u, n, buf[:length])
+				pool.Put(buf)
+				if err == nil && o.OnPartFunc != nil {
+					err = o.OnPartFunc(p)
+				}
+				if err != nil {
+					fail(err)
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+	if first != nil {
+		return first
+	}
+	return ctx.Err()
+}
+
+// LargeOptions are optional settings of PutLarge.
+type LargeOptions struct {
+	ContentType string
+	Metadata    map[string]string
+	// PartSize: zero means DefaultPartSize (raised to fit Size in 10,000 parts).
+	PartSize int64
+	// Concurrency: parts in flight; zero means DefaultPartConcurrency.
+	Concurrency int
+	// Size of the body when known (enables concurrent reads for an
+	// io.ReaderAt body and a total for progress); zero or less means unknown.
+	Size int64
+	// ProgressFunc is called after each part with bytes done and the total
+	// (-1 when unknown). It must be quick.
+	ProgressFunc func(done, total int64)
+	// Buffers bounds memory across uploads; nil means private buffers.
+	Buffers *BufferPool
+}
+
+// PutLarge uploads body with a multipart upload: parts run concurrently,
+// memory stays at Concurrency × PartSize whatever the size, and a stream of
+// unknown length is fine. A body shorter than one part is sent with a single
+// PutObject. On failure the upload is aborted; the returned error is a
+// *MultipartUploadError when the upload had started.
+func (s *S3) PutLarge(ctx context.Context, key string, body io.Reader, opts *LargeOptions) (StoredFile, error) {
+	if opts == nil {
+		opts = &LargeOptions{}
+	}
+	ps := PartSizeFor(opts.Size, opts.PartSize)
+	var src PartSource
+	if ra, ok := body.(io.ReaderAt); ok && opts.Size > 0 {
+		src = ReaderAtSource(ra, opts.Size)
+	} else {
+		src = StreamSource(body)
+	}
+	// Read part 1 first: a small body needs no multipart upload at all.
+	pool := opts.Buffers
+	if pool == nil {
+		pool = NewBufferPool(int64(max(opts.Concurrency, DefaultPartConcurrency)) * ps)
+	}
+	first, err := pool.Get(ctx, int(ps))
+	if err != nil {
+		return StoredFile{}, err
+	}
+	n, err := src.ReadPart(ctx, 1, first)
+	if err != nil && !errors.Is(err, io.EOF) {
+		pool.Put(first)
+		return StoredFile{}, err
+	}
+	total := opts.Size
+	if total <= 0 {
+		total = -1
+	}
+	if int64(n) < ps {
+		defer pool.Put(first)
+		f, err := s.Put(ctx, key, bytes.NewReader(first[:n]), &PutOptions{ContentType: opts.ContentType, Metadata: opts.Metadata})
+		if err == nil && opts.ProgressFunc != nil {
+			opts.ProgressFunc(int64(n), int64(n))
+		}
+		return f, err
+	}
+	u, err := s.StartMultipartUpload(ctx, key, &MultipartOptions{ContentType: opts.ContentType, Metadata: opts.Metadata, PartSize: ps})
+	if err != nil {
+		pool.Put(first)
+		return StoredFile{}, err
+	}
+	var progMu sync.Mutex
+	var done int64
+	onPart := func(p Part) error {
+		if opts.ProgressFunc != nil {
+			progMu.Lock()
+			done += p.Size
+			d := done
+			progMu.Unlock()
+			opts.ProgressFunc(d, total)
+		}
+		return nil
+	}
+	_, err = s.UploadPart(ctx, u, 1, first[:n])
+	pool.Put(first)
+	if err == nil {
+		_ = onPart(Part{Number: 1, Size: int64(n)})
+		err = s.UploadParts(ctx, u, src, PartsOptions{Concurrency: opts.Concurrency, Buffers: pool,
+			StartPart: 2, OnPartFunc: onPart})
+	}
+	var f StoredFile
+	if err == nil {
+		f, err = s.CompleteMultipartUpload(ctx, u)
+		if err == nil {
+			return f, nil
+		}
+	}
+	// Abort with a fresh context: ctx may be the reason we are here.
+	actx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Minute)
+	defer cancel()
+	if aerr := s.AbortMultipartUpload(actx, key, u.UploadID); aerr != nil {
+		err = errors.Join(err, aerr)
+	}
+	var mue *MultipartUploadError
+	if errors.As(err, &mue) {
+		return StoredFile{}, err
+	}
+	return StoredFile{}, &MultipartUploadError{Key: key, UploadID: u.UploadID, Err: err}
+}

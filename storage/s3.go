@@ -1,0 +1,358 @@
+package storage
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"iter"
+	"maps"
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/service/s3"
+	"github.com/aws/aws-sdk-go-v2/service/s3/types"
+)
+
+// StoredFile describes a stored object. LastModified comes from the server,
+// never from the local clock; ETag has its quotes removed.
+type StoredFile struct {
+	Key          string            `json:"key"`
+	Size         int64             `json:"size"`
+	ContentType  string            `json:"content_type,omitempty"`
+	ETag         string            `json:"etag,omitempty"`
+	LastModified time.Time         `json:"last_modified"`
+	Metadata     map[string]string `json:"metadata,omitempty"`
+}
+
+// S3 is a storage on one bucket of one Client, with the profile's prefix.
+// It is safe for concurrent use.
+type S3 struct {
+	c          *Client
+	bucket     string
+	prefix     string
+	ownsClient bool
+}
+
+// Bucket returns the bucket name.
+func (s *S3) Bucket() string { return s.bucket }
+
+// Client returns the profile client the storage runs on.
+func (s *S3) Client() *Client { return s.c }
+
+func (s *S3) api() (S3API, error) {
+	if s.c.closed.Load() {
+		return nil, ErrClosed
+	}
+	return s.c.api, nil
+}
+
+// PutOptions are optional settings of Put.
+type PutOptions struct {
+	ContentType string
+	Metadata    map[string]string
+	// IfNotExists makes the write fail with ErrExists when the key exists
+	// (If-None-Match: *), where the server supports it.
+	IfNotExists bool
+}
+
+// Put stores body at key with one PutObject. body should be seekable
+// (bytes.Reader, *os.File) so the SDK can sign and retry it; a stream of
+// unknown length belongs in PutLarge, which bounds memory.
+func (s *S3) Put(ctx context.Context, key string, body io.Reader, opts *PutOptions) (StoredFile, error) {
+	api, err := s.api()
+	if err != nil {
+		return StoredFile{}, err
+	}
+	full, err := s.fullKey(key)
+	if err != nil {
+		return StoredFile{}, err
+	}
+	if opts == nil {
+		opts = &PutOptions{}
+	}
+	in := &s3.PutObjectInput{Bucket: &s.bucket, Key: &full, Body: body, Metadata: opts.Metadata}
+	if opts.ContentType != "" {
+		in.ContentType = &opts.ContentType
+	}
+	if opts.IfNotExists {
+		in.IfNoneMatch = aws.String("*")
+	}
+	if _, err := api.PutObject(ctx, in); err != nil {
+		return StoredFile{}, translate("put "+s.display(key), opObject, err)
+	}
+	// HEAD for the server's view (size, LastModified): the PutObject answer
+	// has neither.
+	return s.Info(ctx, key)
+}
+
+// PutBytes stores data at key.
+func (s *S3) PutBytes(ctx context.Context, key string, data []byte, opts *PutOptions) (StoredFile, error) {
+	return s.Put(ctx, key, bytes.NewReader(data), opts)
+}
+
+// Get streams the object. The caller closes the reader.
+func (s *S3) Get(ctx context.Context, key string) (io.ReadCloser, error) {
+	rc, _, err := s.GetRange(ctx, key, 0, -1)
+	return rc, err
+}
+
+// GetRange streams length bytes from offset (length < 0: to the end) and
+// returns the object's metadata as the GET saw it (Size is the whole object's).
+func (s *S3) GetRange(ctx context.Context, key string, offset, length int64) (io.ReadCloser, StoredFile, error) {
+	api, err := s.api()
+	if err != nil {
+		return nil, StoredFile{}, err
+	}
+	full, err := s.fullKey(key)
+	if err != nil {
+		return nil, StoredFile{}, err
+	}
+	in := &s3.GetObjectInput{Bucket: &s.bucket, Key: &full}
+	if offset > 0 || length >= 0 {
+		r := fmt.Sprintf("bytes=%d-", offset)
+		if length >= 0 {
+			r = fmt.Sprintf("bytes=%d-%d", offset, offset+length-1)
+		}
+		in.Range = &r
+	}
+	out, err := api.GetObject(ctx, in)
+	if err != nil {
+		return nil, StoredFile{}, translate("get "+s.display(key), opObject, err)
+	}
+	f := StoredFile{Key: key, Size: aws.ToInt64(out.ContentLength), ContentType: aws.ToString(out.ContentType),
+		ETag: unquote(aws.ToString(out.ETag)), LastModified: aws.ToTime(out.LastModified), Metadata: out.Metadata}
+	if cr := aws.ToString(out.ContentRange); cr != "" {
+		if i := strings.LastIndexByte(cr, '/'); i >= 0 {
+			var total int64
+			if _, err := fmt.Sscan(cr[i+1:], &total); err == nil {
+				f.Size = total
+			}
+		}
+	}
+	return out.Body, f, nil
+}
+
+// GetBytes reads the whole object into memory. Use Get for large objects.
+func (s *S3) GetBytes(ctx context.Context, key string) ([]byte, error) {
+	rc, err := s.Get(ctx, key)
+	if err != nil {
+		return nil, err
+	}
+	defer rc.Close()
+	b, err := io.ReadAll(rc)
+	if err != nil {
+		return nil, fmt.Errorf("read %s: %w", s.display(key), err)
+	}
+	return b, nil
+}
+
+// Delete removes key. Deleting a missing key succeeds (S3 semantics).
+func (s *S3) Delete(ctx context.Context, key string) error {
+	api, err := s.api()
+	if err != nil {
+		return err
+	}
+	full, err := s.fullKey(key)
+	if err != nil {
+		return err
+	}
+	_, err = api.DeleteObject(ctx, &s3.DeleteObjectInput{Bucket: &s.bucket, Key: &full})
+	if err != nil {
+		err = translate("delete "+s.display(key), opObject, err)
+		if errors.Is(err, ErrNotFound) && !errors.Is(err, ErrBucketNotFound) {
+			return nil
+		}
+		return err
+	}
+	return nil
+}
+
+// DeleteMany deletes keys with DeleteObjects, 1000 per request, and returns
+// how many were deleted. Missing keys count as deleted.
+func (s *S3) DeleteMany(ctx context.Context, keys []string) (int, error) {
+	api, err := s.api()
+	if err != nil {
+		return 0, err
+	}
+	done := 0
+	for start := 0; start < len(keys); start += 1000 {
+		batch := keys[start:min(start+1000, len(keys))]
+		ids := make([]types.ObjectIdentifier, 0, len(batch))
+		for _, k := range batch {
+			full, err := s.fullKey(k)
+			if err != nil {
+				return done, err
+			}
+			ids = append(ids, types.ObjectIdentifier{Key: aws.String(full)})
+		}
+		out, err := api.DeleteObjects(ctx, &s3.DeleteObjectsInput{Bucket: &s.bucket,
+			Delete: &types.Delete{Objects: ids, Quiet: aws.Bool(true)}})
+		if err != nil {
+			return done, translate(fmt.Sprintf("delete %d objects in %s", len(ids), s.bucket), opObject, err)
+		}
+		if len(out.Errors) > 0 {
+			e := out.Errors[0]
+			return done, fmt.Errorf("delete %s: %s: %s (and %d more failures)",
+				s.display(s.relKey(aws.ToString(e.Key))), aws.ToString(e.Code), aws.ToString(e.Message), len(out.Errors)-1)
+		}
+		done += len(batch)
+	}
+	return done, nil
+}
+
+// Exists reports whether key exists. It is false only when the server says
+// not found; any other failure (denied, unreachable) is an error — unlike
+// the seed, which answered false on auth errors.
+func (s *S3) Exists(ctx context.Context, key string) (bool, error) {
+	_, err := s.Info(ctx, key)
+	switch {
+	case err == nil:
+		return true, nil
+	case errors.Is(err, ErrNotFound) && !errors.Is(err, ErrBucketNotFound):
+		return false, nil
+	}
+	return false, err
+}
+
+// Info returns the object's metadata (HEAD).
+func (s *S3) Info(ctx context.Context, key string) (StoredFile, error) {
+	api, err := s.api()
+	if err != nil {
+		return StoredFile{}, err
+	}
+	full, err := s.fullKey(key)
+	if err != nil {
+		return StoredFile{}, err
+	}
+	out, err := api.HeadObject(ctx, &s3.HeadObjectInput{Bucket: &s.bucket, Key: &full})
+	if err != nil {
+		err = translate("info "+s.display(key), opObject, err)
+		// A HEAD answer has no body, so a missing bucket looks like a
+		// missing key; ask the bucket so Exists never says a plain false
+		// for a bucket that is not there.
+		if errors.Is(err, ErrNotFound) {
+			if _, berr := api.HeadBucket(ctx, &s3.HeadBucketInput{Bucket: &s.bucket}); berr != nil {
+				if berr = translate("bucket "+s.bucket, opBucket, berr); errors.Is(berr, ErrBucketNotFound) {
+					return StoredFile{}, fmt.Errorf("info %s: %w", s.display(key), berr)
+				}
+			}
+		}
+		return StoredFile{}, err
+	}
+	return StoredFile{Key: key, Size: aws.ToInt64(out.ContentLength), ContentType: aws.ToString(out.ContentType),
+		ETag: unquote(aws.ToString(out.ETag)), LastModified: aws.ToTime(out.LastModified),
+		Metadata: maps.Clone(out.Metadata)}, nil
+}
+
+// List yields the objects under prefix in key order, paging transparently;
+// limit <= 0 means all. Keys are relative to the storage's prefix. List
+// results carry no ContentType or Metadata (S3's listing has none).
+func (s *S3) List(ctx context.Context, prefix string, limit int) iter.Seq2[StoredFile, error] {
+	return func(yield func(StoredFile, error) bool) {
+		api, err := s.api()
+		if err != nil {
+			yield(StoredFile{}, err)
+			return
+		}
+		full, err := s.fullPrefix(prefix)
+		if err != nil {
+			yield(StoredFile{}, err)
+			return
+		}
+		in := &s3.ListObjectsV2Input{Bucket: &s.bucket, Prefix: &full}
+		n := 0
+		for {
+			if limit > 0 {
+				in.MaxKeys = aws.Int32(int32(min(1000, limit-n)))
+			}
+			out, err := api.ListObjectsV2(ctx, in)
+			if err != nil {
+				yield(StoredFile{}, translate("list "+s.display(prefix), opBucket, err))
+				return
+			}
+			for _, o := range out.Contents {
+				f := StoredFile{Key: s.relKey(aws.ToString(o.Key)), Size: aws.ToInt64(o.Size),
+					ETag: unquote(aws.ToString(o.ETag)), LastModified: aws.ToTime(o.LastModified)}
+				if !yield(f, nil) {
+					return
+				}
+				n++
+				if limit > 0 && n >= limit {
+					return
+				}
+			}
+			if !aws.ToBool(out.IsTruncated) || out.NextContinuationToken == nil {
+				return
+			}
+			in.ContinuationToken = out.NextContinuationToken
+		}
+	}
+}
+
+// URLOptions are optional settings of URL.
+type URLOptions struct {
+	// Expires: zero means the Config's PresignedExpiry (default 1h); at most 7 days.
+	Expires time.Duration
+	// Method is GET (default) or PUT (a direct client upload).
+	Method string
+	// ContentType binds a PUT URL to this content type.
+	ContentType string
+}
+
+// URL returns a presigned URL for key.
+func (s *S3) URL(ctx context.Context, key string, opts *URLOptions) (string, error) {
+	if s.c.presign == nil {
+		return "", errors.New("url: this client has no presigner (built with NewClientWithAPI)")
+	}
+	full, err := s.fullKey(key)
+	if err != nil {
+		return "", err
+	}
+	if opts == nil {
+		opts = &URLOptions{}
+	}
+	exp := opts.Expires
+	if exp == 0 {
+		exp = s.c.cfg.presignedExpiry()
+	}
+	if exp < time.Second || exp > MaxPresignedExpiry {
+		return "", &ConfigError{Field: "expires", Reason: fmt.Sprintf("%s is out of range: presigned URLs last 1s to 168h (7 days)", exp)}
+	}
+	with := func(o *s3.PresignOptions) { o.Expires = exp }
+	switch strings.ToUpper(opts.Method) {
+	case "", http.MethodGet:
+		req, err := s.c.presign.PresignGetObject(ctx, &s3.GetObjectInput{Bucket: &s.bucket, Key: &full}, with)
+		if err != nil {
+			return "", fmt.Errorf("presign GET %s: %w", s.display(key), err)
+		}
+		return req.URL, nil
+	case http.MethodPut:
+		in := &s3.PutObjectInput{Bucket: &s.bucket, Key: &full}
+		if opts.ContentType != "" {
+			in.ContentType = &opts.ContentType
+		}
+		req, err := s.c.presign.PresignPutObject(ctx, in, with)
+		if err != nil {
+			return "", fmt.Errorf("presign PUT %s: %w", s.display(key), err)
+		}
+		return req.URL, nil
+	}
+	return "", &ConfigError{Field: "method", Reason: fmt.Sprintf("%q is not supported: use GET or PUT", opts.Method)}
+}
+
+// Close releases the storage. It closes the client only when New made it.
+func (s *S3) Close() error {
+	if s.ownsClient {
+		return s.c.Close()
+	}
+	return nil
+}
+
+// display names an object for messages: s3://bucket/prefix+key.
+func (s *S3) display(key string) string { return "s3://" + s.bucket + "/" + s.prefix + key }
+
+func unquote(etag string) string { return strings.Trim(etag, "\"") }
