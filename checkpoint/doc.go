@@ -1,0 +1,40 @@
+// Package checkpoint stores, in Redis, the plan of each multipart upload and
+// the ETag of every part finished so far, so that a retried or recovered
+// task resumes its upload instead of starting over.
+//
+// A worker calls Create once when it starts a multipart upload, RecordPart
+// after each UploadPart succeeds, Load when a task runs again, and Delete
+// after CompleteMultipartUpload or AbortMultipartUpload. The janitor calls
+// List to learn which uploads still have a live checkpoint.
+//
+// It is not the source of truth for which parts exist: on resume ListParts
+// is, and a checkpoint only says which plan (upload id, part size, source
+// fingerprint) to resume and which parts it believes are done. It knows
+// nothing of S3, the queue or the worker (it imports go-redis only), does
+// not decide when to abort, and does not hold progress (see the progress
+// keys of the worker).
+//
+// # Key layout
+//
+//	ferry:ckpt:{<task_id>}  hash, expires Options.TTL after the last write
+//	    upload_id, profile, bucket, key, part_size, part_count,
+//	    total_size, fingerprint, created_at   the plan, written once
+//	    p:<n> = <etag>|<size>                 one field per finished part
+//	ferry:ckpt:index        sorted set: task id -> unix milliseconds of
+//	                        its last Create or RecordPart
+//
+// The braces are a Redis Cluster hash tag: each checkpoint lives in one slot
+// and is changed by Lua scripts atomically. The index lives in another slot,
+// so it is updated by separate commands and is only eventually exact: it may
+// hold ids whose hash expired or was deleted half way (List prunes them), and
+// Create indexes an id before writing its hash so that every live checkpoint
+// is listed. Nothing here uses SCAN or KEYS.
+//
+// # Considerations
+//
+// Redis must not evict these keys (maxmemory-policy noeviction), and should
+// persist them (AOF) if uploads are to resume after a Redis restart.
+// A checkpoint that nobody touches for Options.TTL (7 days by default)
+// expires; its upload can then no longer be resumed and is the janitor's to
+// abort.
+package checkpoint

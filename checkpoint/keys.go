@@ -1,0 +1,48 @@
+package checkpoint
+
+import "strconv"
+
+// Every Redis key and hash field name this package uses is built here.
+//
+// The Lua scripts in store.go refer to fieldUploadID and fieldPartCount by
+// their literal names ("upload_id", "part_count"): change them together.
+
+// indexKey is the sorted set of task ids scored by the unix time, in
+// milliseconds, of their last Create or RecordPart. It has no hash tag: in
+// Redis Cluster it lives in its own slot, so it is updated with separate
+// commands, never inside a script that touches a checkpoint hash.
+const indexKey = "ferry:ckpt:index"
+
+// checkpointKey returns the hash holding the plan and parts of one task:
+// ferry:ckpt:{<task_id>}. The braces are a Redis Cluster hash tag, so every
+// per-task key of ferry (see also the progress keys) lands in one slot.
+func checkpointKey(taskID string) string {
+	return "ferry:ckpt:{" + taskID + "}"
+}
+
+// Plan fields of the checkpoint hash.
+const (
+	fieldUploadID    = "upload_id"
+	fieldProfile     = "profile"
+	fieldBucket      = "bucket"
+	fieldKey         = "key"
+	fieldPartSize    = "part_size"
+	fieldPartCount   = "part_count"
+	fieldTotalSize   = "total_size"
+	fieldFingerprint = "fingerprint"
+	fieldCreatedAt   = "created_at"
+)
+
+// partFieldPrefix starts the field of one finished part: p:<n> = <etag>|<size>.
+const partFieldPrefix = "p:"
+
+// partField returns the hash field of part n, e.g. "p:7".
+func partField(n int) string {
+	return partFieldPrefix + strconv.Itoa(n)
+}
+
+// partValue encodes a part as <etag>|<size>. Decoding splits at the last
+// '|', so an ETag containing '|' still round-trips.
+func partValue(p Part) string {
+	return p.ETag + "|" + strconv.FormatInt(p.Size, 10)
+}
