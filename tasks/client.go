@@ -1,0 +1,80 @@
+package tasks
+
+import (
+	"context"
+	"errors"
+	"fmt"
+
+	"github.com/hibiken/asynq"
+	"github.com/redis/go-redis/v9"
+)
+
+// ErrNotFound is returned when neither ferry's progress hash nor asynq knows
+// a task id.
+var ErrNotFound = errors.New("task not found")
+
+// Client enqueues ferry tasks and reads their progress. It shares the caller's
+// Redis client, which it never closes. A Client is safe for concurrent use.
+type Client struct {
+	rdb       redis.UniversalClient
+	client    *asynq.Client
+	inspector *asynq.Inspector
+}
+
+// NewClient returns a Client on rdb. The caller keeps ownership of rdb and
+// closes it after Close.
+func NewClient(rdb redis.UniversalClient) *Client {
+	return &Client{
+		rdb:       rdb,
+		client:    asynq.NewClientFromRedisClient(rdb),
+		inspector: asynq.NewInspectorFromRedisClient(rdb),
+	}
+}
+
+// Enqueue enqueues t with its options followed by opts. Errors wrap asynq's:
+// errors.Is(err, asynq.ErrTaskIDConflict) and asynq.ErrDuplicateTask work.
+//
+// After a successful enqueue, a cancel flag left by an earlier task with the
+// same (deterministic) id is cleared, so re-enqueueing a cancelled transfer
+// runs it.
+func (c *Client) Enqueue(ctx context.Context, t *asynq.Task, opts ...asynq.Option) (*asynq.TaskInfo, error) {
+	if t == nil {
+		return nil, errors.New("enqueue: nil task")
+	}
+	info, err := c.client.EnqueueContext(ctx, t, opts...)
+	if err != nil {
+		return nil, fmt.Errorf("enqueue %s: %w", t.Type(), err)
+	}
+	if err := c.rdb.Del(ctx, CancelKey(info.ID)).Err(); err != nil {
+		return info, fmt.Errorf("enqueue %s: task %s enqueued, but clearing its old cancel flag failed: %w", t.Type(), info.ID, err)
+	}
+	return info, nil
+}
+
+// Inspector is asynq's Inspector on the same Redis, for queue management.
+func (c *Client) Inspector() *asynq.Inspector { return c.inspector }
+
+// Close releases the Client. It does not close the Redis client passed to
+// NewClient (asynq does not own it either), so it has nothing to fail on.
+func (c *Client) Close() error { return nil }
+
+// findTask looks id up in every asynq queue. It returns ErrNotFound when no
+// queue holds it.
+func (c *Client) findTask(id string) (*asynq.TaskInfo, error) {
+	queues, err := c.inspector.Queues()
+	if err != nil {
+		return nil, fmt.Errorf("list queues: %w", err)
+	}
+	for _, q := range queues {
+		info, err := c.inspector.GetTaskInfo(q, id)
+		switch {
+		case err == nil:
+			return info, nil
+		case errors.Is(err, asynq.ErrTaskNotFound), errors.Is(err, asynq.ErrQueueNotFound):
+			continue
+		default:
+			return nil, fmt.Errorf("look up task %s in queue %q: %w", id, q, err)
+		}
+	}
+	return nil, fmt.Errorf("task %s: %w", id, ErrNotFound)
+}

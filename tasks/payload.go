@@ -1,0 +1,290 @@
+package tasks
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"mime"
+	"regexp"
+	"sort"
+	"strings"
+	"unicode/utf8"
+
+	"github.com/hibiken/asynq"
+)
+
+// Task type names.
+const (
+	TypePut     = "ferry:put"
+	TypeUpload  = "ferry:upload"
+	TypeCopy    = "ferry:copy"
+	TypeMove    = "ferry:move"
+	TypeDelete  = "ferry:delete"
+	TypeMigrate = "ferry:migrate"
+	TypeJanitor = "ferry:janitor"
+)
+
+// Limits checked by the payloads' Validate methods.
+const (
+	// MinPartSize and MaxPartSize bound a non-zero PartSize (S3's limits).
+	MinPartSize = 5 << 20
+	MaxPartSize = 5 << 30
+	// MaxParts is S3's limit on the parts of one multipart upload.
+	MaxParts = 10000
+	// MaxPartConcurrency bounds a non-zero PartConcurrency.
+	MaxPartConcurrency = 64
+	// MaxObjectSize is S3's limit on one object.
+	MaxObjectSize = 5 << 40
+	// MaxMetadataSize is S3's limit on user metadata, keys plus values.
+	MaxMetadataSize = 2 << 10
+	// ReservedMetadataPrefix starts the metadata keys ferry writes itself
+	// (e.g. ferry-task-id); payloads may not set them.
+	ReservedMetadataPrefix = "ferry-"
+)
+
+// PutPayload is the payload of TypePut: one object written to Dest (s3) from
+// a file, an https URL, inline bytes or another S3 object.
+type PutPayload struct {
+	Source Location `json:"source"`
+	Dest   Location `json:"dest"`
+	// ContentType of the object; empty lets the worker choose.
+	ContentType string `json:"content_type,omitempty"`
+	// Metadata is user metadata: lowercase keys [a-z0-9-], 2 KiB in all.
+	Metadata map[string]string `json:"metadata,omitempty"`
+}
+
+// Validate reports what is wrong with p, or nil.
+func (p PutPayload) Validate() error {
+	if err := p.Source.Validate("source"); err != nil {
+		return err
+	}
+	if err := validateS3("dest", p.Dest, keyObject); err != nil {
+		return err
+	}
+	return validateObjectAttrs(p.ContentType, p.Metadata)
+}
+
+// UploadPayload is the payload of TypeUpload: a resumable multipart upload to
+// Dest (s3) from a file, an https URL or another S3 object.
+type UploadPayload struct {
+	Source Location `json:"source"`
+	Dest   Location `json:"dest"`
+	// PartSize in bytes; 0 means the worker's default, else 5 MiB..5 GiB.
+	PartSize int64 `json:"part_size,omitempty"`
+	// PartConcurrency is the number of parts in flight; 0 means the
+	// worker's default, else 1..64.
+	PartConcurrency int `json:"part_concurrency,omitempty"`
+	// ContentType of the object; empty lets the worker choose.
+	ContentType string `json:"content_type,omitempty"`
+	// Metadata is user metadata: lowercase keys [a-z0-9-], 2 KiB in all.
+	Metadata map[string]string `json:"metadata,omitempty"`
+	// Size is an optional hint of the source's size in bytes, used for the
+	// default Timeout; 0 means unknown. The worker trusts the source, not it.
+	Size int64 `json:"size,omitempty"`
+}
+
+// Validate reports what is wrong with p, or nil.
+func (p UploadPayload) Validate() error {
+	if err := p.Source.Validate("source"); err != nil {
+		return err
+	}
+	if p.Source.Kind() == KindInline {
+		return errors.New("source: inline data cannot be uploaded in parts: use a put task")
+	}
+	if err := validateS3("dest", p.Dest, keyObject); err != nil {
+		return err
+	}
+	if err := validateParts(p.PartSize, p.PartConcurrency, p.Size); err != nil {
+		return err
+	}
+	return validateObjectAttrs(p.ContentType, p.Metadata)
+}
+
+// CopyPayload is the payload of TypeCopy: Source (s3) copied to Dest (s3),
+// server-side when both are on one endpoint, else streamed and resumable.
+type CopyPayload struct {
+	Source Location `json:"source"`
+	Dest   Location `json:"dest"`
+	// PartSize in bytes; 0 means the worker's default, else 5 MiB..5 GiB.
+	PartSize int64 `json:"part_size,omitempty"`
+	// PartConcurrency is the number of parts in flight; 0 means the
+	// worker's default, else 1..64.
+	PartConcurrency int `json:"part_concurrency,omitempty"`
+	// Size is an optional hint of the source's size in bytes, used for the
+	// default Timeout; 0 means unknown.
+	Size int64 `json:"size,omitempty"`
+}
+
+// Validate reports what is wrong with p, or nil.
+func (p CopyPayload) Validate() error {
+	return validateTransfer("copy", p.Source, p.Dest, p.PartSize, p.PartConcurrency, p.Size)
+}
+
+// MovePayload is the payload of TypeMove: a copy, verified at Dest, then the
+// deletion of Source. Its fields mean what CopyPayload's do.
+type MovePayload struct {
+	Source          Location `json:"source"`
+	Dest            Location `json:"dest"`
+	PartSize        int64    `json:"part_size,omitempty"`
+	PartConcurrency int      `json:"part_concurrency,omitempty"`
+	Size            int64    `json:"size,omitempty"`
+}
+
+// Validate reports what is wrong with p, or nil.
+func (p MovePayload) Validate() error {
+	return validateTransfer("move", p.Source, p.Dest, p.PartSize, p.PartConcurrency, p.Size)
+}
+
+// DeletePayload is the payload of TypeDelete: one object, or with Recursive
+// every object under the prefix Dest.Key.
+type DeletePayload struct {
+	Dest Location `json:"dest"`
+	// Recursive makes Dest.Key a prefix ("" or ending in "/" allowed).
+	Recursive bool `json:"recursive,omitempty"`
+	// AllowAll permits a recursive delete with an empty prefix: the whole
+	// bucket. Without it an empty prefix is refused.
+	AllowAll bool `json:"allow_all,omitempty"`
+}
+
+// Validate reports what is wrong with p, or nil.
+func (p DeletePayload) Validate() error {
+	if !p.Recursive {
+		if p.AllowAll {
+			return errors.New("allow_all applies to recursive deletes only: set recursive or drop allow_all")
+		}
+		return validateS3("dest", p.Dest, keyObject)
+	}
+	if err := validateS3("dest", p.Dest, keyPrefix); err != nil {
+		return err
+	}
+	if p.Dest.Key == "" && !p.AllowAll {
+		return fmt.Errorf("dest: recursive delete with an empty prefix would empty the whole bucket %q: give a prefix, or set allow_all if that is what you mean", p.Dest.Bucket)
+	}
+	return nil
+}
+
+func validateS3(role string, l Location, mode keyMode) error {
+	if err := l.validate(role, mode); err != nil {
+		return err
+	}
+	if k := l.Kind(); k != KindS3 {
+		return fmt.Errorf("%s: must be an s3://bucket/key location, not %s %q", role, k, l.String())
+	}
+	return nil
+}
+
+func validateTransfer(what string, src, dst Location, partSize int64, partConcurrency int, size int64) error {
+	if err := validateS3("source", src, keyObject); err != nil {
+		return err
+	}
+	if err := validateS3("dest", dst, keyObject); err != nil {
+		return err
+	}
+	if src.profile() == dst.profile() && src.Bucket == dst.Bucket && src.Key == dst.Key {
+		return fmt.Errorf("%s: source and dest are the same object %s: give a different dest", what, src.String())
+	}
+	return validateParts(partSize, partConcurrency, size)
+}
+
+func validateParts(partSize int64, partConcurrency int, size int64) error {
+	if partSize != 0 && (partSize < MinPartSize || partSize > MaxPartSize) {
+		return fmt.Errorf("part_size %d is out of range: use 0 for the worker's default, or 5 MiB (%d) to 5 GiB (%d)", partSize, MinPartSize, MaxPartSize)
+	}
+	if partConcurrency != 0 && (partConcurrency < 1 || partConcurrency > MaxPartConcurrency) {
+		return fmt.Errorf("part_concurrency %d is out of range: use 0 for the worker's default, or 1 to %d", partConcurrency, MaxPartConcurrency)
+	}
+	if size < 0 || size > MaxObjectSize {
+		return fmt.Errorf("size %d is out of range: use 0 when unknown, at most 5 TiB (%d)", size, int64(MaxObjectSize))
+	}
+	if partSize > 0 && size > 0 && (size+partSize-1)/partSize > MaxParts {
+		need := (size + MaxParts - 1) / MaxParts
+		return fmt.Errorf("part_size %d splits %d bytes into more than %d parts: use a part_size of at least %d, or 0 for the worker's choice", partSize, size, MaxParts, max(need, MinPartSize))
+	}
+	return nil
+}
+
+var metadataKeyRE = regexp.MustCompile(`^[a-z0-9-]+$`)
+
+func validateObjectAttrs(contentType string, md map[string]string) error {
+	if contentType != "" {
+		if _, _, err := mime.ParseMediaType(contentType); err != nil {
+			return fmt.Errorf("content_type %q is not a media type such as \"text/plain; charset=utf-8\": %w", contentType, err)
+		}
+	}
+	keys := make([]string, 0, len(md))
+	for k := range md {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys) // the same map always gives the same error
+	total := 0
+	for _, k := range keys {
+		v := md[k]
+		if !metadataKeyRE.MatchString(k) {
+			return fmt.Errorf("metadata key %q: use lowercase letters, digits and '-' only (S3 lowercases keys anyway)", k)
+		}
+		if strings.HasPrefix(k, ReservedMetadataPrefix) {
+			return fmt.Errorf("metadata key %q: keys starting %q are reserved for ferry: rename it", k, ReservedMetadataPrefix)
+		}
+		if !utf8.ValidString(v) || strings.ContainsFunc(v, func(r rune) bool { return r < 0x20 || r == 0x7f }) {
+			return fmt.Errorf("metadata %q: the value must be valid UTF-8 without control characters", k)
+		}
+		total += len(k) + len(v)
+	}
+	if total > MaxMetadataSize {
+		return fmt.Errorf("metadata is %d bytes (keys plus values), more than S3's %d: shorten it", total, MaxMetadataSize)
+	}
+	return nil
+}
+
+// validator is a payload.
+type validator interface{ Validate() error }
+
+// decode unmarshals t's payload into a T strictly (unknown fields are an
+// error) and validates it. Every error wraps asynq.SkipRetry: a bad payload
+// never becomes good by retrying.
+func decode[T validator](t *asynq.Task, typ string) (T, error) {
+	var p T
+	if t == nil {
+		return p, fmt.Errorf("decode %s payload: nil task: %w", typ, asynq.SkipRetry)
+	}
+	if t.Type() != typ {
+		return p, fmt.Errorf("decode %s payload: task has type %q: %w", typ, t.Type(), asynq.SkipRetry)
+	}
+	dec := json.NewDecoder(bytes.NewReader(t.Payload()))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&p); err != nil {
+		return p, fmt.Errorf("decode %s payload: %v: %w", typ, err, asynq.SkipRetry)
+	}
+	if dec.More() {
+		return p, fmt.Errorf("decode %s payload: trailing data after the JSON object: %w", typ, asynq.SkipRetry)
+	}
+	if err := p.Validate(); err != nil {
+		return p, fmt.Errorf("invalid %s payload: %v: %w", typ, err, asynq.SkipRetry)
+	}
+	return p, nil
+}
+
+// DecodePut decodes and validates a TypePut task's payload. Errors wrap
+// asynq.SkipRetry.
+func DecodePut(t *asynq.Task) (PutPayload, error) { return decode[PutPayload](t, TypePut) }
+
+// DecodeUpload decodes and validates a TypeUpload task's payload. Errors wrap
+// asynq.SkipRetry.
+func DecodeUpload(t *asynq.Task) (UploadPayload, error) {
+	return decode[UploadPayload](t, TypeUpload)
+}
+
+// DecodeCopy decodes and validates a TypeCopy task's payload. Errors wrap
+// asynq.SkipRetry.
+func DecodeCopy(t *asynq.Task) (CopyPayload, error) { return decode[CopyPayload](t, TypeCopy) }
+
+// DecodeMove decodes and validates a TypeMove task's payload. Errors wrap
+// asynq.SkipRetry.
+func DecodeMove(t *asynq.Task) (MovePayload, error) { return decode[MovePayload](t, TypeMove) }
+
+// DecodeDelete decodes and validates a TypeDelete task's payload. Errors wrap
+// asynq.SkipRetry.
+func DecodeDelete(t *asynq.Task) (DeletePayload, error) {
+	return decode[DeletePayload](t, TypeDelete)
+}
