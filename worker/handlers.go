@@ -1,0 +1,288 @@
+package worker
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"maps"
+	"strconv"
+
+	"github.com/hibiken/asynq"
+	"go.uber.org/zap"
+
+	"github.com/ferryhq/ferry/storage"
+	"github.com/ferryhq/ferry/tasks"
+)
+
+// run wraps a handler body with what every transfer needs: the task id, a
+// refusal of tasks cancelled before they started, progress at the end,
+// the result, and error classification.
+func (w *Worker) run(ctx context.Context, t *asynq.Task, src, dst string, body func(context.Context, string, *progress) (any, error)) error {
+	id, _ := asynq.GetTaskID(ctx)
+	if c, err := tasks.Cancelled(ctx, w.rdb, id); err == nil && c {
+		return permanent(errCancelled)
+	}
+	prog := w.newProgress(ctx, id, t.Type(), src, dst)
+	res, err := body(ctx, id, prog)
+	if err != nil {
+		return classify(err)
+	}
+	writeResult(t, res)
+	prog.finish(ctx, tasks.StateCompleted)
+	return nil
+}
+
+func (w *Worker) taskLog(ctx context.Context, t *asynq.Task) *zap.Logger {
+	id, _ := asynq.GetTaskID(ctx)
+	return w.log.With(zap.String("task_id", id), zap.String("task_type", t.Type()))
+}
+
+func withTaskID(meta map[string]string, id string) map[string]string {
+	m := maps.Clone(meta)
+	if m == nil {
+		m = map[string]string{}
+	}
+	m[metaTaskID] = id
+	return m
+}
+
+func (w *Worker) handlePut(ctx context.Context, t *asynq.Task) error {
+	p, err := tasks.DecodePut(t)
+	if err != nil {
+		return err
+	}
+	if p.Source.Kind() == tasks.KindS3 {
+		return w.copyTask(ctx, t, p.Source, p.Dest, 0, 0, false)
+	}
+	return w.run(ctx, t, p.Source.String(), p.Dest.String(), func(ctx context.Context, id string, prog *progress) (any, error) {
+		dst, err := w.profiles.open(ctx, p.Dest.Profile, p.Dest.Bucket)
+		if err != nil {
+			return nil, err
+		}
+		meta := withTaskID(p.Metadata, id)
+		if p.Source.Kind() == tasks.KindInline {
+			prog.setTotal(int64(len(p.Source.Data)), 0)
+			f, err := dst.PutBytes(ctx, p.Dest.Key, p.Source.Data, &storage.PutOptions{ContentType: p.ContentType, Metadata: meta})
+			if err == nil {
+				w.metrics.addBytes("upload", p.Dest.Profile, f.Size)
+			}
+			return f, err
+		}
+		return w.transfer(ctx, id, t, prog, p.Source, p.Dest, dst, 0, 0, p.ContentType, p.Metadata)
+	})
+}
+
+func (w *Worker) handleUpload(ctx context.Context, t *asynq.Task) error {
+	p, err := tasks.DecodeUpload(t)
+	if err != nil {
+		return err
+	}
+	return w.run(ctx, t, p.Source.String(), p.Dest.String(), func(ctx context.Context, id string, prog *progress) (any, error) {
+		dst, err := w.profiles.open(ctx, p.Dest.Profile, p.Dest.Bucket)
+		if err != nil {
+			return nil, err
+		}
+		return w.transfer(ctx, id, t, prog, p.Source, p.Dest, dst, p.PartSize, p.PartConcurrency, p.ContentType, p.Metadata)
+	})
+}
+
+// transfer moves a file, https or S3 source to dst: one PutObject up to a
+// part size, a checkpointed multipart upload above it (or a streamed one
+// when the source cannot be read by range).
+func (w *Worker) transfer(ctx context.Context, id string, t *asynq.Task, prog *progress, srcLoc, dstLoc tasks.Location,
+	dst *storage.S3, partSize int64, partConc int, contentType string, meta map[string]string) (storage.StoredFile, error) {
+	src, err := w.openSource(ctx, srcLoc)
+	if err != nil {
+		return storage.StoredFile{}, err
+	}
+	defer src.Close()
+	if contentType == "" {
+		contentType = src.contentType
+	}
+	if partSize == 0 {
+		partSize = w.cfg.PartSize
+	}
+	if partConc == 0 {
+		partConc = w.cfg.PartConcurrency
+	}
+	meta = withTaskID(meta, id)
+	switch {
+	case src.size >= 0 && src.size <= partSize:
+		prog.setTotal(src.size, 0)
+		buf, err := w.buffers.Get(ctx, int(partSize))
+		if err != nil {
+			return storage.StoredFile{}, err
+		}
+		defer w.buffers.Put(buf)
+		n := 0
+		if src.size > 0 {
+			n, err = src.parts.ReadPart(ctx, 1, buf)
+			if err != nil {
+				return storage.StoredFile{}, fmt.Errorf("read %s: %w", src.display, err)
+			}
+		}
+		f, err := dst.Put(ctx, dstLoc.Key, bytes.NewReader(buf[:n]), &storage.PutOptions{ContentType: contentType, Metadata: meta})
+		if err == nil {
+			w.metrics.addBytes("upload", dstLoc.Profile, f.Size)
+			prog.add(ctx, f.Size, 0)
+		}
+		return f, err
+	case src.parts == nil:
+		// An https source without ranges or length: stream it, bounded,
+		// but it cannot resume (there is no way to seek back into it).
+		w.taskLog(ctx, t).Warn("source cannot be read by range; streaming without checkpoints", zap.String("source", src.display))
+		rc, err := src.open(ctx)
+		if err != nil {
+			return storage.StoredFile{}, err
+		}
+		defer rc.Close()
+		return dst.PutLarge(ctx, dstLoc.Key, rc, &storage.LargeOptions{ContentType: contentType, Metadata: meta,
+			PartSize: partSize, Concurrency: partConc, Buffers: w.buffers,
+			ProgressFunc: func(done, _ int64) { prog.setDone(ctx, done) }})
+	}
+	w.registerBucket(ctx, dstLoc.Profile, dstLoc.Bucket)
+	return w.runUpload(ctx, &upload{taskID: id, profile: profileName(dstLoc.Profile), dst: dst, key: dstLoc.Key, src: src,
+		partSize: partSize, concurrency: partConc, contentType: contentType, metadata: meta, prog: prog, log: w.taskLog(ctx, t)})
+}
+
+func profileName(p string) string {
+	if p == "" {
+		return tasks.DefaultProfile
+	}
+	return p
+}
+
+func (w *Worker) handleCopy(ctx context.Context, t *asynq.Task) error {
+	p, err := tasks.DecodeCopy(t)
+	if err != nil {
+		return err
+	}
+	return w.copyTask(ctx, t, p.Source, p.Dest, p.PartSize, p.PartConcurrency, false)
+}
+
+func (w *Worker) handleMove(ctx context.Context, t *asynq.Task) error {
+	p, err := tasks.DecodeMove(t)
+	if err != nil {
+		return err
+	}
+	return w.copyTask(ctx, t, p.Source, p.Dest, p.PartSize, p.PartConcurrency, true)
+}
+
+// copyTask copies (and for a move, then deletes) an S3 object: server-side
+// when both profiles reach the same endpoint, else streamed by ranged GETs
+// into a checkpointed multipart upload. The destination records the source's
+// ETag and size; a move deletes its source only after the destination is
+// verified against them.
+func (w *Worker) copyTask(ctx context.Context, t *asynq.Task, srcLoc, dstLoc tasks.Location, partSize int64, partConc int, move bool) error {
+	return w.run(ctx, t, srcLoc.String(), dstLoc.String(), func(ctx context.Context, id string, prog *progress) (any, error) {
+		dst, err := w.profiles.open(ctx, dstLoc.Profile, dstLoc.Bucket)
+		if err != nil {
+			return nil, err
+		}
+		same := w.profiles.sameEndpoint(srcLoc.Profile, dstLoc.Profile)
+		srcProfile := srcLoc.Profile
+		if same {
+			srcProfile = dstLoc.Profile // one client for both buckets: server-side copy
+		}
+		src, err := w.profiles.open(ctx, srcProfile, srcLoc.Bucket)
+		if err != nil {
+			return nil, err
+		}
+		info, err := src.Info(ctx, srcLoc.Key)
+		if errors.Is(err, storage.ErrNotFound) && move {
+			// A retried move whose first run deleted the source already.
+			if f, derr := dst.Info(ctx, dstLoc.Key); derr == nil && f.Metadata[metaTaskID] == id {
+				w.taskLog(ctx, t).Info("move already completed by an earlier attempt")
+				return f, nil
+			}
+		}
+		if err != nil {
+			return nil, fmt.Errorf("copy source: %w", err)
+		}
+		prog.setTotal(info.Size, 0)
+		meta := map[string]string{metaTaskID: id, metaSourceETag: info.ETag, metaSourceSize: strconv.FormatInt(info.Size, 10)}
+		var f storage.StoredFile
+		if same {
+			f, err = dst.CopyFrom(ctx, src, srcLoc.Key, dstLoc.Key, &storage.CopyOptions{Metadata: meta, Concurrency: partConc})
+			if err == nil {
+				prog.add(ctx, f.Size, 0)
+			}
+		} else {
+			f, err = w.transfer(ctx, id, t, prog, srcLoc, dstLoc, dst, partSize, partConc, info.ContentType, mergeMeta(info.Metadata, meta))
+		}
+		if err != nil {
+			return nil, err
+		}
+		if err := verifyCopy(info, f); err != nil {
+			return nil, err
+		}
+		if move {
+			if err := src.Delete(ctx, srcLoc.Key); err != nil {
+				return nil, fmt.Errorf("move: the copy at %s is verified but deleting the source failed: %w", dstLoc.String(), err)
+			}
+		}
+		return f, nil
+	})
+}
+
+func mergeMeta(a, b map[string]string) map[string]string {
+	m := maps.Clone(a)
+	if m == nil {
+		m = map[string]string{}
+	}
+	maps.Copy(m, b)
+	return m
+}
+
+// verifyCopy checks the destination against the source it was made from.
+func verifyCopy(src, dst storage.StoredFile) error {
+	if err := storage.VerifyCopy(src, dst); err != nil {
+		return err
+	}
+	if et := dst.Metadata[metaSourceETag]; et != "" && et != src.ETag {
+		return fmt.Errorf("copy verification failed: destination was made from ETag %s, source is %s", et, src.ETag)
+	}
+	return nil
+}
+
+func (w *Worker) handleDelete(ctx context.Context, t *asynq.Task) error {
+	p, err := tasks.DecodeDelete(t)
+	if err != nil {
+		return err
+	}
+	return w.run(ctx, t, "", p.Dest.String(), func(ctx context.Context, id string, prog *progress) (any, error) {
+		dst, err := w.profiles.open(ctx, p.Dest.Profile, p.Dest.Bucket)
+		if err != nil {
+			return nil, err
+		}
+		if !p.Recursive {
+			return map[string]int{"deleted": 1}, dst.Delete(ctx, p.Dest.Key)
+		}
+		// List and delete in batches of 1000. Deleting what was listed
+		// never skips keys: the listing restarts after each batch from the
+		// prefix, and deleted keys are gone from it.
+		deleted := 0
+		for {
+			batch := make([]string, 0, 1000)
+			for f, err := range dst.List(ctx, p.Dest.Key, 1000) {
+				if err != nil {
+					return nil, err
+				}
+				batch = append(batch, f.Key)
+			}
+			if len(batch) == 0 {
+				return map[string]int{"deleted": deleted}, nil
+			}
+			n, err := dst.DeleteMany(ctx, batch)
+			deleted += n
+			prog.counters(ctx, map[string]int64{"deleted": int64(deleted)}, false)
+			if err != nil {
+				return nil, err
+			}
+			if err := w.checkInterrupt(ctx, id); err != nil && !errors.Is(err, errShuttingDown) {
+				return nil, err
+			}
+		}
+	})
+}

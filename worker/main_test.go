@@ -1,0 +1,144 @@
+package worker_test
+
+import (
+	"context"
+	"os"
+	"testing"
+	"time"
+
+	"github.com/hibiken/asynq"
+	"github.com/redis/go-redis/v9"
+	"go.uber.org/zap"
+	"go.uber.org/zap/zaptest"
+
+	"github.com/ferryhq/ferry/internal/testenv"
+	"github.com/ferryhq/ferry/storage"
+	"github.com/ferryhq/ferry/tasks"
+	"github.com/ferryhq/ferry/worker"
+)
+
+func TestMain(m *testing.M) {
+	if os.Getenv(childEnv) != "" {
+		os.Exit(childWorkerMain())
+	}
+	os.Exit(testenv.Run(m))
+}
+
+// bundle is what a worker test needs: real Redis, real S3, a running worker
+// on a queue of its own, and a producer client.
+type bundle struct {
+	rdb    *redis.Client
+	s3     *testenv.S3Server
+	bucket string
+	dir    string // the worker's allowed directory
+	queue  string
+	client *tasks.Client
+	cfg    worker.Config
+}
+
+// profilesFor returns two profiles on the S3 server: "default", and "other"
+// that reaches it by another host name, so copies between them take the
+// cross-endpoint (streamed, checkpointed) path.
+func profilesFor(srv *testenv.S3Server) map[string]storage.Config {
+	p := storage.Config{EndpointURL: srv.Endpoint, AccessKeyID: srv.AccessKey, SecretAccessKey: srv.SecretKey,
+		Region: srv.Region, Provider: storage.ProviderGeneric}
+	other := p
+	other.EndpointURL = replaceHost(srv.Endpoint, "127.0.0.1", "localhost")
+	return map[string]storage.Config{"default": p, "other": other}
+}
+
+func setup(t *testing.T, mutate func(*worker.Config)) *bundle {
+	t.Helper()
+	b := &bundle{rdb: testenv.RedisClient(t), s3: testenv.S3(t), dir: t.TempDir(), queue: testenv.UniqueName("q")}
+	b.bucket = b.s3.Bucket(t)
+	b.client = tasks.NewClient(b.rdb)
+	b.cfg = worker.Config{
+		Redis: b.rdb, Profiles: profilesFor(b.s3), Concurrency: 4, Queues: map[string]int{b.queue: 1},
+		AllowDirs: []string{b.dir}, PartSize: storage.MinPartSize, PartConcurrency: 3,
+		JanitorInterval: -1, ShutdownTimeout: 5 * time.Second,
+		Logger: zaptest.NewLogger(t, zaptest.Level(zap.InfoLevel)),
+	}
+	if mutate != nil {
+		mutate(&b.cfg)
+	}
+	return b
+}
+
+// start runs the worker until the test ends.
+func (b *bundle) start(t *testing.T) *worker.Worker {
+	t.Helper()
+	w, err := worker.New(b.cfg)
+	if err != nil {
+		t.Fatalf("worker.New: %v", err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- w.Run(ctx) }()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("worker.Run: %v", err)
+		}
+	})
+	return w
+}
+
+// enq returns a func enqueueing a (task, error) pair from a tasks.NewXxxTask
+// constructor on the bundle's queue: b.enq(t)(tasks.NewPutTask(p)).
+func (b *bundle) enq(t *testing.T) func(*asynq.Task, error) string {
+	return func(task *asynq.Task, err error) string { return b.enqueue(t, task, err) }
+}
+
+// enqueue enqueues t on the bundle's queue and returns its id.
+func (b *bundle) enqueue(t *testing.T, task *asynq.Task, err error, opts ...asynq.Option) string {
+	t.Helper()
+	if err != nil {
+		t.Fatalf("new task: %v", err)
+	}
+	info, err := b.client.Enqueue(context.Background(), task, append([]asynq.Option{asynq.Queue(b.queue)}, opts...)...)
+	if err != nil {
+		t.Fatalf("enqueue: %v", err)
+	}
+	return info.ID
+}
+
+// wait watches the task until it ends and returns its last progress.
+func (b *bundle) wait(t *testing.T, id string, timeout time.Duration) tasks.Progress {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	ch, err := b.client.Watch(ctx, id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var last tasks.Progress
+	for p := range ch {
+		last = p
+	}
+	if !last.State.Terminal() {
+		t.Fatalf("task %s did not finish in %s: last progress %+v", id, timeout, last)
+	}
+	return last
+}
+
+// info returns asynq's record of the task.
+func (b *bundle) info(t *testing.T, id string) *asynq.TaskInfo {
+	t.Helper()
+	ti, err := b.client.Inspector().GetTaskInfo(b.queue, id)
+	if err != nil {
+		t.Fatalf("GetTaskInfo(%s): %v", id, err)
+	}
+	return ti
+}
+
+// storage opens the test bucket directly (to check results independently).
+func (b *bundle) storage(t *testing.T) *storage.S3 {
+	t.Helper()
+	cfg := profilesFor(b.s3)["default"]
+	cfg.Bucket = b.bucket
+	s, err := storage.New(context.Background(), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s
+}

@@ -1,0 +1,273 @@
+package worker
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"maps"
+	"time"
+
+	"github.com/hibiken/asynq"
+	"go.uber.org/zap"
+
+	"github.com/ferryhq/ferry/checkpoint"
+	"github.com/ferryhq/ferry/storage"
+	"github.com/ferryhq/ferry/tasks"
+)
+
+// Metadata keys ferry writes on every object it creates.
+const (
+	// metaTaskID names the task that wrote the object: a retried Complete
+	// whose first answer was lost, or a retried move whose source is
+	// already gone, recognises its own work by it.
+	metaTaskID = "ferry-task-id"
+	// metaSourceETag and metaSourceSize record what a copy was made from,
+	// so later runs can tell an identical destination cheaply even when
+	// its ETag is an opaque multipart one.
+	metaSourceETag = "ferry-source-etag"
+	metaSourceSize = "ferry-source-size"
+)
+
+// upload is one resumable multipart upload of a task.
+type upload struct {
+	taskID      string
+	profile     string
+	dst         *storage.S3
+	key         string
+	src         *source
+	partSize    int64
+	concurrency int
+	contentType string
+	metadata    map[string]string
+	prog        *progress
+	log         *zap.Logger
+}
+
+// run uploads u.src to u.dst with checkpoints: it resumes the task's
+// checkpoint when one matches (ListParts is the source of truth; parts
+// whose number and ETag agree are skipped), restarts cleanly when the
+// source changed, and aborts the upload when the task is cancelled, fails
+// for good, or runs out of retries. On shutdown it stops at a part boundary
+// and leaves the checkpoint for the next worker.
+func (w *Worker) runUpload(ctx context.Context, u *upload) (storage.StoredFile, error) {
+	mu, skip, err := w.resume(ctx, u)
+	if err != nil {
+		return storage.StoredFile{}, err
+	}
+	if mu == nil {
+		// resume found the upload already completed by an earlier run.
+		return w.finishedEarlier(ctx, u)
+	}
+	parts := int((u.src.size + mu.PartSize - 1) / mu.PartSize)
+	u.prog.setTotal(u.src.size, parts)
+	done := mu.Parts()
+	if len(done) > 0 {
+		var b int64
+		for _, p := range done {
+			b += p.Size
+		}
+		u.prog.resumed(ctx, b, len(done))
+	}
+	err = u.dst.UploadParts(ctx, mu, u.src.parts, storage.PartsOptions{
+		Concurrency: u.concurrency,
+		Buffers:     w.buffers,
+		Skip:        func(n int) bool { return skip[n] },
+		BeforePartFunc: func() error {
+			return w.checkInterrupt(ctx, u.taskID)
+		},
+		OnPartFunc: func(p storage.Part) error {
+			u.log.Debug("part uploaded", zap.Int("part", p.Number), zap.String("upload_id", mu.UploadID))
+			w.metrics.partUploaded(u.profile)
+			w.metrics.addBytes("upload", u.profile, p.Size)
+			w.metrics.checkpointOp("record_part")
+			if err := w.ckpt.RecordPart(ctx, u.taskID, mu.UploadID, checkpoint.Part{Number: p.Number, ETag: p.ETag, Size: p.Size}); err != nil {
+				return fmt.Errorf("checkpoint part %d: %w", p.Number, err)
+			}
+			u.prog.add(ctx, p.Size, 1)
+			return nil
+		},
+	})
+	if err == nil {
+		var f storage.StoredFile
+		f, err = u.dst.CompleteMultipartUpload(ctx, mu)
+		if errors.Is(err, storage.ErrUploadNotFound) {
+			// Our Complete may have succeeded with its answer lost, and a
+			// retried Complete finds the upload gone.
+			return w.finishedEarlier(ctx, u)
+		}
+		if err == nil {
+			w.deleteCheckpoint(ctx, u.taskID)
+			return f, nil
+		}
+	}
+	return storage.StoredFile{}, w.uploadFailed(ctx, u, mu.UploadID, err)
+}
+
+// resume returns the multipart upload to continue (a new one when there is
+// no usable checkpoint) and the part numbers to skip. It returns a nil
+// upload when the checkpoint's upload no longer exists but the object does
+// (see finishedEarlier).
+func (w *Worker) resume(ctx context.Context, u *upload) (*storage.MultipartUpload, map[int]bool, error) {
+	w.metrics.checkpointOp("load")
+	ck, err := w.ckpt.Load(ctx, u.taskID)
+	switch {
+	case errors.Is(err, checkpoint.ErrNotFound):
+		mu, err := w.startUpload(ctx, u)
+		return mu, nil, err
+	case err != nil:
+		return nil, nil, fmt.Errorf("load checkpoint: %w", err)
+	}
+	plan := ck.Plan
+	log := u.log.With(zap.String("upload_id", plan.UploadID))
+	if plan.Fingerprint != u.src.fingerprint || plan.Bucket != u.dst.Bucket() || plan.Key != u.key || plan.Profile != u.profile {
+		log.Info("source or destination changed since the checkpoint; aborting the old upload and starting over",
+			zap.String("was", plan.Fingerprint), zap.String("now", u.src.fingerprint))
+		if err := w.abandon(ctx, u, plan, "source-changed"); err != nil {
+			return nil, nil, err
+		}
+		mu, err := w.startUpload(ctx, u)
+		return mu, nil, err
+	}
+	listed, err := u.dst.ListParts(ctx, u.key, plan.UploadID)
+	if errors.Is(err, storage.ErrUploadNotFound) {
+		return nil, nil, nil
+	}
+	if err != nil {
+		return nil, nil, fmt.Errorf("resume upload %s: %w", plan.UploadID, err)
+	}
+	want := make(map[int]string, len(ck.Parts))
+	for _, p := range ck.Parts {
+		want[p.Number] = p.ETag
+	}
+	var agreed []storage.Part
+	skip := map[int]bool{}
+	for _, p := range listed {
+		if et, ok := want[p.Number]; ok && et == p.ETag {
+			agreed = append(agreed, p)
+			skip[p.Number] = true
+		}
+	}
+	w.metrics.partsResumed(len(agreed), len(ck.Parts)-len(agreed))
+	log.Info("resuming upload from its checkpoint", zap.Int("parts_done", len(agreed)),
+		zap.Int("parts_checkpointed", len(ck.Parts)), zap.Int("parts_listed", len(listed)))
+	return storage.NewMultipartUpload(u.key, plan.UploadID, plan.PartSize, agreed), skip, nil
+}
+
+// startUpload starts a multipart upload and writes its plan, once.
+func (w *Worker) startUpload(ctx context.Context, u *upload) (*storage.MultipartUpload, error) {
+	ps := storage.PartSizeFor(u.src.size, u.partSize)
+	meta := maps.Clone(u.metadata)
+	if meta == nil {
+		meta = map[string]string{}
+	}
+	meta[metaTaskID] = u.taskID
+	mu, err := u.dst.StartMultipartUpload(ctx, u.key, &storage.MultipartOptions{ContentType: u.contentType, Metadata: meta, PartSize: ps})
+	if err != nil {
+		return nil, err
+	}
+	w.metrics.checkpointOp("create")
+	err = w.ckpt.Create(ctx, u.taskID, checkpoint.Plan{UploadID: mu.UploadID, Profile: u.profile, Bucket: u.dst.Bucket(),
+		Key: u.key, PartSize: ps, PartCount: int((u.src.size + ps - 1) / ps), TotalSize: u.src.size,
+		Fingerprint: u.src.fingerprint, CreatedAt: time.Now()})
+	if err != nil {
+		// Without a plan nobody could resume or abort this upload: abort it now.
+		actx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Minute)
+		defer cancel()
+		_ = u.dst.AbortMultipartUpload(actx, u.key, mu.UploadID)
+		return nil, fmt.Errorf("write checkpoint: %w", err)
+	}
+	u.log.Info("multipart upload started", zap.String("upload_id", mu.UploadID), zap.Int64("part_size", ps), zap.Int64("size", u.src.size))
+	return mu, nil
+}
+
+// finishedEarlier handles an upload that vanished from the server: if the
+// destination object exists with our task id and the expected size, an
+// earlier Complete succeeded; otherwise the upload was lost (aborted by
+// someone else) and the task restarts from scratch on its next retry.
+func (w *Worker) finishedEarlier(ctx context.Context, u *upload) (storage.StoredFile, error) {
+	f, err := u.dst.Info(ctx, u.key)
+	if err == nil && f.Metadata[metaTaskID] == u.taskID && f.Size == u.src.size {
+		u.log.Info("upload was already completed by an earlier attempt")
+		w.deleteCheckpoint(ctx, u.taskID)
+		return f, nil
+	}
+	w.deleteCheckpoint(ctx, u.taskID)
+	return storage.StoredFile{}, fmt.Errorf("the multipart upload of this task is gone from the server (aborted elsewhere?); it restarts on retry")
+}
+
+// uploadFailed decides what a failed upload leaves behind. Cancel, a
+// permanent error or the last retry abort the upload and delete the
+// checkpoint; a shutdown or a transient error keeps both for the retry.
+func (w *Worker) uploadFailed(ctx context.Context, u *upload, uploadID string, err error) error {
+	err = classify(err)
+	if errors.Is(err, errShuttingDown) {
+		u.log.Info("upload paused for shutdown at a part boundary; checkpoint kept", zap.String("upload_id", uploadID))
+		// Keep running until asynq's shutdown timeout puts the task back
+		// in the queue: returning now would count a retry.
+		<-ctx.Done()
+		return errShuttingDown
+	}
+	reason := ""
+	switch {
+	case errors.Is(err, errCancelled):
+		reason = "cancelled"
+	case errors.Is(err, asynq.SkipRetry) || lastAttempt(ctx):
+		reason = "failed"
+	}
+	if reason == "" {
+		return err
+	}
+	plan := checkpoint.Plan{UploadID: uploadID, Bucket: u.dst.Bucket(), Key: u.key}
+	if aerr := w.abandon(ctx, u, plan, reason); aerr != nil {
+		return errors.Join(err, aerr)
+	}
+	return err
+}
+
+// abandon aborts a checkpoint's upload and deletes the checkpoint.
+func (w *Worker) abandon(ctx context.Context, u *upload, plan checkpoint.Plan, reason string) error {
+	actx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Minute)
+	defer cancel()
+	dst := u.dst
+	if plan.Bucket != "" && plan.Bucket != dst.Bucket() {
+		s, err := w.profiles.open(actx, plan.Profile, plan.Bucket)
+		if err != nil {
+			return fmt.Errorf("abort old upload %s: %w", plan.UploadID, err)
+		}
+		dst = s
+	}
+	key := plan.Key
+	if key == "" {
+		key = u.key
+	}
+	if err := dst.AbortMultipartUpload(actx, key, plan.UploadID); err != nil {
+		return fmt.Errorf("abort upload %s: %w", plan.UploadID, err)
+	}
+	w.metrics.uploadAborted(reason)
+	u.log.Info("multipart upload aborted", zap.String("upload_id", plan.UploadID), zap.String("reason", reason))
+	w.deleteCheckpoint(actx, u.taskID)
+	return nil
+}
+
+func (w *Worker) deleteCheckpoint(ctx context.Context, taskID string) {
+	w.metrics.checkpointOp("delete")
+	if err := w.ckpt.Delete(context.WithoutCancel(ctx), taskID); err != nil {
+		w.log.Warn("could not delete checkpoint", zap.String("task_id", taskID), zap.Error(err))
+	}
+}
+
+// checkInterrupt is called between parts: it stops the upload when the
+// worker shuts down or a user cancelled the task.
+func (w *Worker) checkInterrupt(ctx context.Context, taskID string) error {
+	if w.stopping.Load() {
+		return errShuttingDown
+	}
+	c, err := tasks.Cancelled(ctx, w.rdb, taskID)
+	if err != nil {
+		return fmt.Errorf("check cancel flag: %w", err)
+	}
+	if c {
+		return errCancelled
+	}
+	return nil
+}
