@@ -154,7 +154,6 @@ func TestEveryTaskType(t *testing.T) {
 	}
 }
 
-
 // TestBadInputIsArchivedWithReason: every bad task is archived at once with
 // a message a human understands, and nothing is deleted.
 func TestBadInputIsArchivedWithReason(t *testing.T) {
