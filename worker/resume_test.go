@@ -1,0 +1,212 @@
+package worker_test
+
+import (
+	"context"
+	"crypto/sha256"
+	"fmt"
+	"io"
+	"os"
+	"testing"
+	"time"
+
+	"github.com/hibiken/asynq"
+
+	"github.com/ferryhq/ferry/checkpoint"
+	"github.com/ferryhq/ferry/storage"
+	"github.com/ferryhq/ferry/tasks"
+)
+
+// bigUpload writes a file of size bytes in the allowed dir and enqueues its
+// upload; it returns the task id and the file's SHA-256.
+func bigUpload(t *testing.T, b *bundle, name string, size int) (string, [32]byte) {
+	t.Helper()
+	path, data := writeFile(t, b.dir, name, size)
+	id := b.enq(t)(tasks.NewUploadTask(tasks.UploadPayload{Source: tasks.Location{Path: path}, Dest: s3loc("", b.bucket, "resume/"+name)}))
+	return id, sha256.Sum256(data)
+}
+
+func checkObject(t *testing.T, b *bundle, key string, want [32]byte) {
+	t.Helper()
+	rc, err := b.storage(t).Get(context.Background(), key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rc.Close()
+	h := sha256.New()
+	if _, err := io.Copy(h, rc); err != nil {
+		t.Fatal(err)
+	}
+	if [32]byte(h.Sum(nil)) != want {
+		t.Errorf("%s: SHA-256 differs from the source's", key)
+	}
+	ups, _ := b.storage(t).ListMultipartUploads(context.Background(), "")
+	if len(ups) != 0 {
+		t.Errorf("multipart uploads left behind: %+v", ups)
+	}
+}
+
+// TestCrashResumesOnAnotherWorker kills a worker process with SIGKILL in the
+// middle of a 210 MiB upload; a new process finishes it from the checkpoint.
+func TestCrashResumesOnAnotherWorker(t *testing.T) {
+	t.Parallel()
+	if testing.Short() {
+		t.Skip("the crash test waits for asynq's lease recovery (~1-2 min)")
+	}
+	const partConc = 4
+	b := setup(t, nil)
+	id, sum := bigUpload(t, b, "crash.bin", 42*storage.MinPartSize)
+	first := b.startChild(t, "first", partConc)
+	before := waitParts(t, b, id, 12)
+	first.kill(t)
+	killed := time.Now()
+	second := b.startChild(t, "second", partConc)
+
+	// Seconds from the kill until the second worker resumed.
+	var resumed tasks.Progress
+	for deadline := time.Now().Add(4 * time.Minute); time.Now().Before(deadline); time.Sleep(100 * time.Millisecond) {
+		p, err := b.client.Progress(context.Background(), id)
+		if err == nil && p.ResumedFrom > 0 {
+			resumed = p
+			break
+		}
+	}
+	if resumed.ResumedFrom == 0 {
+		t.Fatalf("the upload never resumed (second worker log: %s)", second.log)
+	}
+	resumeAfter := time.Since(killed)
+	p := b.wait(t, id, 4*time.Minute)
+	if p.State != tasks.StateCompleted {
+		t.Fatalf("after the crash the upload ended %+v", p)
+	}
+	checkObject(t, b, "resume/crash.bin", sum)
+	a, c := first.partsUploaded(t), second.partsUploaded(t)
+	twice := 0
+	for n := range c {
+		if a[n] {
+			twice++
+		}
+	}
+	t.Logf("crash test: killed at %d/%d parts; resumed from %d bytes %.1fs after the kill; first worker uploaded %d parts, second %d, %d uploaded twice",
+		before.PartsDone, before.PartsTotal, resumed.ResumedFrom, resumeAfter.Seconds(), len(a), len(c), twice)
+	if twice > partConc {
+		t.Errorf("%d parts were uploaded twice; at most the part concurrency (%d) may be", twice, partConc)
+	}
+	if len(a)+len(c)-twice != 42 {
+		t.Errorf("parts uploaded: %d + %d - %d twice != 42", len(a), len(c), twice)
+	}
+	if n, _ := b.rdb.Exists(context.Background(), "ferry:ckpt:{"+id+"}").Result(); n != 0 {
+		t.Error("the checkpoint outlived the upload")
+	}
+}
+
+// TestGracefulShutdownResumes stops a worker process with SIGTERM mid-upload:
+// it stops at a part boundary, keeps the checkpoint, asynq requeues the task
+// without counting a retry, and another worker finishes it.
+func TestGracefulShutdownResumes(t *testing.T) {
+	t.Parallel()
+	const partConc = 3
+	b := setup(t, nil)
+	id, sum := bigUpload(t, b, "graceful.bin", 30*storage.MinPartSize)
+	first := b.startChild(t, "first", partConc)
+	waitParts(t, b, id, 8)
+	first.terminate(t)
+	if n, _ := b.rdb.Exists(context.Background(), "ferry:ckpt:{"+id+"}").Result(); n != 1 {
+		t.Fatal("graceful shutdown lost the checkpoint")
+	}
+	second := b.startChild(t, "second", partConc)
+	p := b.wait(t, id, 3*time.Minute)
+	if p.State != tasks.StateCompleted || p.ResumedFrom == 0 {
+		t.Fatalf("after shutdown the upload ended %+v (log %s)", p, second.log)
+	}
+	checkObject(t, b, "resume/graceful.bin", sum)
+	a, c := first.partsUploaded(t), second.partsUploaded(t)
+	for n := range c {
+		if a[n] {
+			t.Errorf("part %d was uploaded by both workers; a graceful stop loses no part", n)
+		}
+	}
+	if ti := b.info(t, id); ti.Retried != 0 {
+		t.Errorf("a graceful shutdown counted %d retries; want 0 (requeued)", ti.Retried)
+	}
+}
+
+// TestChangedSourceRestarts: a checkpoint whose source file changed is
+// abandoned (its upload aborted) and the new bytes are uploaded.
+func TestChangedSourceRestarts(t *testing.T) {
+	t.Parallel()
+	b := setup(t, nil)
+	ctx := context.Background()
+	s := b.storage(t)
+	path, _ := writeFile(t, b.dir, "changing.bin", 3*storage.MinPartSize)
+	// A stale checkpoint of this task: an upload started on the old file.
+	old, err := s.StartMultipartUpload(ctx, "resume/changing.bin", &storage.MultipartOptions{PartSize: storage.MinPartSize})
+	if err != nil {
+		t.Fatal(err)
+	}
+	id := "changed-" + fmt.Sprint(time.Now().UnixNano())
+	store := checkpoint.New(b.rdb, checkpoint.Options{})
+	if err := store.Create(ctx, id, checkpoint.Plan{UploadID: old.UploadID, Profile: "default", Bucket: b.bucket,
+		Key: "resume/changing.bin", PartSize: storage.MinPartSize, PartCount: 3, TotalSize: 3 * storage.MinPartSize,
+		Fingerprint: "file:1:1", CreatedAt: time.Now()}); err != nil {
+		t.Fatal(err)
+	}
+	b.start(t)
+	b.enqueue(t, mustTask(tasks.NewUploadTask(tasks.UploadPayload{Source: tasks.Location{Path: path},
+		Dest: s3loc("", b.bucket, "resume/changing.bin")})), nil, asynq.TaskID(id))
+	if p := b.wait(t, id, time.Minute); p.State != tasks.StateCompleted || p.ResumedFrom != 0 {
+		t.Fatalf("upload with a changed source: %+v", p)
+	}
+	data, _ := os.ReadFile(path)
+	checkObject(t, b, "resume/changing.bin", sha256.Sum256(data))
+	if _, err := s.ListParts(ctx, "resume/changing.bin", old.UploadID); err == nil {
+		t.Error("the stale upload was not aborted")
+	}
+}
+
+// TestLostCompleteIsRecognised: Complete succeeded but its answer was lost,
+// so the retry finds the upload gone; the object carrying this task's id is
+// accepted instead of uploading it all again.
+func TestLostCompleteIsRecognised(t *testing.T) {
+	t.Parallel()
+	b := setup(t, nil)
+	ctx := context.Background()
+	s := b.storage(t)
+	path, data := writeFile(t, b.dir, "lost.bin", storage.MinPartSize+10)
+	id := "lost-" + fmt.Sprint(time.Now().UnixNano())
+	st, _ := os.Stat(path)
+	u, err := s.StartMultipartUpload(ctx, "resume/lost.bin", &storage.MultipartOptions{PartSize: storage.MinPartSize,
+		Metadata: map[string]string{"ferry-task-id": id}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	store := checkpoint.New(b.rdb, checkpoint.Options{})
+	if err := store.Create(ctx, id, checkpoint.Plan{UploadID: u.UploadID, Profile: "default", Bucket: b.bucket,
+		Key: "resume/lost.bin", PartSize: storage.MinPartSize, PartCount: 2, TotalSize: int64(len(data)),
+		Fingerprint: fmt.Sprintf("file:%d:%d", st.Size(), st.ModTime().UnixNano()), CreatedAt: time.Now()}); err != nil {
+		t.Fatal(err)
+	}
+	for n, chunk := range [][]byte{data[:storage.MinPartSize], data[storage.MinPartSize:]} {
+		p, err := s.UploadPart(ctx, u, n+1, chunk)
+		if err != nil {
+			t.Fatal(err)
+		}
+		_ = store.RecordPart(ctx, id, u.UploadID, checkpoint.Part{Number: p.Number, ETag: p.ETag, Size: p.Size})
+	}
+	if _, err := s.CompleteMultipartUpload(ctx, u); err != nil {
+		t.Fatal(err)
+	}
+	b.start(t)
+	b.enqueue(t, mustTask(tasks.NewUploadTask(tasks.UploadPayload{Source: tasks.Location{Path: path},
+		Dest: s3loc("", b.bucket, "resume/lost.bin")})), nil, asynq.TaskID(id))
+	if p := b.wait(t, id, time.Minute); p.State != tasks.StateCompleted || p.PartsDone != 0 {
+		t.Fatalf("retry after a lost Complete: %+v; want completed without uploading parts", p)
+	}
+	checkObject(t, b, "resume/lost.bin", sha256.Sum256(data))
+}
+
+func mustTask(t *asynq.Task, err error) *asynq.Task {
+	if err != nil {
+		panic(err)
+	}
+	return t
+}
