@@ -129,3 +129,21 @@ func IsPermanent(err error) bool {
 	return errors.Is(err, ErrNotFound) || errors.Is(err, ErrPermission) ||
 		errors.Is(err, ErrInvalidKey) || errors.Is(err, ErrExists) || errors.As(err, &ce)
 }
+
+// IsThrottle reports whether err is the server asking the client to slow
+// down (SlowDown, 503, 429): callers should back off, and share the backoff
+// among requests to the same server.
+func IsThrottle(err error) bool {
+	var ae smithy.APIError
+	if errors.As(err, &ae) {
+		switch ae.ErrorCode() {
+		case "SlowDown", "RequestLimitExceeded", "TooManyRequests", "Throttling", "ServiceUnavailable":
+			return true
+		}
+	}
+	var re *smithyhttp.ResponseError
+	if errors.As(err, &re) {
+		return re.HTTPStatusCode() == http.StatusServiceUnavailable || re.HTTPStatusCode() == http.StatusTooManyRequests
+	}
+	return false
+}

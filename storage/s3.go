@@ -13,8 +13,11 @@ import (
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
+	awsmiddleware "github.com/aws/aws-sdk-go-v2/aws/middleware"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
 	"github.com/aws/aws-sdk-go-v2/service/s3/types"
+	"github.com/aws/smithy-go/middleware"
+	smithyhttp "github.com/aws/smithy-go/transport/http"
 )
 
 // StoredFile describes a stored object. LastModified comes from the server,
@@ -81,12 +84,36 @@ func (s *S3) Put(ctx context.Context, key string, body io.Reader, opts *PutOptio
 	if opts.IfNotExists {
 		in.IfNoneMatch = aws.String("*")
 	}
-	if _, err := api.PutObject(ctx, in); err != nil {
+	size := int64(-1)
+	if l, ok := body.(interface{ Len() int }); ok {
+		size = int64(l.Len()) // before the SDK reads it
+	}
+	out, err := api.PutObject(ctx, in)
+	if err != nil {
 		return StoredFile{}, translate("put "+s.display(key), opObject, err)
 	}
-	// HEAD for the server's view (size, LastModified): the PutObject answer
-	// has neither.
-	return s.Info(ctx, key)
+	// The answer has the ETag and the server's Date, which is the object's
+	// LastModified (both have second precision): no HEAD needed when the
+	// size is known too.
+	date := serverDate(out.ResultMetadata)
+	if size < 0 || date.IsZero() {
+		return s.Info(ctx, key)
+	}
+	return StoredFile{Key: key, Size: size, ContentType: opts.ContentType, ETag: unquote(aws.ToString(out.ETag)),
+		LastModified: date, Metadata: maps.Clone(opts.Metadata)}, nil
+}
+
+// serverDate reads the Date header of an SDK answer; zero when absent.
+func serverDate(md middleware.Metadata) time.Time {
+	raw, ok := awsmiddleware.GetRawResponse(md).(*smithyhttp.Response)
+	if !ok || raw == nil {
+		return time.Time{}
+	}
+	t, err := http.ParseTime(raw.Header.Get("Date"))
+	if err != nil {
+		return time.Time{}
+	}
+	return t.UTC()
 }
 
 // PutBytes stores data at key.
@@ -252,6 +279,13 @@ func (s *S3) Info(ctx context.Context, key string) (StoredFile, error) {
 // limit <= 0 means all. Keys are relative to the storage's prefix. List
 // results carry no ContentType or Metadata (S3's listing has none).
 func (s *S3) List(ctx context.Context, prefix string, limit int) iter.Seq2[StoredFile, error] {
+	return s.ListAfter(ctx, prefix, "", limit)
+}
+
+// ListAfter is List starting after the key startAfter (relative to the
+// storage prefix; "" starts at the beginning): a listing cursor that a
+// caller can checkpoint and resume from.
+func (s *S3) ListAfter(ctx context.Context, prefix, startAfter string, limit int) iter.Seq2[StoredFile, error] {
 	return func(yield func(StoredFile, error) bool) {
 		api, err := s.api()
 		if err != nil {
@@ -264,6 +298,9 @@ func (s *S3) List(ctx context.Context, prefix string, limit int) iter.Seq2[Store
 			return
 		}
 		in := &s3.ListObjectsV2Input{Bucket: &s.bucket, Prefix: &full}
+		if startAfter != "" {
+			in.StartAfter = aws.String(s.prefix + startAfter)
+		}
 		n := 0
 		for {
 			if limit > 0 {

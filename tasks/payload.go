@@ -6,6 +6,8 @@ import (
 	"errors"
 	"fmt"
 	"mime"
+	"path"
+	"slices"
 	"regexp"
 	"sort"
 	"strings"
@@ -114,6 +116,9 @@ type CopyPayload struct {
 	// Size is an optional hint of the source's size in bytes, used for the
 	// default Timeout; 0 means unknown.
 	Size int64 `json:"size,omitempty"`
+	// Migration is the id of the ferry:migrate task that enqueued this
+	// copy, if any: copies of one migration share its SlowDown backoff.
+	Migration string `json:"migration,omitempty"`
 }
 
 // Validate reports what is wrong with p, or nil.
@@ -288,3 +293,61 @@ func DecodeMove(t *asynq.Task) (MovePayload, error) { return decode[MovePayload]
 func DecodeDelete(t *asynq.Task) (DeletePayload, error) {
 	return decode[DeletePayload](t, TypeDelete)
 }
+
+// MigratePayload is the payload of TypeMigrate: copy every object under
+// Source (an s3 prefix) to the same relative key under Dest (an s3 prefix),
+// skipping objects already identical there.
+type MigratePayload struct {
+	Source Location `json:"source"`
+	Dest   Location `json:"dest"`
+	// DryRun lists what would be copied and skipped, and writes nothing.
+	DryRun bool `json:"dry_run,omitempty"`
+	// DeleteExtra deletes destination objects missing at the source (sync
+	// semantics), only after every copy succeeded; never with DryRun.
+	DeleteExtra bool `json:"delete_extra,omitempty"`
+	// Include and Exclude are path.Match globs on keys relative to the
+	// source prefix; a key is taken when it matches some Include (or there
+	// are none) and no Exclude. "*" does not cross "/": use "*/*.log" or
+	// "**" (any key).
+	Include []string `json:"include,omitempty"`
+	Exclude []string `json:"exclude,omitempty"`
+	// Window caps the copies of this migration pending or running at once;
+	// 0 means 64. It keeps Redis memory flat for any number of objects.
+	Window int `json:"window,omitempty"`
+	// PartSize and PartConcurrency are passed to each copy.
+	PartSize        int64 `json:"part_size,omitempty"`
+	PartConcurrency int   `json:"part_concurrency,omitempty"`
+}
+
+// MaxMigrateWindow bounds MigratePayload.Window.
+const MaxMigrateWindow = 10000
+
+// Validate reports what is wrong with p, or nil.
+func (p MigratePayload) Validate() error {
+	if err := validateS3("source", p.Source, keyPrefix); err != nil {
+		return err
+	}
+	if err := validateS3("dest", p.Dest, keyPrefix); err != nil {
+		return err
+	}
+	if p.DryRun && p.DeleteExtra {
+		return errors.New("delete_extra cannot be combined with dry_run: a dry run writes and deletes nothing")
+	}
+	if p.Window < 0 || p.Window > MaxMigrateWindow {
+		return fmt.Errorf("window %d is out of range: use 1..%d (0 means 64)", p.Window, MaxMigrateWindow)
+	}
+	for _, g := range append(slices.Clone(p.Include), p.Exclude...) {
+		if _, err := path.Match(g, ""); err != nil {
+			return fmt.Errorf("glob %q is malformed: %v", g, err)
+		}
+	}
+	if p.Source.Bucket == p.Dest.Bucket && p.Source.profile() == p.Dest.profile() && overlap(p.Source.Key, p.Dest.Key) {
+		return fmt.Errorf("source prefix %q and dest prefix %q overlap in one bucket: the migration would copy its own output", p.Source.Key, p.Dest.Key)
+	}
+	return validateParts(p.PartSize, p.PartConcurrency, 0)
+}
+
+func overlap(a, b string) bool { return strings.HasPrefix(a, b) || strings.HasPrefix(b, a) }
+
+// DecodeMigrate decodes and validates a TypeMigrate payload.
+func DecodeMigrate(t *asynq.Task) (MigratePayload, error) { return decode[MigratePayload](t, TypeMigrate) }

@@ -111,6 +111,13 @@ func NewCopyTask(p CopyPayload, opts ...asynq.Option) (*asynq.Task, error) {
 	return newTask(TypeCopy, p, TransferMaxRetry, TimeoutFor(p.Size), opts)
 }
 
+// NewMigrateTask validates p and returns a TypeMigrate task: MaxRetry 25 (a
+// crashed migration resumes from its listing cursor), Retention 24h (for
+// its report), Timeout 48h; opts follow.
+func NewMigrateTask(p MigratePayload, opts ...asynq.Option) (*asynq.Task, error) {
+	return newTask(TypeMigrate, p, TransferMaxRetry, maxTimeout, opts)
+}
+
 // NewMoveTask validates p and returns a TypeMove task with the default
 // options (MaxRetry 25, Retention 24h, Timeout TimeoutFor(p.Size)), followed
 // by opts.

@@ -53,7 +53,7 @@ func (w *Worker) handlePut(ctx context.Context, t *asynq.Task) error {
 		return err
 	}
 	if p.Source.Kind() == tasks.KindS3 {
-		return w.copyTask(ctx, t, p.Source, p.Dest, 0, 0, false)
+		return w.copyTask(ctx, t, p.Source, p.Dest, 0, 0, false, "")
 	}
 	return w.run(ctx, t, p.Source.String(), p.Dest.String(), func(ctx context.Context, id string, prog *progress) (any, error) {
 		dst, err := w.profiles.open(ctx, p.Dest.Profile, p.Dest.Bucket)
@@ -69,7 +69,11 @@ func (w *Worker) handlePut(ctx context.Context, t *asynq.Task) error {
 			}
 			return f, err
 		}
-		return w.transfer(ctx, id, t, prog, p.Source, p.Dest, dst, 0, 0, p.ContentType, p.Metadata)
+		src, err := w.openSource(ctx, p.Source)
+		if err != nil {
+			return nil, err
+		}
+		return w.transfer(ctx, id, t, prog, src, p.Dest, dst, 0, 0, p.ContentType, p.Metadata)
 	})
 }
 
@@ -83,19 +87,19 @@ func (w *Worker) handleUpload(ctx context.Context, t *asynq.Task) error {
 		if err != nil {
 			return nil, err
 		}
-		return w.transfer(ctx, id, t, prog, p.Source, p.Dest, dst, p.PartSize, p.PartConcurrency, p.ContentType, p.Metadata)
+		src, err := w.openSource(ctx, p.Source)
+		if err != nil {
+			return nil, err
+		}
+		return w.transfer(ctx, id, t, prog, src, p.Dest, dst, p.PartSize, p.PartConcurrency, p.ContentType, p.Metadata)
 	})
 }
 
 // transfer moves a file, https or S3 source to dst: one PutObject up to a
 // part size, a checkpointed multipart upload above it (or a streamed one
 // when the source cannot be read by range).
-func (w *Worker) transfer(ctx context.Context, id string, t *asynq.Task, prog *progress, srcLoc, dstLoc tasks.Location,
+func (w *Worker) transfer(ctx context.Context, id string, t *asynq.Task, prog *progress, src *source, dstLoc tasks.Location,
 	dst *storage.S3, partSize int64, partConc int, contentType string, meta map[string]string) (storage.StoredFile, error) {
-	src, err := w.openSource(ctx, srcLoc)
-	if err != nil {
-		return storage.StoredFile{}, err
-	}
 	defer src.Close()
 	if contentType == "" {
 		contentType = src.contentType
@@ -158,7 +162,7 @@ func (w *Worker) handleCopy(ctx context.Context, t *asynq.Task) error {
 	if err != nil {
 		return err
 	}
-	return w.copyTask(ctx, t, p.Source, p.Dest, p.PartSize, p.PartConcurrency, false)
+	return w.copyTask(ctx, t, p.Source, p.Dest, p.PartSize, p.PartConcurrency, false, p.Migration)
 }
 
 func (w *Worker) handleMove(ctx context.Context, t *asynq.Task) error {
@@ -166,64 +170,75 @@ func (w *Worker) handleMove(ctx context.Context, t *asynq.Task) error {
 	if err != nil {
 		return err
 	}
-	return w.copyTask(ctx, t, p.Source, p.Dest, p.PartSize, p.PartConcurrency, true)
+	return w.copyTask(ctx, t, p.Source, p.Dest, p.PartSize, p.PartConcurrency, true, "")
 }
 
 // copyTask copies (and for a move, then deletes) an S3 object: server-side
 // when both profiles reach the same endpoint, else streamed by ranged GETs
 // into a checkpointed multipart upload. The destination records the source's
 // ETag and size; a move deletes its source only after the destination is
-// verified against them.
-func (w *Worker) copyTask(ctx context.Context, t *asynq.Task, srcLoc, dstLoc tasks.Location, partSize int64, partConc int, move bool) error {
+// verified against them. Copies of one migration share its SlowDown backoff.
+func (w *Worker) copyTask(ctx context.Context, t *asynq.Task, srcLoc, dstLoc tasks.Location, partSize int64, partConc int, move bool, migration string) error {
 	return w.run(ctx, t, srcLoc.String(), dstLoc.String(), func(ctx context.Context, id string, prog *progress) (any, error) {
-		dst, err := w.profiles.open(ctx, dstLoc.Profile, dstLoc.Bucket)
-		if err != nil {
+		if err := w.migrationBackoff(ctx, migration); err != nil {
 			return nil, err
 		}
-		same := w.profiles.sameEndpoint(srcLoc.Profile, dstLoc.Profile)
-		srcProfile := srcLoc.Profile
-		if same {
-			srcProfile = dstLoc.Profile // one client for both buckets: server-side copy
+		f, err := w.copyObject(ctx, t, id, prog, srcLoc, dstLoc, partSize, partConc, move)
+		if err != nil && storage.IsThrottle(err) {
+			w.throttled(ctx, migration)
 		}
-		src, err := w.profiles.open(ctx, srcProfile, srcLoc.Bucket)
-		if err != nil {
-			return nil, err
-		}
-		info, err := src.Info(ctx, srcLoc.Key)
-		if errors.Is(err, storage.ErrNotFound) && move {
-			// A retried move whose first run deleted the source already.
-			if f, derr := dst.Info(ctx, dstLoc.Key); derr == nil && f.Metadata[metaTaskID] == id {
-				w.taskLog(ctx, t).Info("move already completed by an earlier attempt")
-				return f, nil
-			}
-		}
-		if err != nil {
-			return nil, fmt.Errorf("copy source: %w", err)
-		}
-		prog.setTotal(info.Size, 0)
-		meta := map[string]string{metaTaskID: id, metaSourceETag: info.ETag, metaSourceSize: strconv.FormatInt(info.Size, 10)}
-		var f storage.StoredFile
-		if same {
-			f, err = dst.CopyFrom(ctx, src, srcLoc.Key, dstLoc.Key, &storage.CopyOptions{Metadata: meta, Concurrency: partConc})
-			if err == nil {
-				prog.add(ctx, f.Size, 0)
-			}
-		} else {
-			f, err = w.transfer(ctx, id, t, prog, srcLoc, dstLoc, dst, partSize, partConc, info.ContentType, mergeMeta(info.Metadata, meta))
-		}
-		if err != nil {
-			return nil, err
-		}
-		if err := verifyCopy(info, f); err != nil {
-			return nil, err
-		}
-		if move {
-			if err := src.Delete(ctx, srcLoc.Key); err != nil {
-				return nil, fmt.Errorf("move: the copy at %s is verified but deleting the source failed: %w", dstLoc.String(), err)
-			}
-		}
-		return f, nil
+		return f, err
 	})
+}
+
+func (w *Worker) copyObject(ctx context.Context, t *asynq.Task, id string, prog *progress, srcLoc, dstLoc tasks.Location, partSize int64, partConc int, move bool) (any, error) {
+	dst, err := w.profiles.open(ctx, dstLoc.Profile, dstLoc.Bucket)
+	if err != nil {
+		return nil, err
+	}
+	same := w.profiles.sameEndpoint(srcLoc.Profile, dstLoc.Profile)
+	srcProfile := srcLoc.Profile
+	if same {
+		srcProfile = dstLoc.Profile // one client for both buckets: server-side copy
+	}
+	src, err := w.profiles.open(ctx, srcProfile, srcLoc.Bucket)
+	if err != nil {
+		return nil, err
+	}
+	info, err := src.Info(ctx, srcLoc.Key)
+	if errors.Is(err, storage.ErrNotFound) && move {
+		// A retried move whose first run deleted the source already.
+		if f, derr := dst.Info(ctx, dstLoc.Key); derr == nil && f.Metadata[metaTaskID] == id {
+			w.taskLog(ctx, t).Info("move already completed by an earlier attempt")
+			return f, nil
+		}
+	}
+	if err != nil {
+		return nil, fmt.Errorf("copy source: %w", err)
+	}
+	prog.setTotal(info.Size, 0)
+	meta := map[string]string{metaTaskID: id, metaSourceETag: info.ETag, metaSourceSize: strconv.FormatInt(info.Size, 10)}
+	var f storage.StoredFile
+	if same {
+		f, err = dst.CopyFrom(ctx, src, srcLoc.Key, dstLoc.Key, &storage.CopyOptions{Metadata: meta, Concurrency: partConc})
+		if err == nil {
+			prog.add(ctx, f.Size, 0)
+		}
+	} else {
+		f, err = w.transfer(ctx, id, t, prog, s3Source(src, srcLoc.Key, info), dstLoc, dst, partSize, partConc, info.ContentType, mergeMeta(info.Metadata, meta))
+	}
+	if err != nil {
+		return nil, err
+	}
+	if err := verifyCopy(info, f); err != nil {
+		return nil, err
+	}
+	if move {
+		if err := src.Delete(ctx, srcLoc.Key); err != nil {
+			return nil, fmt.Errorf("move: the copy at %s is verified but deleting the source failed: %w", dstLoc.String(), err)
+		}
+	}
+	return f, nil
 }
 
 func mergeMeta(a, b map[string]string) map[string]string {

@@ -13,10 +13,6 @@ import (
 	"github.com/ferryhq/ferry/tasks"
 )
 
-// janitorBucketsKey is a set of "profile\x00bucket" that workers have run
-// multipart uploads in: the buckets the janitor scans for orphans.
-const janitorBucketsKey = "ferry:janitor:buckets"
-
 // registerBucket remembers a bucket for the janitor.
 func (w *Worker) registerBucket(ctx context.Context, profile, bucket string) {
 	if err := w.rdb.SAdd(ctx, janitorBucketsKey, profileName(profile)+"\x00"+bucket).Err(); err != nil {

@@ -131,14 +131,20 @@ func (b *bundle) info(t *testing.T, id string) *asynq.TaskInfo {
 	return ti
 }
 
-// storage opens the test bucket directly (to check results independently).
-func (b *bundle) storage(t *testing.T) *storage.S3 {
+// storageOn opens another bucket on the "default" profile.
+func (b *bundle) storageOn(t *testing.T, bucket string) *storage.S3 {
 	t.Helper()
 	cfg := profilesFor(b.s3)["default"]
-	cfg.Bucket = b.bucket
+	cfg.Bucket = bucket
 	s, err := storage.New(context.Background(), cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
 	return s
+}
+
+// storage opens the test bucket directly (to check results independently).
+func (b *bundle) storage(t *testing.T) *storage.S3 {
+	t.Helper()
+	return b.storageOn(t, b.bucket)
 }

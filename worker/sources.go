@@ -207,6 +207,11 @@ func openS3(ctx context.Context, s *storage.S3, key string) (*source, error) {
 	if err != nil {
 		return nil, fmt.Errorf("source: %w", err)
 	}
+	return s3Source(s, key, info), nil
+}
+
+// s3Source is openS3 for an object whose Info the caller has.
+func s3Source(s *storage.S3, key string, info storage.StoredFile) *source {
 	display := "s3://" + s.Bucket() + "/" + key
 	return &source{display: display, size: info.Size, etag: info.ETag, contentType: info.ContentType, metadata: info.Metadata,
 		fingerprint: fmt.Sprintf("s3:%s:%d", info.ETag, info.Size),
@@ -215,7 +220,7 @@ func openS3(ctx context.Context, s *storage.S3, key string) (*source, error) {
 			return rc, err
 		}},
 		open: func(ctx context.Context) (io.ReadCloser, error) { return s.Get(ctx, key) },
-	}, nil
+	}
 }
 
 // rangeSource reads parts of a remote object with one ranged GET each, so

@@ -82,12 +82,13 @@ func (w *Worker) Handler() asynq.Handler {
 	mux.HandleFunc(tasks.TypeCopy, w.handleCopy)
 	mux.HandleFunc(tasks.TypeMove, w.handleMove)
 	mux.HandleFunc(tasks.TypeDelete, w.handleDelete)
+	mux.HandleFunc(tasks.TypeMigrate, w.handleMigrate)
 	mux.HandleFunc(tasks.TypeJanitor, w.handleJanitor)
 	// A type this worker does not know can never succeed here: archive it
 	// with its reason instead of retrying it until MaxRetry.
 	return asynq.HandlerFunc(func(ctx context.Context, t *asynq.Task) error {
 		if _, pattern := mux.Handler(t); pattern == "" {
-			return fmt.Errorf("unknown task type %q: this worker runs ferry:put, ferry:upload, ferry:copy, ferry:move, ferry:delete and ferry:janitor: %w", t.Type(), asynq.SkipRetry)
+			return fmt.Errorf("unknown task type %q: this worker runs ferry:put, ferry:upload, ferry:copy, ferry:move, ferry:delete, ferry:migrate and ferry:janitor: %w", t.Type(), asynq.SkipRetry)
 		}
 		return mux.ProcessTask(ctx, t)
 	})
