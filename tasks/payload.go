@@ -7,8 +7,8 @@ import (
 	"fmt"
 	"mime"
 	"path"
-	"slices"
 	"regexp"
+	"slices"
 	"sort"
 	"strings"
 	"unicode/utf8"
@@ -350,4 +350,6 @@ func (p MigratePayload) Validate() error {
 func overlap(a, b string) bool { return strings.HasPrefix(a, b) || strings.HasPrefix(b, a) }
 
 // DecodeMigrate decodes and validates a TypeMigrate payload.
-func DecodeMigrate(t *asynq.Task) (MigratePayload, error) { return decode[MigratePayload](t, TypeMigrate) }
+func DecodeMigrate(t *asynq.Task) (MigratePayload, error) {
+	return decode[MigratePayload](t, TypeMigrate)
+}
