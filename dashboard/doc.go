@@ -1,0 +1,42 @@
+// Package dashboard is ferry's web dashboard: a live transfers page, a JSON
+// and Server-Sent Events API, asynqmon embedded at /monitoring/, Prometheus
+// metrics and health checks, all served by one http.Handler (Server).
+//
+// It reads progress through package tasks (the hashes ProgressKey and the
+// channel ProgressChannel) and changes jobs only through tasks.Client.Cancel
+// and asynq's Inspector. It never imports worker, storage or checkpoint, and
+// it does not start an HTTP server or read the environment: cmd/ferry does.
+//
+// # Routes
+//
+//	GET  /                              transfers page (HTML)
+//	GET  /transfers/{id}                one transfer: parts map, throughput sparkline
+//	GET  /api/transfers                 JSON list of active and recent transfers
+//	GET  /api/transfers/{id}            JSON of one transfer
+//	GET  /api/events                    Server-Sent Events: every progress update
+//	POST /api/transfers/{id}/cancel     cancel (403 with ReadOnly)
+//	     /monitoring/                   asynqmon
+//	GET  /metrics                       Prometheus: asynq queue metrics, the dashboard's own, Config.Registry
+//	GET  /healthz                       the process is up
+//	GET  /readyz                        Redis answers PING
+//
+// # Implementation
+//
+// One Redis subscription to tasks.ProgressChannel per Server feeds both an
+// in-memory index of transfers (what /api/transfers lists) and every
+// connected SSE client. The index is seeded, and reconciled every
+// ScanInterval, by SCAN MATCH ferry:progress:{* over the keyspace (every
+// master of a Redis Cluster): that repairs updates missed while the
+// subscription reconnected and drops hashes that expired. SCAN walks the
+// whole keyspace, which is fine at dashboard scale (one SCAN pass per
+// interval, whatever the number of browsers); the index holds at most
+// MaxIndexed transfers, keeping active ones first and then the most
+// recently updated.
+//
+// # Considerations
+//
+// Bind the dashboard to 127.0.0.1 or set AuthToken: without it anyone who
+// reaches the port can cancel transfers (unless ReadOnly) and use asynqmon's
+// actions. Cross-origin POSTs are refused (http.CrossOriginProtection), so
+// another web site cannot drive a browser that is logged in.
+package dashboard

@@ -1,0 +1,274 @@
+package dashboard
+
+import (
+	"context"
+	"crypto/sha256"
+	"crypto/subtle"
+	"errors"
+	"net/http"
+	"net/url"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/hibiken/asynq"
+	"github.com/hibiken/asynqmon"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"github.com/redis/go-redis/v9"
+	"go.uber.org/zap"
+
+	"github.com/ferryhq/ferry/tasks"
+)
+
+// Defaults of Config's zero values.
+const (
+	// DefaultScanInterval is how often the index is reconciled with a SCAN.
+	DefaultScanInterval = 30 * time.Second
+	// DefaultMaxIndexed bounds the transfers the index keeps.
+	DefaultMaxIndexed = 10000
+)
+
+// MonitoringPath is where asynqmon is mounted.
+const MonitoringPath = "/monitoring"
+
+// tokenCookie is the cookie set by ?token= so that the browser's later
+// requests (pages, fetch, EventSource, asynqmon) carry the token.
+const tokenCookie = "ferry_dashboard_token"
+
+// Config configures a Server. Only Redis is required.
+type Config struct {
+	// Redis is the Redis of the queue and of progress (single, Sentinel or
+	// Cluster client). Required. The dashboard never closes it.
+	Redis redis.UniversalClient
+	// ReadOnly hides and refuses actions: cancel answers 403 and asynqmon
+	// runs read-only. False allows them.
+	ReadOnly bool
+	// AuthToken, when set, is required on every request but /healthz and
+	// /readyz: "Authorization: Bearer <token>", or the cookie set by visiting
+	// any page with ?token=<token>. Empty means no authentication.
+	AuthToken string
+	// Logger receives the dashboard's logs. Nil means zap.NewNop().
+	Logger *zap.Logger
+	// Registry holds extra collectors (the worker's, Go and process
+	// metrics) to expose on /metrics next to the dashboard's. Nil means none.
+	Registry *prometheus.Registry
+	// ScanInterval is how often the transfer index is reconciled with a SCAN
+	// of the progress hashes. Zero means DefaultScanInterval.
+	ScanInterval time.Duration
+	// MaxIndexed bounds the transfers kept in the index and listed by
+	// /api/transfers. Zero means DefaultMaxIndexed.
+	MaxIndexed int
+}
+
+func (c *Config) validate() error {
+	if c.Redis == nil {
+		return errors.New("dashboard: Config.Redis is required")
+	}
+	if c.ScanInterval < 0 {
+		return errors.New("dashboard: Config.ScanInterval is negative: use 0 for the default")
+	}
+	if c.MaxIndexed < 0 {
+		return errors.New("dashboard: Config.MaxIndexed is negative: use 0 for the default")
+	}
+	if c.Logger == nil {
+		c.Logger = zap.NewNop()
+	}
+	if c.ScanInterval == 0 {
+		c.ScanInterval = DefaultScanInterval
+	}
+	if c.MaxIndexed == 0 {
+		c.MaxIndexed = DefaultMaxIndexed
+	}
+	return nil
+}
+
+// Server is the dashboard, an http.Handler. Close it to stop its background
+// goroutines and end open event streams.
+type Server struct {
+	cfg     Config
+	log     *zap.Logger
+	client  *tasks.Client
+	hub     *hub
+	handler http.Handler
+	pages   *pages
+	metrics *serverMetrics
+
+	cancel    context.CancelFunc
+	done      chan struct{}
+	closeOnce sync.Once
+}
+
+// New validates cfg and returns a Server. It does not wait for Redis: the
+// subscription and the first scan start in the background, and /readyz
+// tells whether Redis answers.
+func New(cfg Config) (*Server, error) {
+	if err := cfg.validate(); err != nil {
+		return nil, err
+	}
+	pg, err := newPages()
+	if err != nil {
+		return nil, err
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	s := &Server{
+		cfg:     cfg,
+		log:     cfg.Logger,
+		client:  tasks.NewClient(cfg.Redis),
+		pages:   pg,
+		metrics: newServerMetrics(),
+		cancel:  cancel,
+		done:    make(chan struct{}),
+	}
+	s.hub = newHub(cfg.Redis, cfg.Logger, cfg.ScanInterval, cfg.MaxIndexed, s.metrics)
+	go func() {
+		defer close(s.done)
+		s.hub.run(ctx)
+	}()
+	s.handler = s.routes()
+	return s, nil
+}
+
+// ServeHTTP serves the dashboard.
+func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	s.handler.ServeHTTP(w, r)
+}
+
+// Close stops the subscription and the index, ends every open event stream
+// and waits for the background goroutines. It does not close Config.Redis.
+// Close is idempotent and returns nil.
+func (s *Server) Close() error {
+	s.closeOnce.Do(func() {
+		s.cancel()
+		<-s.done
+	})
+	return nil
+}
+
+func (s *Server) routes() http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /{$}", s.handleIndexPage)
+	mux.HandleFunc("GET /transfers/{id}", s.handleTransferPage)
+	mux.Handle("GET /static/", s.pages.staticHandler())
+	mux.HandleFunc("GET /api/transfers", s.handleListTransfers)
+	mux.HandleFunc("GET /api/transfers/{id}", s.handleGetTransfer)
+	mux.HandleFunc("POST /api/transfers/{id}/cancel", s.handleCancel)
+	mux.HandleFunc("GET /api/events", s.handleEvents)
+	mux.Handle(MonitoringPath+"/", s.monitoring())
+
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(NewQueueCollector(s.client.Inspector(), s.log))
+	reg.MustRegister(s.metrics)
+	gatherers := prometheus.Gatherers{reg}
+	if s.cfg.Registry != nil {
+		gatherers = append(gatherers, s.cfg.Registry)
+	}
+	mux.Handle("GET /metrics", promhttp.HandlerFor(gatherers, promhttp.HandlerOpts{
+		ErrorLog:      zap.NewStdLog(s.log),
+		ErrorHandling: promhttp.ContinueOnError,
+	}))
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+		_, _ = w.Write([]byte("ok\n"))
+	})
+	mux.HandleFunc("GET /readyz", s.handleReadyz)
+
+	cop := http.NewCrossOriginProtection()
+	return securityHeaders(s.authenticate(cop.Handler(mux)))
+}
+
+// monitoring is asynqmon on the shared Redis client. asynqmon builds its
+// clients from an asynq.RedisConnOpt; sharedConnOpt hands it the client we
+// already have (its concrete type, so asynqmon's Redis info page works).
+// The asynqmon handler is never Closed: that would close Config.Redis, and it
+// holds nothing else.
+func (s *Server) monitoring() http.Handler {
+	return asynqmon.New(asynqmon.Options{
+		RootPath:         MonitoringPath,
+		RedisConnOpt:     sharedConnOpt{s.cfg.Redis},
+		PayloadFormatter: PayloadFormatter,
+		ResultFormatter:  ResultFormatter,
+		ReadOnly:         s.cfg.ReadOnly,
+	})
+}
+
+// sharedConnOpt is an asynq.RedisConnOpt that returns an existing client
+// instead of making one.
+type sharedConnOpt struct{ c redis.UniversalClient }
+
+func (o sharedConnOpt) MakeRedisClient() any { return o.c }
+
+var _ asynq.RedisConnOpt = sharedConnOpt{}
+
+func (s *Server) handleReadyz(w http.ResponseWriter, r *http.Request) {
+	ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
+	defer cancel()
+	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+	if err := s.cfg.Redis.Ping(ctx).Err(); err != nil {
+		// The details go to the log only: /readyz needs no token.
+		s.log.Warn("readyz: redis ping failed", zap.Error(err))
+		w.WriteHeader(http.StatusServiceUnavailable)
+		_, _ = w.Write([]byte("redis unreachable\n"))
+		return
+	}
+	_, _ = w.Write([]byte("ok\n"))
+}
+
+// authenticate requires cfg.AuthToken, when set, on every request but the
+// health checks. A valid ?token= sets a cookie and redirects to the same URL
+// without the token, so it stays out of history and logs.
+func (s *Server) authenticate(next http.Handler) http.Handler {
+	if s.cfg.AuthToken == "" {
+		return next
+	}
+	want := sha256.Sum256([]byte(s.cfg.AuthToken))
+	valid := func(got string) bool {
+		h := sha256.Sum256([]byte(got))
+		return got != "" && subtle.ConstantTimeCompare(h[:], want[:]) == 1
+	}
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/healthz" || r.URL.Path == "/readyz" {
+			next.ServeHTTP(w, r)
+			return
+		}
+		if auth, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer "); ok && valid(auth) {
+			next.ServeHTTP(w, r)
+			return
+		}
+		if c, err := r.Cookie(tokenCookie); err == nil && valid(c.Value) {
+			next.ServeHTTP(w, r)
+			return
+		}
+		if q := r.URL.Query(); q.Has("token") && valid(q.Get("token")) {
+			http.SetCookie(w, &http.Cookie{
+				Name:     tokenCookie,
+				Value:    q.Get("token"),
+				Path:     "/",
+				HttpOnly: true,
+				Secure:   r.TLS != nil,
+				SameSite: http.SameSiteStrictMode,
+			})
+			if r.Method == http.MethodGet || r.Method == http.MethodHead {
+				q.Del("token")
+				u := url.URL{Path: r.URL.Path, RawPath: r.URL.RawPath, RawQuery: q.Encode()}
+				http.Redirect(w, r, u.String(), http.StatusSeeOther)
+				return
+			}
+			next.ServeHTTP(w, r)
+			return
+		}
+		w.Header().Set("WWW-Authenticate", `Bearer realm="ferry dashboard"`)
+		http.Error(w, "unauthorized: send Authorization: Bearer <token>, or open the dashboard once with ?token=<token>", http.StatusUnauthorized)
+	})
+}
+
+// securityHeaders sets headers every response should carry.
+func securityHeaders(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		h := w.Header()
+		h.Set("X-Content-Type-Options", "nosniff")
+		h.Set("X-Frame-Options", "DENY")
+		h.Set("Referrer-Policy", "same-origin")
+		next.ServeHTTP(w, r)
+	})
+}
