@@ -13,7 +13,7 @@ TESTFLAGS ?=
 help: ## show this help
 	@grep -hE '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN{FS=":.*?## "}{printf "  %-12s %s\n", $$1, $$2}'
 
-tools: $(BIN)/versitygw $(BIN)/staticcheck redis-server ## install the pinned test servers and linters into ./bin
+tools: $(BIN)/versitygw $(BIN)/staticcheck debian-packages ## install the pinned test servers, linters and browser
 
 $(BIN)/versitygw:
 	GOBIN=$(BIN) $(GO) install github.com/versity/versitygw/cmd/versitygw@$(VERSITYGW_VERSION)
@@ -21,9 +21,9 @@ $(BIN)/versitygw:
 $(BIN)/staticcheck:
 	GOBIN=$(BIN) $(GO) install honnef.co/go/tools/cmd/staticcheck@$(STATICCHECK_VERSION)
 
-.PHONY: redis-server
-redis-server: ## make sure redis-server is installed (Debian package)
-	@command -v redis-server >/dev/null || scripts/install-debian-packages redis-server
+.PHONY: debian-packages
+debian-packages: ## make sure redis-server and chromium (browser tests) are installed
+	@command -v redis-server >/dev/null && command -v chromium >/dev/null || scripts/install-debian-packages redis-server chromium
 
 build: ## build ./bin/ferry
 	$(GO) build -o $(BIN)/ferry ./cmd/ferry
