@@ -48,8 +48,24 @@ func (c *Client) Enqueue(ctx context.Context, t *asynq.Task, opts ...asynq.Optio
 	if err := c.rdb.Del(ctx, CancelKey(info.ID)).Err(); err != nil {
 		return info, fmt.Errorf("enqueue %s: task %s enqueued, but clearing its old cancel flag failed: %w", t.Type(), info.ID, err)
 	}
+	// A reused id (TaskID, --task-id) may still have the finished progress
+	// of its last run, which would end a watcher of the new run at once.
+	if err := dropFinishedProgress.Run(ctx, c.rdb, []string{ProgressKey(info.ID)}).Err(); err != nil && !errors.Is(err, redis.Nil) {
+		return info, fmt.Errorf("enqueue %s: task %s enqueued, but clearing its old progress failed: %w", t.Type(), info.ID, err)
+	}
 	return info, nil
 }
+
+// dropFinishedProgress deletes a progress hash in a terminal state; one a
+// worker already made active for the new run is kept.
+//
+// KEYS[1] progress hash
+var dropFinishedProgress = redis.NewScript(`
+local s = redis.call("HGET", KEYS[1], "state")
+if s == "completed" or s == "failed" or s == "cancelled" then
+  return redis.call("DEL", KEYS[1])
+end
+return 0`)
 
 // Inspector is asynq's Inspector on the same Redis, for queue management.
 func (c *Client) Inspector() *asynq.Inspector { return c.inspector }

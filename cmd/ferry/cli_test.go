@@ -1,0 +1,570 @@
+package main
+
+import (
+	"bytes"
+	"crypto/rand"
+	"errors"
+	"io"
+	"net/http"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"strings"
+	"testing"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/service/s3"
+	"github.com/aws/aws-sdk-go-v2/service/s3/types"
+	"github.com/google/go-cmp/cmp"
+
+	"github.com/ferryhq/ferry/internal/testenv"
+)
+
+// getObject reads an object with the plain SDK; nil when it does not exist.
+func (b bundle) getObject(t *testing.T, key string) []byte {
+	t.Helper()
+	out, err := b.s3.Client().GetObject(t.Context(), &s3.GetObjectInput{Bucket: &b.bucket, Key: &key})
+	var nsk *types.NoSuchKey
+	if errors.As(err, &nsk) {
+		return nil
+	}
+	if err != nil {
+		t.Fatalf("GetObject %s: %v", key, err)
+	}
+	defer out.Body.Close()
+	data, err := io.ReadAll(out.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return data
+}
+
+func (b bundle) putObject(t *testing.T, key string, data []byte) {
+	t.Helper()
+	_, err := b.s3.Client().PutObject(t.Context(), &s3.PutObjectInput{Bucket: &b.bucket, Key: &key,
+		Body: bytes.NewReader(data), ContentType: aws.String("text/plain"), Metadata: map[string]string{"owner": "ops"}})
+	if err != nil {
+		t.Fatalf("PutObject %s: %v", key, err)
+	}
+}
+
+func randomBytes(t *testing.T, n int) []byte {
+	t.Helper()
+	b := make([]byte, n)
+	_, _ = rand.Read(b)
+	return b
+}
+
+// checkWaitJSON checks the two lines of `--wait --json`: the enqueue and
+// the final status, completed.
+func checkWaitJSON(t *testing.T, r result, typ, queue string) map[string]any {
+	t.Helper()
+	lines := jsonLines(t, r.stdout)
+	if len(lines) != 2 {
+		t.Fatalf("want 2 JSON lines, got %d: %s", len(lines), r)
+	}
+	enq, final := lines[0], lines[1]
+	if enq["type"] != typ || enq["queue"] != queue || enq["id"] == "" {
+		t.Errorf("enqueue line = %v, want type %s, queue %s and an id", enq, typ, queue)
+	}
+	if final["id"] != enq["id"] || final["state"] != "completed" {
+		t.Errorf("final line = %v, want id %v completed", final, enq["id"])
+	}
+	return final
+}
+
+// TestTransfersWaitJSON enqueues each kind of task with --wait --json and
+// checks the outcome in S3.
+func TestTransfersWaitJSON(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	logs := b.startWorker(t)
+	small := []byte("hello, ferry\n")
+	big := randomBytes(t, 12<<20+123)
+	writeFile(t, filepath.Join(b.dir, "small.txt"), string(small))
+	writeFile(t, filepath.Join(b.dir, "big.bin"), string(big))
+	s3url := func(key string) string { return "s3://" + b.bucket + "/" + key }
+
+	// put, from a relative path (made absolute), with metadata.
+	r := b.must(t, "put", "small.txt", s3url("a/small.txt"), "--queue", b.queue, "--content-type", "text/plain",
+		"--meta", "owner=ops", "--wait", "--json")
+	final := checkWaitJSON(t, r, "ferry:put", b.queue)
+	if final["dest"] != s3url("a/small.txt") || final["bytes_done"] != float64(len(small)) {
+		t.Errorf("put final status = %v", final)
+	}
+	if got := b.getObject(t, "a/small.txt"); !bytes.Equal(got, small) {
+		t.Errorf("put stored %q, want %q", got, small)
+	}
+
+	// upload in 5 MiB parts.
+	r = b.must(t, "upload", filepath.Join(b.dir, "big.bin"), s3url("a/big.bin"), "--queue", b.queue,
+		"--part-size", "5MiB", "--part-concurrency", "2", "--wait", "--json")
+	final = checkWaitJSON(t, r, "ferry:upload", b.queue)
+	if final["parts_total"] != float64(3) || final["bytes_total"] != float64(len(big)) {
+		t.Errorf("upload final status = %v, want 3 parts of %d bytes", final, len(big))
+	}
+	if got := b.getObject(t, "a/big.bin"); !bytes.Equal(got, big) {
+		t.Errorf("upload stored %d bytes, not the file's %d", len(got), len(big))
+	}
+
+	// copy, then move the copy.
+	r = b.must(t, "copy", s3url("a/small.txt"), s3url("b/copy.txt"), "--queue", b.queue, "--wait", "--json")
+	checkWaitJSON(t, r, "ferry:copy", b.queue)
+	if got := b.getObject(t, "b/copy.txt"); !bytes.Equal(got, small) {
+		t.Errorf("copy stored %q", got)
+	}
+	r = b.must(t, "move", s3url("b/copy.txt"), s3url("c/moved.txt"), "--queue", b.queue, "--wait", "--json")
+	checkWaitJSON(t, r, "ferry:move", b.queue)
+	if got := b.getObject(t, "c/moved.txt"); !bytes.Equal(got, small) {
+		t.Errorf("move stored %q", got)
+	}
+	if got := b.getObject(t, "b/copy.txt"); got != nil {
+		t.Errorf("move left its source behind")
+	}
+
+	// delete one object, then a prefix.
+	r = b.must(t, "delete", s3url("c/moved.txt"), "--queue", b.queue, "--wait", "--json")
+	checkWaitJSON(t, r, "ferry:delete", b.queue)
+	if b.getObject(t, "c/moved.txt") != nil {
+		t.Error("delete left the object")
+	}
+	r = b.must(t, "delete", s3url("a/"), "--recursive", "--queue", b.queue, "--wait", "--json")
+	checkWaitJSON(t, r, "ferry:delete", b.queue)
+	if b.getObject(t, "a/small.txt") != nil || b.getObject(t, "a/big.bin") != nil {
+		t.Error("recursive delete left objects under a/")
+	}
+
+	// The worker never logs a secret.
+	if strings.Contains(logs.String(), b.s3.SecretKey) {
+		t.Error("the worker's log contains the secret access key")
+	}
+}
+
+// TestWaitPlainAndStdin: --wait without --json on a non-terminal prints
+// plain lines; "-" puts stdin.
+func TestWaitPlainAndStdin(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	b.startWorker(t)
+	r := run(t, b.dir, []string{envConfig + "=" + b.config}, "from stdin\n",
+		"put", "-", "s3://"+b.bucket+"/stdin.txt", "--queue", b.queue, "--wait")
+	if r.code != 0 {
+		t.Fatalf("put - --wait: %s", r)
+	}
+	m := regexp.MustCompile(`(?m)^enqueued ferry:put (\S+) on queue `).FindStringSubmatch(r.stdout)
+	if m == nil {
+		t.Fatalf("no enqueue line: %s", r)
+	}
+	if !regexp.MustCompile(`(?m)^` + regexp.QuoteMeta(m[1]) + ` completed`).MatchString(r.stdout) {
+		t.Errorf("no completed line for %s: %s", m[1], r)
+	}
+	if strings.Contains(r.stdout, "\x1b[") {
+		t.Errorf("escape sequences on a non-terminal: %q", r.stdout)
+	}
+	if got := b.getObject(t, "stdin.txt"); string(got) != "from stdin\n" {
+		t.Errorf("stored %q", got)
+	}
+}
+
+// TestFailedTaskExit: a task the worker refuses ends failed: --wait and
+// watch exit 3 and print its error.
+func TestFailedTaskExit(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	b.startWorker(t)
+	outside := filepath.Join(t.TempDir(), "outside.txt") // not under --allow-dir
+	writeFile(t, outside, "x")
+	r := b.ferry(t, "put", outside, "s3://"+b.bucket+"/x", "--queue", b.queue, "--max-retry", "1", "--wait", "--json")
+	if r.code != exitTaskFailed {
+		t.Fatalf("want exit %d: %s", exitTaskFailed, r)
+	}
+	lines := jsonLines(t, r.stdout)
+	if len(lines) != 2 || lines[1]["state"] != "failed" || lines[1]["error"] == "" {
+		t.Fatalf("want a failed final status with an error: %s", r)
+	}
+	if !strings.Contains(r.stderr, "failed") {
+		t.Errorf("stderr does not say the task failed: %s", r)
+	}
+	id := lines[0]["id"].(string)
+	w := b.ferry(t, "watch", id)
+	if w.code != exitTaskFailed || !strings.Contains(w.stdout, id+" failed") {
+		t.Errorf("watch of a failed task: want exit 3 and a failed line: %s", w)
+	}
+}
+
+// TestStatusJSON checks status --json of a pending task (no worker on its
+// queue) and of a completed one.
+func TestStatusJSON(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	writeFile(t, filepath.Join(b.dir, "f.bin"), strings.Repeat("z", 4096))
+	r := b.must(t, "upload", "f.bin", "s3://"+b.bucket+"/f.bin", "--queue", b.queue, "--json", "--task-id", testenv.UniqueName("my-id"))
+	enq := jsonLines(t, r.stdout)[0]
+	id := enq["id"].(string)
+	if !strings.HasPrefix(id, "my-id-") {
+		t.Errorf("--task-id not used: %v", enq)
+	}
+	st := jsonLines(t, b.must(t, "status", id, "--json").stdout)[0]
+	want := map[string]any{"id": id, "type": "ferry:upload", "queue": b.queue, "state": "pending",
+		"source": filepath.Join(b.dir, "f.bin"), "dest": "s3://" + b.bucket + "/f.bin",
+		"bytes_done": float64(0), "bytes_total": float64(4096), "parts_done": float64(0), "parts_total": float64(0),
+		"rate": float64(0), "retried": float64(0), "max_retry": float64(25)}
+	if diff := cmp.Diff(want, st); diff != "" {
+		t.Errorf("status --json of a pending task (-want +got):\n%s", diff)
+	}
+	human := b.must(t, "status", id).stdout
+	for _, s := range []string{"State:", "pending", "Queue:", b.queue, "4.0 KiB"} {
+		if !strings.Contains(human, s) {
+			t.Errorf("status output lacks %q:\n%s", s, human)
+		}
+	}
+
+	// Run it, then its status is complete with the result.
+	b.startWorker(t)
+	w := b.ferry(t, "watch", id)
+	if w.code != 0 || !strings.Contains(w.stdout, id+" completed") {
+		t.Fatalf("watch: %s", w)
+	}
+	st = jsonLines(t, b.must(t, "status", id, "--json").stdout)[0]
+	if st["state"] != "completed" || st["bytes_done"] != float64(4096) || st["started_at"] == nil || st["updated_at"] == nil {
+		t.Errorf("status --json of a completed task = %v", st)
+	}
+	if res, ok := st["result"].(map[string]any); !ok || res["size"] != float64(4096) {
+		t.Errorf("status --json result = %v, want the stored object of 4096 bytes", st["result"])
+	}
+}
+
+// TestWatchSeveral follows two tasks on a non-terminal: plain lines, one
+// completed line each, exit 0.
+func TestWatchSeveral(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	var ids []string
+	for _, name := range []string{"one", "two"} {
+		writeFile(t, filepath.Join(b.dir, name), name)
+		r := b.must(t, "put", name, "s3://"+b.bucket+"/"+name, "--queue", b.queue, "--json")
+		ids = append(ids, jsonLines(t, r.stdout)[0]["id"].(string))
+	}
+	b.startWorker(t)
+	r := b.ferry(t, append([]string{"watch"}, ids...)...)
+	if r.code != 0 {
+		t.Fatalf("watch: %s", r)
+	}
+	for _, id := range ids {
+		if !strings.Contains(r.stdout, id+" completed") {
+			t.Errorf("no completed line for %s: %s", id, r)
+		}
+	}
+	// --json: one JSON line per update, the last ones completed.
+	j := b.must(t, "watch", ids[0], "--json")
+	lines := jsonLines(t, j.stdout)
+	if last := lines[len(lines)-1]; last["id"] != ids[0] || last["state"] != "completed" {
+		t.Errorf("watch --json last line = %v", last)
+	}
+}
+
+// TestCancel cancels a task no worker serves.
+func TestCancel(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	r := b.must(t, "delete", "s3://"+b.bucket+"/k", "--queue", b.queue, "--json", "--idempotent")
+	id := jsonLines(t, r.stdout)[0]["id"].(string)
+	if !strings.HasPrefix(id, "ferry-") {
+		t.Errorf("--idempotent id = %q, want a ferry- id", id)
+	}
+	if again := b.ferry(t, "delete", "s3://"+b.bucket+"/k", "--queue", b.queue, "--idempotent"); again.code != exitError ||
+		!strings.Contains(again.stderr, "exists already") {
+		t.Errorf("second --idempotent enqueue: want exit 1 naming the conflict: %s", again)
+	}
+	if c := b.must(t, "cancel", id); !strings.Contains(c.stdout, "cancelled "+id) {
+		t.Errorf("cancel output: %s", c)
+	}
+	st := jsonLines(t, b.must(t, "status", id, "--json").stdout)[0]
+	if st["state"] != "cancelled" || st["error"] != "cancelled by user" {
+		t.Errorf("status after cancel = %v", st)
+	}
+	if c := b.ferry(t, "cancel", id); c.code != exitError || !strings.Contains(c.stderr, "already finished") {
+		t.Errorf("second cancel: %s", c)
+	}
+	if w := b.ferry(t, "watch", id); w.code != exitTaskFailed || !strings.Contains(w.stdout, id+" cancelled") {
+		t.Errorf("watch of a cancelled task: %s", w)
+	}
+}
+
+// TestRedisURLPrecedence: --redis beats FERRY_REDIS_URL beats redis.url.
+func TestRedisURLPrecedence(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	good := b.redisURL
+	deadFile, deadEnv, deadFlag := deadRedisURL(t), deadRedisURL(t), deadRedisURL(t)
+	writeFile(t, b.config, configYAML(b.s3, deadFile, ""))
+	probe := []string{"delete", "s3://" + b.bucket + "/k", "--queue", b.queue}
+	env := func(kv ...string) []string { return append([]string{envConfig + "=" + b.config}, kv...) }
+	tests := []struct {
+		desc     string
+		env      []string
+		flag     string
+		wantCode int
+		wantErr  []string
+	}{
+		{desc: "file only", env: env(), wantCode: 1, wantErr: []string{deadFile, "config file", "--redis", envRedisURL}},
+		{desc: "env beats file", env: env(envRedisURL + "=" + deadEnv), wantCode: 1, wantErr: []string{deadEnv, "from " + envRedisURL}},
+		{desc: "env good", env: env(envRedisURL + "=" + good)},
+		{desc: "flag beats env", env: env(envRedisURL + "=" + good), flag: deadFlag, wantCode: 1, wantErr: []string{deadFlag, "from --redis"}},
+		{desc: "flag good", env: env(envRedisURL + "=" + deadEnv), flag: good},
+	}
+	for _, tc := range tests {
+		t.Run(tc.desc, func(t *testing.T) {
+			t.Parallel()
+			argv := probe
+			if tc.flag != "" {
+				argv = append([]string{"--redis", tc.flag}, probe...)
+			}
+			r := run(t, b.dir, tc.env, "", argv...)
+			if r.code != tc.wantCode {
+				t.Fatalf("want exit %d: %s", tc.wantCode, r)
+			}
+			for _, s := range tc.wantErr {
+				if !strings.Contains(r.stderr, s) {
+					t.Errorf("stderr lacks %q: %s", s, r)
+				}
+			}
+		})
+	}
+}
+
+// deadRedisURL is a redis:// URL on a port nothing listens on.
+func deadRedisURL(t *testing.T) string {
+	t.Helper()
+	port, err := testenv.FreePort()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return "redis://127.0.0.1:" + strconv.Itoa(port) + "/0"
+}
+
+// TestErrors: every error a user can act on has its message and exit code.
+func TestErrors(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	writeFile(t, b.config, configYAML(b.s3, b.redisURL, `  other:
+    provider: minio
+    endpoint_url: http://127.0.0.1:1
+`))
+	badField := filepath.Join(b.dir, "bad.yaml")
+	writeFile(t, badField, configYAML(b.s3, b.redisURL, "    bogus_field: 1\n"))
+	badSize := filepath.Join(b.dir, "badsize.yaml")
+	writeFile(t, badSize, configYAML(b.s3, b.redisURL, "worker:\n  part_size: 16 megs\n"))
+	writeFile(t, filepath.Join(b.dir, "here.txt"), "x")
+	dst := "s3://" + b.bucket + "/k"
+	tests := []struct {
+		desc     string
+		env      []string
+		argv     []string
+		wantCode int
+		want     []string
+	}{
+		{desc: "unknown profile on enqueue", argv: []string{"put", "here.txt", dst, "--dst-profile", "nope"},
+			wantCode: exitError, want: []string{`unknown profile "nope"`, "known profiles: default, other"}},
+		{desc: "unknown profile on ls", argv: []string{"ls", "s3://" + b.bucket, "--profile", "nope"},
+			wantCode: exitError, want: []string{`unknown profile "nope"`, "default, other"}},
+		{desc: "redis unreachable", argv: []string{"--redis", "redis://127.0.0.1:1/0", "put", "here.txt", dst},
+			wantCode: exitError, want: []string{"cannot reach Redis at redis://127.0.0.1:1/0", "--redis", envRedisURL}},
+		{desc: "redis password not printed", argv: []string{"--redis", "redis://:hunter2@127.0.0.1:1/0", "status", "x"},
+			wantCode: exitError, want: []string{"cannot reach Redis at redis://:xxxxx@127.0.0.1:1/0"}},
+		{desc: "local file missing", argv: []string{"upload", "missing.bin", dst},
+			wantCode: exitError, want: []string{"local file " + filepath.Join(b.dir, "missing.bin") + " does not exist"}},
+		{desc: "bad part size", argv: []string{"upload", "here.txt", dst, "--part-size", "12XB"},
+			wantCode: exitUsage, want: []string{`invalid size "12XB"`, "MiB"}},
+		{desc: "bad size in config", env: []string{envConfig + "=" + badSize}, argv: []string{"worker"},
+			wantCode: exitUsage, want: []string{`invalid size "16 megs"`}},
+		{desc: "bad timeout", argv: []string{"put", "here.txt", dst, "--timeout", "1hour"},
+			wantCode: exitUsage, want: []string{`invalid duration "1hour"`, "1h30m"}},
+		{desc: "bad expires", argv: []string{"url", dst, "--expires", "soon"},
+			wantCode: exitUsage, want: []string{`invalid duration "soon"`}},
+		{desc: "unknown config field", env: []string{envConfig + "=" + badField}, argv: []string{"ls", "s3://" + b.bucket},
+			wantCode: exitError, want: []string{"bad.yaml", "bogus_field"}},
+		{desc: "missing config file", env: []string{envConfig + "=" + filepath.Join(b.dir, "nope.yaml")}, argv: []string{"ls", "s3://" + b.bucket},
+			wantCode: exitError, want: []string{"nope.yaml does not exist"}},
+		{desc: "task not found", argv: []string{"status", "no-such-task"},
+			wantCode: exitError, want: []string{"task no-such-task not found"}},
+		{desc: "bad queues", argv: []string{"worker", "--queues", "a=x"},
+			wantCode: exitUsage, want: []string{`invalid --queues item "a=x"`}},
+		{desc: "wrong arg count", argv: []string{"put", "here.txt"},
+			wantCode: exitUsage, want: []string{"accepts 2 arg(s)", "usage: ferry put SRC DST"}},
+		{desc: "bad meta", argv: []string{"put", "here.txt", dst, "--meta", "novalue"},
+			wantCode: exitUsage, want: []string{`invalid --meta "novalue"`}},
+		{desc: "copy from a file", argv: []string{"copy", "here.txt", dst},
+			wantCode: exitUsage, want: []string{"must be an s3://bucket/key location"}},
+		{desc: "delete whole bucket", argv: []string{"delete", "s3://" + b.bucket + "/", "--recursive"},
+			wantCode: exitUsage, want: []string{"--allow-all"}},
+		{desc: "bad url method", argv: []string{"url", dst, "--method", "POST"},
+			wantCode: exitUsage, want: []string{`invalid --method "POST"`}},
+		{desc: "info missing object", argv: []string{"info", "s3://" + b.bucket + "/nothing-here"},
+			wantCode: exitError, want: []string{"nothing-here", "not found"}},
+		{desc: "plain http source", argv: []string{"put", "http://example.com/x", dst},
+			wantCode: exitUsage, want: []string{"https only"}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.desc, func(t *testing.T) {
+			t.Parallel()
+			env := tc.env
+			if env == nil {
+				env = []string{envConfig + "=" + b.config}
+			}
+			r := run(t, b.dir, env, "", tc.argv...)
+			if r.code != tc.wantCode {
+				t.Errorf("want exit %d: %s", tc.wantCode, r)
+			}
+			for _, s := range tc.want {
+				if !strings.Contains(r.stderr, s) {
+					t.Errorf("stderr lacks %q: %s", s, r)
+				}
+			}
+			if strings.Contains(r.stderr+r.stdout, b.s3.SecretKey) || strings.Contains(r.stderr, "hunter2") {
+				t.Errorf("output contains a secret: %s", r)
+			}
+		})
+	}
+}
+
+// TestObjects: ls, info and url call S3 directly.
+func TestObjects(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	for _, k := range []string{"docs/a.txt", "docs/b.txt", "docs/c.txt", "other/d.txt"} {
+		b.putObject(t, k, []byte("content of "+k))
+	}
+	ls := b.must(t, "ls", "s3://"+b.bucket+"/docs/").stdout
+	if n := strings.Count(ls, "\n"); n != 3 || !strings.Contains(ls, "docs/a.txt") || strings.Contains(ls, "other/") {
+		t.Errorf("ls docs/ =\n%s", ls)
+	}
+	if !strings.Contains(ls, " "+strconv.Itoa(len("content of docs/a.txt"))+" ") {
+		t.Errorf("ls lacks the size: \n%s", ls)
+	}
+	lines := jsonLines(t, b.must(t, "ls", "s3://"+b.bucket, "--limit", "2", "--json").stdout)
+	var keys []string
+	for _, l := range lines {
+		keys = append(keys, l["key"].(string))
+	}
+	if diff := cmp.Diff([]string{"docs/a.txt", "docs/b.txt"}, keys); diff != "" {
+		t.Errorf("ls --limit 2 --json keys (-want +got):\n%s", diff)
+	}
+
+	info := jsonLines(t, b.must(t, "info", "s3://"+b.bucket+"/docs/a.txt", "--json").stdout)[0]
+	if info["bucket"] != b.bucket || info["key"] != "docs/a.txt" || info["size"] != float64(len("content of docs/a.txt")) ||
+		info["content_type"] != "text/plain" || info["etag"] == "" || info["last_modified"] == nil {
+		t.Errorf("info --json = %v", info)
+	}
+	if md, _ := info["metadata"].(map[string]any); md["owner"] != "ops" {
+		t.Errorf("info --json metadata = %v", info["metadata"])
+	}
+	if human := b.must(t, "info", "s3://"+b.bucket+"/docs/a.txt").stdout; !strings.Contains(human, "Metadata:") ||
+		!strings.Contains(human, "owner=ops") {
+		t.Errorf("info =\n%s", human)
+	}
+
+	// A GET URL downloads the object without credentials.
+	u := strings.TrimSpace(b.must(t, "url", "s3://"+b.bucket+"/docs/b.txt", "--expires", "5m").stdout)
+	if !strings.Contains(u, "X-Amz-Expires=300") {
+		t.Errorf("url does not last 5m: %s", u)
+	}
+	if got := httpDo(t, http.MethodGet, u, nil); got != "content of docs/b.txt" {
+		t.Errorf("GET presigned URL = %q", got)
+	}
+	// Without --expires, the profile's presigned_expiry (30m) applies.
+	if u := b.must(t, "url", "s3://"+b.bucket+"/docs/b.txt").stdout; !strings.Contains(u, "X-Amz-Expires=1800") {
+		t.Errorf("url without --expires does not use presigned_expiry 30m: %s", u)
+	}
+	// A PUT URL uploads.
+	pu := strings.TrimSpace(b.must(t, "url", "s3://"+b.bucket+"/up/new.txt", "--method", "put").stdout)
+	httpDo(t, http.MethodPut, pu, []byte("uploaded"))
+	if got := b.getObject(t, "up/new.txt"); string(got) != "uploaded" {
+		t.Errorf("PUT presigned URL stored %q", got)
+	}
+}
+
+func httpDo(t *testing.T, method, u string, body []byte) string {
+	t.Helper()
+	req, err := http.NewRequestWithContext(t.Context(), method, u, bytes.NewReader(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if body == nil {
+		req.Body = nil
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatalf("%s %s: %v", method, u, err)
+	}
+	defer resp.Body.Close()
+	data, _ := io.ReadAll(resp.Body)
+	if resp.StatusCode/100 != 2 {
+		t.Fatalf("%s presigned URL: %s: %s", method, resp.Status, data)
+	}
+	return string(data)
+}
+
+// TestProfileSecretsFromEnv: a profile without keys in the file takes them
+// from FERRY_PROFILE_<NAME>_*.
+func TestProfileSecretsFromEnv(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	b.putObject(t, "x.txt", []byte("x"))
+	cfg := filepath.Join(b.dir, "nokeys.yaml")
+	writeFile(t, cfg, "profiles:\n  my-store:\n    provider: generic\n    endpoint_url: "+b.s3.Endpoint+"\n    region: "+b.s3.Region+"\n")
+	env := []string{envConfig + "=" + cfg,
+		"FERRY_PROFILE_MY_STORE_ACCESS_KEY_ID=" + b.s3.AccessKey, "FERRY_PROFILE_MY_STORE_SECRET_ACCESS_KEY=" + b.s3.SecretKey}
+	r := run(t, b.dir, env, "", "ls", "s3://"+b.bucket, "--profile", "my-store")
+	if r.code != 0 || !strings.Contains(r.stdout, "x.txt") {
+		t.Errorf("ls with secrets from the environment: %s", r)
+	}
+	// Without them the AWS default chain finds nothing: an S3 error, exit 1.
+	r = run(t, b.dir, []string{envConfig + "=" + cfg}, "", "ls", "s3://"+b.bucket, "--profile", "my-store")
+	if r.code != exitError {
+		t.Errorf("ls without credentials: want exit 1: %s", r)
+	}
+}
+
+// TestServers: the worker's --metrics-addr and the dashboard answer HTTP,
+// and both stop cleanly (exit 0) on SIGTERM.
+func TestServers(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	port := func() string {
+		p, err := testenv.FreePort()
+		if err != nil {
+			t.Fatal(err)
+		}
+		return "127.0.0.1:" + strconv.Itoa(p)
+	}
+	metricsAddr, dashAddr := port(), port()
+	b.startWorker(t, "--metrics-addr", metricsAddr)
+	b.start(t, "dashboard listening", "dashboard", "--addr", dashAddr, "--log-format", "json")
+	if m := httpDo(t, http.MethodGet, "http://"+metricsAddr+"/metrics", nil); !strings.Contains(m, "ferry_") || !strings.Contains(m, "go_goroutines") {
+		t.Errorf("worker /metrics lacks ferry_ or go_ metrics:\n%.500s", m)
+	}
+	httpDo(t, http.MethodGet, "http://"+dashAddr+"/healthz", nil)
+	httpDo(t, http.MethodGet, "http://"+dashAddr+"/readyz", nil)
+	if m := httpDo(t, http.MethodGet, "http://"+dashAddr+"/metrics", nil); !strings.Contains(m, "go_goroutines") {
+		t.Errorf("dashboard /metrics lacks the Go collector:\n%.500s", m)
+	}
+	if j := httpDo(t, http.MethodGet, "http://"+dashAddr+"/api/transfers", nil); !strings.HasPrefix(strings.TrimSpace(j), "{") {
+		t.Errorf("/api/transfers is not JSON: %.200s", j)
+	}
+}
+
+// TestHelp: every command has help with examples.
+func TestHelp(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	for _, c := range []string{"worker", "dashboard", "put", "upload", "copy", "move", "delete", "status", "watch", "cancel", "ls", "info", "url"} {
+		r := run(t, dir, nil, "", c, "--help")
+		if r.code != 0 || !strings.Contains(r.stdout, "Examples:") || !strings.Contains(r.stdout, "ferry "+c) {
+			t.Errorf("ferry %s --help: %s", c, r)
+		}
+	}
+	if r := run(t, dir, nil, "", "completion", "bash"); r.code != 0 || !strings.Contains(r.stdout, "ferry") {
+		t.Errorf("completion bash: %s", r)
+	}
+}

@@ -1,0 +1,186 @@
+package main
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+)
+
+func TestParseSize(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		desc    string
+		in      string
+		want    int64
+		wantErr bool
+	}{
+		{desc: "bytes", in: "1048576", want: 1 << 20},
+		{desc: "MiB", in: "16MiB", want: 16 << 20},
+		{desc: "M is binary", in: "16M", want: 16 << 20},
+		{desc: "GB is decimal", in: "5GB", want: 5e9},
+		{desc: "fraction and space", in: "1.5 GiB", want: 3 << 29},
+		{desc: "lower case", in: "8mib", want: 8 << 20},
+		{desc: "unit B", in: "100B", want: 100},
+		{desc: "unknown unit", in: "12XB", wantErr: true},
+		{desc: "no number", in: "MiB", wantErr: true},
+		{desc: "empty", in: "", wantErr: true},
+		{desc: "negative", in: "-1", wantErr: true},
+		{desc: "fractional bytes", in: "1.5", wantErr: true},
+	}
+	for _, tc := range tests {
+		t.Run(tc.desc, func(t *testing.T) {
+			t.Parallel()
+			got, err := parseSize(tc.in)
+			if (err != nil) != tc.wantErr || got != tc.want {
+				t.Errorf("parseSize(%q) = %d, %v; want %d, error %v", tc.in, got, err, tc.want, tc.wantErr)
+			}
+		})
+	}
+}
+
+func TestParseQueues(t *testing.T) {
+	t.Parallel()
+	got, err := parseQueues("critical=6, default=3,low")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if diff := cmp.Diff(map[string]int{"critical": 6, "default": 3, "low": 1}, got); diff != "" {
+		t.Errorf("parseQueues (-want +got):\n%s", diff)
+	}
+	for _, bad := range []string{"", "a=0", "a=x", "=3"} {
+		if _, err := parseQueues(bad); err == nil {
+			t.Errorf("parseQueues(%q) = nil error", bad)
+		}
+	}
+}
+
+// TestLoadConfig covers the file's sections and the Redis variants that
+// the end-to-end tests cannot reach (Sentinel, Cluster, TLS).
+func TestLoadConfig(t *testing.T) {
+	t.Parallel()
+	env := func(kv map[string]string) func(string) string { return func(k string) string { return kv[k] } }
+	tests := []struct {
+		desc    string
+		yaml    string
+		flag    string
+		env     map[string]string
+		check   func(t *testing.T, c *config)
+		wantErr string
+	}{
+		{desc: "defaults", yaml: "", check: func(t *testing.T, c *config) {
+			o := c.Redis.Opts
+			if diff := cmp.Diff([]any{[]string{"127.0.0.1:6379"}, 0, "default"}, []any{o.Addrs, o.DB, c.Redis.Source}); diff != "" {
+				t.Errorf("(-want +got):\n%s", diff)
+			}
+			if !c.implicitDefault || len(c.Profiles) != 1 {
+				t.Errorf("want an implicit default profile, got %v", c.profileNames())
+			}
+		}},
+		{desc: "url with password and db, password from env wins over file", yaml: "redis:\n  url: redis://:filepw@h:1/3\n  password: other\n",
+			env: map[string]string{envRedisPassword: "envpw"}, check: func(t *testing.T, c *config) {
+				o := c.Redis.Opts
+				if diff := cmp.Diff([]any{[]string{"h:1"}, 3, "envpw"}, []any{o.Addrs, o.DB, o.Password}); diff != "" {
+					t.Errorf("(-want +got):\n%s", diff)
+				}
+				if strings.Contains(c.Redis.Display, "filepw") {
+					t.Errorf("display %q shows the password", c.Redis.Display)
+				}
+			}},
+		{desc: "flag URL password beats env password", flag: "redis://:flagpw@f:2/1", env: map[string]string{envRedisPassword: "envpw"},
+			check: func(t *testing.T, c *config) {
+				if c.Redis.Opts.Password != "flagpw" || c.Redis.Source != "--redis" {
+					t.Errorf("password %q from %s", c.Redis.Opts.Password, c.Redis.Source)
+				}
+			}},
+		{desc: "rediss", yaml: "redis:\n  url: rediss://h:6380/0\n  tls: {insecure_skip_verify: true}\n", check: func(t *testing.T, c *config) {
+			if tc := c.Redis.Opts.TLSConfig; tc == nil || !tc.InsecureSkipVerify {
+				t.Errorf("TLS config = %+v", tc)
+			}
+		}},
+		{desc: "tls: true on redis://", yaml: "redis:\n  url: redis://h:6380/0\n  tls: true\n", check: func(t *testing.T, c *config) {
+			if tc := c.Redis.Opts.TLSConfig; tc == nil || tc.ServerName != "h" || tc.InsecureSkipVerify {
+				t.Errorf("TLS config = %+v", tc)
+			}
+		}},
+		{desc: "sentinel", yaml: "redis:\n  sentinel:\n    master_name: mymaster\n    addrs: [s1:26379, s2:26379]\n  password: pw\n  db: 2\n",
+			check: func(t *testing.T, c *config) {
+				o := c.Redis.Opts
+				if diff := cmp.Diff([]any{"mymaster", []string{"s1:26379", "s2:26379"}, "pw", 2}, []any{o.MasterName, o.Addrs, o.Password, o.DB}); diff != "" {
+					t.Errorf("(-want +got):\n%s", diff)
+				}
+			}},
+		{desc: "env URL beats sentinel", yaml: "redis:\n  sentinel:\n    master_name: m\n    addrs: [s1:26379]\n",
+			env: map[string]string{envRedisURL: "redis://e:9/0"}, check: func(t *testing.T, c *config) {
+				if o := c.Redis.Opts; o.MasterName != "" || o.Addrs[0] != "e:9" {
+					t.Errorf("opts = %+v", o)
+				}
+			}},
+		{desc: "cluster", yaml: "redis:\n  cluster:\n    addrs: [c1:7000, c2:7000]\n  tls: true\n", check: func(t *testing.T, c *config) {
+			if o := c.Redis.Opts; !o.IsClusterMode || len(o.Addrs) != 2 || o.TLSConfig == nil {
+				t.Errorf("opts = %+v", o)
+			}
+		}},
+		{desc: "profile and worker sections", yaml: `profiles:
+  r2-prod:
+    provider: r2
+    endpoint_url: https://acct.r2.cloudflarestorage.com
+    presigned_expiry: 2h
+    use_ssl: true
+worker:
+  concurrency: 8
+  queues: {critical: 6, default: 3}
+  part_size: 64MiB
+  max_buffer_memory: 2GiB
+  shutdown_timeout: 1m
+  allow_dirs: [data, /abs]
+`, env: map[string]string{"FERRY_PROFILE_R2_PROD_ACCESS_KEY_ID": "AK", "FERRY_PROFILE_R2_PROD_SECRET_ACCESS_KEY": "SK"},
+			check: func(t *testing.T, c *config) {
+				p := c.Profiles["r2-prod"]
+				if diff := cmp.Diff([]any{"AK", "SK", 2 * time.Hour, true}, []any{p.AccessKeyID, p.SecretAccessKey, p.PresignedExpiry, *p.UseSSL}); diff != "" {
+					t.Errorf("profile (-want +got):\n%s", diff)
+				}
+				if _, err := c.profile(""); err == nil || !strings.Contains(err.Error(), "known profiles: r2-prod") {
+					t.Errorf("default profile error = %v", err)
+				}
+				w := c.Worker
+				if diff := cmp.Diff([]any{8, int64(64 << 20), int64(2 << 30), time.Minute, "/abs"},
+					[]any{w.Concurrency, int64(w.PartSize), int64(w.MaxBufferMemory), time.Duration(w.ShutdownTimeout), w.AllowDirs[1]}); diff != "" {
+					t.Errorf("worker (-want +got):\n%s", diff)
+				}
+				if !filepath.IsAbs(w.AllowDirs[0]) || filepath.Base(w.AllowDirs[0]) != "data" {
+					t.Errorf("relative allow_dir not made absolute: %q", w.AllowDirs[0])
+				}
+			}},
+		{desc: "unknown field", yaml: "profiles:\n  default:\n    bucket: x\n", wantErr: "field bucket not found"},
+		{desc: "unknown top-level field", yaml: "redsi:\n  url: x\n", wantErr: "field redsi not found"},
+		{desc: "bad duration", yaml: "profiles:\n  default:\n    presigned_expiry: 1hour\n", wantErr: `invalid duration "1hour"`},
+		{desc: "bad tls", yaml: "redis:\n  tls: maybe\n", wantErr: "redis.tls"},
+		{desc: "url and cluster", yaml: "redis:\n  url: redis://h:1\n  cluster: {addrs: [a:1]}\n", wantErr: "only one of url, sentinel and cluster"},
+		{desc: "bad url scheme", flag: "http://h:1", wantErr: "redis URL from --redis"},
+		{desc: "bad profile name", yaml: "profiles:\n  \"a b\": {}\n", wantErr: `"a b" is not a profile name`},
+	}
+	for _, tc := range tests {
+		t.Run(tc.desc, func(t *testing.T) {
+			t.Parallel()
+			path := filepath.Join(t.TempDir(), "ferry.yaml")
+			if err := os.WriteFile(path, []byte(tc.yaml), 0o600); err != nil {
+				t.Fatal(err)
+			}
+			c, err := loadConfig(path, tc.flag, env(tc.env))
+			if tc.wantErr != "" {
+				if err == nil || !strings.Contains(err.Error(), tc.wantErr) {
+					t.Fatalf("loadConfig error = %v, want one containing %q", err, tc.wantErr)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatalf("loadConfig: %v", err)
+			}
+			tc.check(t, c)
+		})
+	}
+}
