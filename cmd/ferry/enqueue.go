@@ -255,7 +255,7 @@ func writeJSON(w io.Writer, v any) error {
 }
 
 func enqueueCommands(a *app) []*cobra.Command {
-	return []*cobra.Command{putCmd(a), uploadCmd(a), copyCmd(a, false), copyCmd(a, true), deleteCmd(a)}
+	return []*cobra.Command{putCmd(a), uploadCmd(a), copyCmd(a, false), copyCmd(a, true), deleteCmd(a), migrateCmd(a)}
 }
 
 func putCmd(a *app) *cobra.Command {
