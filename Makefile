@@ -32,7 +32,7 @@ dev: build ## run ferry dev: embedded Redis + S3 + worker + dashboard, nothing t
 	$(BIN)/ferry dev
 
 test: tools ## run every test against real redis-server and versitygw (race detector on)
-	FERRY_TEST_REAL=1 scripts/gotest -race -count=1 $(TESTFLAGS) $(PKGS)
+	FERRY_TEST_REAL=1 scripts/gotest -race -count=1 -timeout 25m $(TESTFLAGS) $(PKGS)
 
 test-short: ## fast unit run; falls back to in-process fakes when servers are missing
 	$(GO) test -short -count=1 $(PKGS)

@@ -135,3 +135,26 @@ func (c *child) partsUploaded(t *testing.T) map[int]bool {
 	}
 	return parts
 }
+
+// copiesDone lists the copy tasks the child logged as done.
+func (c *child) copiesDone(t *testing.T) []string {
+	t.Helper()
+	b, err := os.ReadFile(c.log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var ids []string
+	for _, line := range strings.Split(string(b), "\n") {
+		if !strings.Contains(line, "task done") || !strings.Contains(line, "ferry:copy") {
+			continue
+		}
+		i := strings.Index(line, "{")
+		var f struct {
+			TaskID string `json:"task_id"`
+		}
+		if i >= 0 && json.Unmarshal([]byte(line[i:]), &f) == nil {
+			ids = append(ids, f.TaskID)
+		}
+	}
+	return ids
+}
