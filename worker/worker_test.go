@@ -235,7 +235,13 @@ func TestCancelAbortsAndLeavesNothing(t *testing.T) {
 	if p.State != tasks.StateCancelled || !strings.Contains(p.Error, "cancelled by user") {
 		t.Errorf("after cancel: %+v", p)
 	}
+	// The progress is written by asynq's error handler, a moment before
+	// asynq archives the task.
 	ti := b.info(t, id)
+	for deadline := time.Now().Add(10 * time.Second); ti.State == asynq.TaskStateActive && time.Now().Before(deadline); {
+		time.Sleep(20 * time.Millisecond)
+		ti = b.info(t, id)
+	}
 	if ti.State != asynq.TaskStateArchived || ti.Retried != 0 {
 		t.Errorf("cancelled task is %s after %d retries; want archived, not retried", ti.State, ti.Retried)
 	}

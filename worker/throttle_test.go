@@ -1,0 +1,88 @@
+package worker_test
+
+import (
+	"context"
+	"net/http"
+	"net/http/httptest"
+	"net/http/httputil"
+	"net/url"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/ferryhq/ferry/tasks"
+	"github.com/ferryhq/ferry/worker"
+)
+
+// slowDownProxy answers the first n PUTs with 503 SlowDown and passes
+// everything else to the S3 server.
+func slowDownProxy(t *testing.T, target string, n int64) (*httptest.Server, *atomic.Int64) {
+	t.Helper()
+	u, err := url.Parse(target)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rp := httputil.NewSingleHostReverseProxy(u)
+	var refused atomic.Int64
+	ts := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Method == http.MethodPut && refused.Load() < n {
+			refused.Add(1)
+			w.Header().Set("Content-Type", "application/xml")
+			w.WriteHeader(http.StatusServiceUnavailable)
+			_, _ = w.Write([]byte(`<?xml version="1.0" encoding="UTF-8"?><Error><Code>SlowDown</Code><Message>Please reduce your request rate.</Message></Error>`))
+			return
+		}
+		rp.ServeHTTP(w, r)
+	}))
+	t.Cleanup(ts.Close)
+	return ts, &refused
+}
+
+// TestMigrateSharedBackoff: the destination throttles (503 SlowDown) long
+// enough to fail copies; the migration's copies back off together and the
+// migration still completes with every object.
+func TestMigrateSharedBackoff(t *testing.T) {
+	t.Parallel()
+	var proxy *httptest.Server
+	var refused *atomic.Int64
+	b := setup(t, func(c *worker.Config) {
+		proxy, refused = slowDownProxy(t, c.Profiles["default"].EndpointURL, 40)
+		other := c.Profiles["other"]
+		other.EndpointURL = proxy.URL
+		c.Profiles["other"] = other
+	})
+	b.start(t)
+	src := b.storage(t)
+	dstBucket := b.s3.Bucket(t)
+	sums := fillSource(t, src, "src/", 60, 0)
+	id := b.enq(t)(tasks.NewMigrateTask(tasks.MigratePayload{Source: s3loc("", b.bucket, "src/"),
+		Dest: s3loc("other", dstBucket, "dst/"), Window: 8}))
+	// Watch for the shared backoff while the migration runs.
+	var sawBackoff atomic.Bool
+	stop := make(chan struct{})
+	go func() {
+		for {
+			select {
+			case <-stop:
+				return
+			case <-time.After(20 * time.Millisecond):
+			}
+			if n, _ := b.rdb.Exists(context.Background(), "ferry:migrate:{"+id+"}:backoff").Result(); n == 1 {
+				sawBackoff.Store(true)
+			}
+		}
+	}()
+	p := b.wait(t, id, 4*time.Minute)
+	close(stop)
+	rep := migrateReport(t, b, id)
+	if p.State != tasks.StateCompleted || rep.Copied != 60 || rep.Failed != 0 {
+		t.Fatalf("throttled migration: %+v / %+v", p, rep)
+	}
+	if refused.Load() < 40 {
+		t.Errorf("the proxy refused only %d PUTs", refused.Load())
+	}
+	if !sawBackoff.Load() {
+		t.Error("no copy set the migration's shared backoff after SlowDown answers")
+	}
+	checkMigrated(t, src, b.storageOn(t, dstBucket), "src/", "dst/", sums)
+}
