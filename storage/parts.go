@@ -250,6 +250,18 @@ func (s *S3) PutLarge(ctx context.Context, key string, body io.Reader, opts *Lar
 	} else {
 		src = StreamSource(body)
 	}
+	if opts.Size > 0 && opts.Size < ps {
+		// Known to fit one part: one PutObject, no part-sized buffer.
+		buf := make([]byte, opts.Size)
+		if _, err := io.ReadFull(body, buf); err != nil {
+			return StoredFile{}, fmt.Errorf("read body of %s: %w", s.display(key), err)
+		}
+		f, err := s.Put(ctx, key, bytes.NewReader(buf), &PutOptions{ContentType: opts.ContentType, Metadata: opts.Metadata})
+		if err == nil && opts.ProgressFunc != nil {
+			opts.ProgressFunc(opts.Size, opts.Size)
+		}
+		return f, err
+	}
 	// Read part 1 first: a small body needs no multipart upload at all.
 	pool := opts.Buffers
 	if pool == nil {

@@ -47,7 +47,7 @@ func profilesFor(srv *testenv.S3Server) map[string]storage.Config {
 	return map[string]storage.Config{"default": p, "other": other}
 }
 
-func setup(t *testing.T, mutate func(*worker.Config)) *bundle {
+func setup(t testing.TB, mutate func(*worker.Config)) *bundle {
 	t.Helper()
 	b := &bundle{rdb: testenv.RedisClient(t), s3: testenv.S3(t), dir: t.TempDir(), queue: testenv.UniqueName("q")}
 	b.bucket = b.s3.Bucket(t)
@@ -65,7 +65,7 @@ func setup(t *testing.T, mutate func(*worker.Config)) *bundle {
 }
 
 // start runs the worker until the test ends.
-func (b *bundle) start(t *testing.T) *worker.Worker {
+func (b *bundle) start(t testing.TB) *worker.Worker {
 	t.Helper()
 	w, err := worker.New(b.cfg)
 	if err != nil {
@@ -85,12 +85,12 @@ func (b *bundle) start(t *testing.T) *worker.Worker {
 
 // enq returns a func enqueueing a (task, error) pair from a tasks.NewXxxTask
 // constructor on the bundle's queue: b.enq(t)(tasks.NewPutTask(p)).
-func (b *bundle) enq(t *testing.T) func(*asynq.Task, error) string {
+func (b *bundle) enq(t testing.TB) func(*asynq.Task, error) string {
 	return func(task *asynq.Task, err error) string { return b.enqueue(t, task, err) }
 }
 
 // enqueue enqueues t on the bundle's queue and returns its id.
-func (b *bundle) enqueue(t *testing.T, task *asynq.Task, err error, opts ...asynq.Option) string {
+func (b *bundle) enqueue(t testing.TB, task *asynq.Task, err error, opts ...asynq.Option) string {
 	t.Helper()
 	if err != nil {
 		t.Fatalf("new task: %v", err)
@@ -103,7 +103,7 @@ func (b *bundle) enqueue(t *testing.T, task *asynq.Task, err error, opts ...asyn
 }
 
 // wait watches the task until it ends and returns its last progress.
-func (b *bundle) wait(t *testing.T, id string, timeout time.Duration) tasks.Progress {
+func (b *bundle) wait(t testing.TB, id string, timeout time.Duration) tasks.Progress {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
@@ -122,7 +122,7 @@ func (b *bundle) wait(t *testing.T, id string, timeout time.Duration) tasks.Prog
 }
 
 // info returns asynq's record of the task.
-func (b *bundle) info(t *testing.T, id string) *asynq.TaskInfo {
+func (b *bundle) info(t testing.TB, id string) *asynq.TaskInfo {
 	t.Helper()
 	ti, err := b.client.Inspector().GetTaskInfo(b.queue, id)
 	if err != nil {
@@ -132,7 +132,7 @@ func (b *bundle) info(t *testing.T, id string) *asynq.TaskInfo {
 }
 
 // storageOn opens another bucket on the "default" profile.
-func (b *bundle) storageOn(t *testing.T, bucket string) *storage.S3 {
+func (b *bundle) storageOn(t testing.TB, bucket string) *storage.S3 {
 	t.Helper()
 	cfg := profilesFor(b.s3)["default"]
 	cfg.Bucket = bucket
@@ -144,7 +144,7 @@ func (b *bundle) storageOn(t *testing.T, bucket string) *storage.S3 {
 }
 
 // storage opens the test bucket directly (to check results independently).
-func (b *bundle) storage(t *testing.T) *storage.S3 {
+func (b *bundle) storage(t testing.TB) *storage.S3 {
 	t.Helper()
 	return b.storageOn(t, b.bucket)
 }

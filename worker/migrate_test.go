@@ -20,7 +20,7 @@ import (
 // fillSource writes n objects under prefix: mostly small, with `large`
 // objects above the part size (they copy as multipart uploads), and returns
 // key → SHA-256.
-func fillSource(t *testing.T, s *storage.S3, prefix string, n, large int) map[string][32]byte {
+func fillSource(t testing.TB, s *storage.S3, prefix string, n, large int) map[string][32]byte {
 	t.Helper()
 	ctx := context.Background()
 	sums := make(map[string][32]byte, n)
@@ -55,7 +55,7 @@ func fillSource(t *testing.T, s *storage.S3, prefix string, n, large int) map[st
 
 // checkMigrated verifies every source object arrived with identical bytes
 // and metadata.
-func checkMigrated(t *testing.T, src, dst *storage.S3, srcPrefix, dstPrefix string, sums map[string][32]byte) {
+func checkMigrated(t testing.TB, src, dst *storage.S3, srcPrefix, dstPrefix string, sums map[string][32]byte) {
 	t.Helper()
 	ctx := context.Background()
 	var wg sync.WaitGroup
@@ -83,7 +83,7 @@ func checkMigrated(t *testing.T, src, dst *storage.S3, srcPrefix, dstPrefix stri
 	wg.Wait()
 }
 
-func migrateReport(t *testing.T, b *bundle, id string) worker.MigrateReport {
+func migrateReport(t testing.TB, b *bundle, id string) worker.MigrateReport {
 	t.Helper()
 	var rep worker.MigrateReport
 	if err := json.Unmarshal(b.info(t, id).Result, &rep); err != nil {
