@@ -102,7 +102,13 @@ func (l Location) String() string {
 	case KindFile:
 		return l.Path
 	case KindHTTP:
-		return l.URL
+		// Display only: the query may hold a presigned URL's signature, and
+		// this string goes to logs, progress and the dashboard.
+		if u, err := url.Parse(l.URL); err == nil {
+			u.User, u.RawQuery, u.Fragment = nil, "", ""
+			return u.String()
+		}
+		return "(unparsable URL)"
 	case KindInline:
 		return fmt.Sprintf("inline (%d bytes)", len(l.Data))
 	default:

@@ -142,3 +142,13 @@ func TestLocationValidate(t *testing.T) {
 		})
 	}
 }
+
+// TestLocationStringHidesURLSecrets: String goes to logs, progress and the
+// dashboard, so a presigned URL's signature must not appear in it.
+func TestLocationStringHidesURLSecrets(t *testing.T) {
+	t.Parallel()
+	l := tasks.Location{URL: "https://files.example.com/a/b.bin?X-Amz-Signature=s3cr3t&X-Amz-Credential=AKIA"}
+	if got := l.String(); got != "https://files.example.com/a/b.bin" {
+		t.Errorf("String() = %q; want the URL without its query", got)
+	}
+}

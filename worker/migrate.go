@@ -373,9 +373,7 @@ func counters(st map[string]string, pending int64) map[string]int64 {
 
 func (m *migration) publish(ctx context.Context, st map[string]string, pending int64) {
 	c := counters(st, pending)
-	m.prog.mu.Lock()
-	m.prog.p.BytesDone = c["bytes"]
-	m.prog.mu.Unlock()
+	m.prog.setBytes(c["bytes"])
 	m.prog.counters(ctx, c, false)
 }
 

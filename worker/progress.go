@@ -72,6 +72,14 @@ func (pr *progress) setDone(ctx context.Context, done int64) {
 	pr.publish(ctx)
 }
 
+// setBytes sets the bytes done without publishing (a migration's total
+// bytes copied, published with its counters).
+func (pr *progress) setBytes(done int64) {
+	pr.mu.Lock()
+	pr.p.BytesDone = done
+	pr.mu.Unlock()
+}
+
 // counters sets aggregate counters (deletes, migrations) and publishes when due.
 func (pr *progress) counters(ctx context.Context, c map[string]int64, force bool) {
 	pr.mu.Lock()
