@@ -114,6 +114,14 @@ func (w *Worker) resume(ctx context.Context, u *upload) (*storage.MultipartUploa
 	case errors.Is(err, checkpoint.ErrNotFound):
 		mu, err := w.startUpload(ctx, u)
 		return mu, nil, err
+	case errors.As(err, new(*checkpoint.CorruptError)):
+		// Unreadable: it can never be resumed, and while it exists the
+		// janitor aborts nothing. Start over; the janitor collects the old
+		// upload once it is older than its TTL.
+		u.log.Warn("checkpoint is corrupt; starting the upload over", zap.Error(err))
+		w.deleteCheckpoint(ctx, u.taskID)
+		mu, err := w.startUpload(ctx, u)
+		return mu, nil, err
 	case err != nil:
 		return nil, nil, fmt.Errorf("load checkpoint: %w", err)
 	}
