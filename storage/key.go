@@ -36,3 +36,17 @@ func (s *S3) fullPrefix(prefix string) (string, error) {
 
 // relKey strips the prefix from a key the server returned.
 func (s *S3) relKey(full string) string { return strings.TrimPrefix(full, s.prefix) }
+
+// prepare returns the SDK client and the full key for a call on key: the
+// preamble of every single-object method.
+func (s *S3) prepare(key string) (S3API, string, error) {
+	api, err := s.api()
+	if err != nil {
+		return nil, "", err
+	}
+	full, err := s.fullKey(key)
+	if err != nil {
+		return nil, "", err
+	}
+	return api, full, nil
+}

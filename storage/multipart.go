@@ -90,11 +90,7 @@ func PartSizeFor(size, want int64) int64 {
 
 // StartMultipartUpload starts an upload at key.
 func (s *S3) StartMultipartUpload(ctx context.Context, key string, opts *MultipartOptions) (*MultipartUpload, error) {
-	api, err := s.api()
-	if err != nil {
-		return nil, err
-	}
-	full, err := s.fullKey(key)
+	api, full, err := s.prepare(key)
 	if err != nil {
 		return nil, err
 	}
@@ -146,11 +142,7 @@ func (s *S3) UploadPart(ctx context.Context, u *MultipartUpload, n int, data []b
 // ListParts lists the parts the server holds for an upload, following
 // pagination (servers page at 1,000 parts).
 func (s *S3) ListParts(ctx context.Context, key, uploadID string) ([]Part, error) {
-	api, err := s.api()
-	if err != nil {
-		return nil, err
-	}
-	full, err := s.fullKey(key)
+	api, full, err := s.prepare(key)
 	if err != nil {
 		return nil, err
 	}
@@ -176,11 +168,7 @@ func (s *S3) ListParts(ctx context.Context, key, uploadID string) ([]Part, error
 // CompleteMultipartUpload completes u with its parts, deduped and sorted by
 // number, and returns the object as the server reports it.
 func (s *S3) CompleteMultipartUpload(ctx context.Context, u *MultipartUpload) (StoredFile, error) {
-	api, err := s.api()
-	if err != nil {
-		return StoredFile{}, err
-	}
-	full, err := s.fullKey(u.Key)
+	api, full, err := s.prepare(u.Key)
 	if err != nil {
 		return StoredFile{}, err
 	}
@@ -214,11 +202,7 @@ func (s *S3) CompleteMultipartUpload(ctx context.Context, u *MultipartUpload) (S
 // flight can survive one abort on some servers, so it repeats until ListParts
 // finds none. A missing upload counts as aborted.
 func (s *S3) AbortMultipartUpload(ctx context.Context, key, uploadID string) error {
-	api, err := s.api()
-	if err != nil {
-		return err
-	}
-	full, err := s.fullKey(key)
+	api, full, err := s.prepare(key)
 	if err != nil {
 		return err
 	}

@@ -66,11 +66,7 @@ type PutOptions struct {
 // (bytes.Reader, *os.File) so the SDK can sign and retry it; a stream of
 // unknown length belongs in PutLarge, which bounds memory.
 func (s *S3) Put(ctx context.Context, key string, body io.Reader, opts *PutOptions) (StoredFile, error) {
-	api, err := s.api()
-	if err != nil {
-		return StoredFile{}, err
-	}
-	full, err := s.fullKey(key)
+	api, full, err := s.prepare(key)
 	if err != nil {
 		return StoredFile{}, err
 	}
@@ -130,11 +126,7 @@ func (s *S3) Get(ctx context.Context, key string) (io.ReadCloser, error) {
 // GetRange streams length bytes from offset (length < 0: to the end) and
 // returns the object's metadata as the GET saw it (Size is the whole object's).
 func (s *S3) GetRange(ctx context.Context, key string, offset, length int64) (io.ReadCloser, StoredFile, error) {
-	api, err := s.api()
-	if err != nil {
-		return nil, StoredFile{}, err
-	}
-	full, err := s.fullKey(key)
+	api, full, err := s.prepare(key)
 	if err != nil {
 		return nil, StoredFile{}, err
 	}
@@ -179,11 +171,7 @@ func (s *S3) GetBytes(ctx context.Context, key string) ([]byte, error) {
 
 // Delete removes key. Deleting a missing key succeeds (S3 semantics).
 func (s *S3) Delete(ctx context.Context, key string) error {
-	api, err := s.api()
-	if err != nil {
-		return err
-	}
-	full, err := s.fullKey(key)
+	api, full, err := s.prepare(key)
 	if err != nil {
 		return err
 	}
@@ -247,11 +235,7 @@ func (s *S3) Exists(ctx context.Context, key string) (bool, error) {
 
 // Info returns the object's metadata (HEAD).
 func (s *S3) Info(ctx context.Context, key string) (StoredFile, error) {
-	api, err := s.api()
-	if err != nil {
-		return StoredFile{}, err
-	}
-	full, err := s.fullKey(key)
+	api, full, err := s.prepare(key)
 	if err != nil {
 		return StoredFile{}, err
 	}
