@@ -175,8 +175,8 @@ func isTerminal(f *os.File) bool {
 
 const rootLong = `ferry moves objects to, from and between S3 buckets through a job queue.
 
-Transfers are tasks in Redis (asynq): "ferry put", "upload", "copy", "move" and
-"delete" enqueue them, "ferry worker" runs them against AWS S3 and any
+Transfers are tasks in Redis (asynq): "ferry put", "upload", "copy", "move",
+"delete" and "migrate" enqueue them, "ferry worker" runs them against AWS S3 and any
 S3-compatible service (R2, B2, Spaces, MinIO, versitygw), and large uploads
 resume after a crash from checkpoints. "status", "watch" and "cancel" follow
 tasks; "ls", "info" and "url" call S3 directly.
