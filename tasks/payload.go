@@ -256,6 +256,11 @@ func decode[T validator](t *asynq.Task, typ string) (T, error) {
 	if t.Type() != typ {
 		return p, fmt.Errorf("decode %s payload: task has type %q: %w", typ, t.Type(), asynq.SkipRetry)
 	}
+	if !utf8.Valid(t.Payload()) {
+		// encoding/json would replace the bad bytes with U+FFFD and so
+		// silently change a key or a path.
+		return p, fmt.Errorf("decode %s payload: not valid UTF-8 (JSON decoding would replace the invalid bytes and change keys or paths): %w", typ, asynq.SkipRetry)
+	}
 	dec := json.NewDecoder(bytes.NewReader(t.Payload()))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(&p); err != nil {

@@ -13,6 +13,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"syscall"
 
 	"github.com/ferryhq/ferry/storage"
 	"github.com/ferryhq/ferry/tasks"
@@ -80,7 +81,10 @@ func (s *sources) openFile(path string) (*source, error) {
 		if err != nil || rel == ".." || strings.HasPrefix(rel, "../") {
 			continue
 		}
-		f, err := s.roots[d].Open(rel)
+		// O_NONBLOCK: opening a FIFO would block until a writer appears,
+		// holding a worker slot until the task's timeout. It changes
+		// nothing for regular files; anything else is refused below.
+		f, err := s.roots[d].OpenFile(rel, os.O_RDONLY|syscall.O_NONBLOCK, 0)
 		if err != nil {
 			if errors.Is(err, fs.ErrNotExist) {
 				return nil, fmt.Errorf("source file %s does not exist: %w", path, storage.ErrNotFound)
