@@ -8,7 +8,7 @@ STATICCHECK_VERSION := v0.8.2
 PKGS ?= ./...
 TESTFLAGS ?=
 
-.PHONY: help tools build dev test test-short lint tidy clean
+.PHONY: help tools build dev test test-short lint tidy clean bench test-faults
 
 help: ## show this help
 	@grep -hE '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN{FS=":.*?## "}{printf "  %-12s %s\n", $$1, $$2}'
@@ -33,6 +33,12 @@ dev: build ## run ferry dev: embedded Redis + S3 + worker + dashboard, nothing t
 
 test: tools ## run every test against real redis-server and versitygw (race detector on)
 	FERRY_TEST_REAL=1 scripts/gotest -race -count=1 -timeout 25m $(TESTFLAGS) $(PKGS)
+
+bench: tools ## benchmarks vs the direct SDK (FERRY_BENCH_SIZE, default 1 GiB); see docs/performance.md
+	FERRY_TEST_REAL=1 $(GO) test -run '^$$' -bench . -benchtime 3x -timeout 60m ./bench
+
+test-faults: tools ## fault suite: kill -9 loop, S3 faults, Redis restart, bad input, secrets (~5 min); see docs/reliability.md
+	FERRY_FAULTS=1 FERRY_TEST_REAL=1 $(GO) test -count=1 -v -timeout 15m ./internal/faulttest
 
 test-short: ## fast unit run; falls back to in-process fakes when servers are missing
 	$(GO) test -short -count=1 $(PKGS)

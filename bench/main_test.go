@@ -1,0 +1,241 @@
+package bench
+
+import (
+	"context"
+	"crypto/rand"
+	"errors"
+	"io"
+	"os"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/hibiken/asynq"
+	"github.com/redis/go-redis/v9"
+	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
+
+	"github.com/ferryhq/ferry/internal/faulttest"
+	"github.com/ferryhq/ferry/internal/testenv"
+	"github.com/ferryhq/ferry/storage"
+	"github.com/ferryhq/ferry/tasks"
+	"github.com/ferryhq/ferry/worker"
+)
+
+func TestMain(m *testing.M) {
+	if faulttest.IsChild() {
+		os.Exit(faulttest.ChildMain())
+	}
+	os.Exit(testenv.Run(m))
+}
+
+const mib = 1 << 20
+
+// benchSize is the large-upload size: $FERRY_BENCH_SIZE bytes (suffixes
+// k, m, g allowed), default 1 GiB.
+func benchSize(tb testing.TB) int64 {
+	s := os.Getenv("FERRY_BENCH_SIZE")
+	if s == "" {
+		return 1 << 30
+	}
+	mult := int64(1)
+	switch s[len(s)-1] {
+	case 'k', 'K':
+		mult, s = 1<<10, s[:len(s)-1]
+	case 'm', 'M':
+		mult, s = 1<<20, s[:len(s)-1]
+	case 'g', 'G':
+		mult, s = 1<<30, s[:len(s)-1]
+	}
+	n, err := strconv.ParseInt(s, 10, 64)
+	if err != nil || n <= 0 {
+		tb.Fatalf("FERRY_BENCH_SIZE=%q: want a positive byte count like 1073741824 or 1g", os.Getenv("FERRY_BENCH_SIZE"))
+	}
+	return n * mult
+}
+
+// env is what a benchmark needs: real Redis, real S3, a bucket, an allowed
+// directory, a queue of its own and a producer client.
+type env struct {
+	s3     *testenv.S3Server
+	rdb    *redis.Client
+	bucket string
+	dir    string
+	queue  string
+	client *tasks.Client
+}
+
+func newEnv(tb testing.TB) *env {
+	tb.Helper()
+	e := &env{s3: testenv.S3(tb), rdb: testenv.RedisClient(tb), dir: tb.TempDir(), queue: testenv.UniqueName("bench")}
+	e.bucket = e.s3.Bucket(tb)
+	e.client = tasks.NewClient(e.rdb)
+	return e
+}
+
+func (e *env) profiles() map[string]storage.Config {
+	return map[string]storage.Config{"default": {EndpointURL: e.s3.Endpoint, AccessKeyID: e.s3.AccessKey,
+		SecretAccessKey: e.s3.SecretKey, Region: e.s3.Region, Provider: storage.ProviderGeneric}}
+}
+
+// startWorker runs an in-process worker on e's queue until the benchmark ends.
+func (e *env) startWorker(tb testing.TB, mutate func(*worker.Config)) {
+	tb.Helper()
+	cfg := worker.Config{Redis: e.rdb, Profiles: e.profiles(), Queues: map[string]int{e.queue: 1},
+		AllowDirs: []string{e.dir}, JanitorInterval: -1, ShutdownTimeout: 5 * time.Second}
+	if mutate != nil {
+		mutate(&cfg)
+	}
+	w, err := worker.New(cfg)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- w.Run(ctx) }()
+	tb.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			tb.Errorf("worker.Run: %v", err)
+		}
+	})
+}
+
+// childConfig is a worker process on e's queue.
+func (e *env) childConfig(tb testing.TB) faulttest.ChildConfig {
+	return faulttest.ChildConfig{Redis: testenv.Redis(tb).Addr, Profiles: e.profiles(), Queue: e.queue, Dir: e.dir,
+		Shutdown: 5 * time.Second}
+}
+
+// writeRandomFile writes size random bytes to dir/name without holding
+// them in memory.
+func writeRandomFile(tb testing.TB, dir, name string, size int64) string {
+	tb.Helper()
+	p := filepath.Join(dir, name)
+	f, err := os.Create(p)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	if _, err := io.CopyN(f, rand.Reader, size); err != nil {
+		tb.Fatal(err)
+	}
+	if err := f.Close(); err != nil {
+		tb.Fatal(err)
+	}
+	return p
+}
+
+// enq returns a func enqueueing a (task, error) pair from a
+// tasks.NewXxxTask constructor on e's queue: e.enq(tb)(tasks.NewPutTask(p)).
+func (e *env) enq(tb testing.TB) func(*asynq.Task, error) string {
+	return func(t *asynq.Task, err error) string { return e.enqueue(tb, t, err) }
+}
+
+// enqueue enqueues a task on e's queue and returns its id.
+func (e *env) enqueue(tb testing.TB, t *asynq.Task, err error) string {
+	tb.Helper()
+	if err != nil {
+		tb.Fatal(err)
+	}
+	info, err := e.client.Enqueue(context.Background(), t, asynq.Queue(e.queue))
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return info.ID
+}
+
+// waitDone polls until the task is completed; an archived task fails tb.
+func (e *env) waitDone(tb testing.TB, id string, timeout time.Duration) {
+	tb.Helper()
+	deadline := time.Now().Add(timeout)
+	for {
+		ti, err := e.client.Inspector().GetTaskInfo(e.queue, id)
+		if err == nil {
+			switch ti.State {
+			case asynq.TaskStateCompleted:
+				return
+			case asynq.TaskStateArchived:
+				tb.Fatalf("task %s archived: %s", id, ti.LastErr)
+			}
+		} else if !errors.Is(err, asynq.ErrTaskNotFound) && !errors.Is(err, asynq.ErrQueueNotFound) {
+			tb.Fatal(err)
+		}
+		if time.Now().After(deadline) {
+			tb.Fatalf("task %s not completed within %s", id, timeout)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// completed is the number of completed (retained) tasks in e's queue; it
+// fails tb when a task was archived.
+func (e *env) completed(tb testing.TB) int {
+	tb.Helper()
+	qs, err := e.client.Inspector().Queues()
+	if err != nil {
+		tb.Fatal(err)
+	}
+	if !slices.Contains(qs, e.queue) {
+		return 0
+	}
+	qi, err := e.client.Inspector().GetQueueInfo(e.queue)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	if qi.Archived > 0 {
+		tb.Fatalf("%d tasks archived in %s", qi.Archived, e.queue)
+	}
+	return qi.Completed
+}
+
+// startHook is a zap core that records when the worker's "task started"
+// log line was written for each task id: the moment the handler chain
+// starts, used to measure pickup latency through the real worker.
+type startHook struct {
+	mu      sync.Mutex
+	waiting map[string]chan time.Time
+}
+
+func newStartHook() *startHook { return &startHook{waiting: map[string]chan time.Time{}} }
+
+// expect returns a channel that receives the start time of task id.
+func (h *startHook) expect(id string) chan time.Time {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	ch, ok := h.waiting[id]
+	if !ok {
+		ch = make(chan time.Time, 1)
+		h.waiting[id] = ch
+	}
+	return ch
+}
+
+func (h *startHook) logger() *zap.Logger { return zap.New(&hookCore{h: h}) }
+
+type hookCore struct {
+	h      *startHook
+	fields []zapcore.Field
+}
+
+func (c *hookCore) Enabled(zapcore.Level) bool { return true }
+func (c *hookCore) With(f []zapcore.Field) zapcore.Core {
+	return &hookCore{h: c.h, fields: append(append([]zapcore.Field(nil), c.fields...), f...)}
+}
+func (c *hookCore) Check(e zapcore.Entry, ce *zapcore.CheckedEntry) *zapcore.CheckedEntry {
+	if e.Message == "task started" {
+		return ce.AddCore(e, c)
+	}
+	return ce
+}
+func (c *hookCore) Write(e zapcore.Entry, f []zapcore.Field) error {
+	for _, fl := range append(c.fields, f...) {
+		if fl.Key == "task_id" {
+			c.h.expect(fl.String) <- e.Time
+		}
+	}
+	return nil
+}
+func (c *hookCore) Sync() error { return nil }

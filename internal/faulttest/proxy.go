@@ -1,0 +1,258 @@
+package faulttest
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log"
+	"math/rand/v2"
+	"net"
+	"net/http"
+	"net/http/httputil"
+	"net/url"
+	"sort"
+	"strconv"
+	"sync"
+	"time"
+)
+
+// Faults says what a Proxy injects. Each probability is per request and
+// checked in this order; the first that fires decides the request's fate.
+// The zero value injects nothing.
+type Faults struct {
+	// SlowDown answers 503 SlowDown (S3's throttling error) without
+	// forwarding the request.
+	SlowDown float64
+	// ServerError answers 500 InternalError without forwarding the request.
+	ServerError float64
+	// Reset breaks the connection mid-transfer: for a request with a body
+	// (an UploadPart, a PutObject) after reading about half of it; for a
+	// GET after forwarding about half of the response body.
+	Reset float64
+	// Latency delays a request by a random duration up to Latency, with
+	// probability LatencyProb (1 when zero and Latency is set).
+	Latency     time.Duration
+	LatencyProb float64
+	// Match limits faults to some requests; nil means every request.
+	Match func(*http.Request) bool
+}
+
+// Fault kinds, as counted by Proxy.Counts.
+const (
+	KindRequests    = "requests"
+	KindSlowDown    = "slowdown_503"
+	KindServerError = "internal_500"
+	KindResetBody   = "reset_mid_request_body"
+	KindResetGet    = "reset_mid_response_body"
+	KindLatency     = "latency"
+)
+
+// Proxy is a reverse proxy in front of an S3 server that injects faults. It
+// keeps the client's Host header, so SigV4 signatures made for the proxy's
+// address stay valid upstream.
+type Proxy struct {
+	// URL is the proxy's address, http://127.0.0.1:port.
+	URL string
+
+	target *url.URL
+	ln     net.Listener
+	srv    *http.Server
+	rp     *httputil.ReverseProxy
+
+	mu     sync.Mutex
+	faults Faults
+	rng    *rand.Rand
+
+	countMu sync.Mutex
+	counts  map[string]int64
+}
+
+type cutKey struct{}
+
+// NewProxy starts a proxy to target (http://host:port) on a free loopback port.
+func NewProxy(target string, f Faults) (*Proxy, error) {
+	u, err := url.Parse(target)
+	if err != nil {
+		return nil, fmt.Errorf("proxy target: %w", err)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return nil, fmt.Errorf("proxy listen: %w", err)
+	}
+	p := &Proxy{URL: "http://" + ln.Addr().String(), target: u, ln: ln, faults: f,
+		rng: rand.New(rand.NewPCG(rand.Uint64(), rand.Uint64())), counts: map[string]int64{}}
+	p.rp = httputil.NewSingleHostReverseProxy(u)
+	p.rp.Transport = &http.Transport{MaxIdleConnsPerHost: 64, IdleConnTimeout: 30 * time.Second,
+		ExpectContinueTimeout: time.Second}
+	// Injected faults make the proxy complain; that is the point.
+	p.rp.ErrorLog = log.New(io.Discard, "", 0)
+	p.rp.ModifyResponse = func(resp *http.Response) error {
+		if resp.Request.Context().Value(cutKey{}) != nil && resp.ContentLength > 1 {
+			resp.Body = &cutReader{rc: resp.Body, left: resp.ContentLength / 2}
+		}
+		return nil
+	}
+	p.srv = &http.Server{Handler: p, ReadHeaderTimeout: 10 * time.Second}
+	go func() { _ = p.srv.Serve(ln) }()
+	return p, nil
+}
+
+// SetFaults replaces the faults injected from now on.
+func (p *Proxy) SetFaults(f Faults) {
+	p.mu.Lock()
+	p.faults = f
+	p.mu.Unlock()
+}
+
+// Counts returns how many requests the proxy saw and how many faults of
+// each kind it injected.
+func (p *Proxy) Counts() map[string]int64 {
+	p.countMu.Lock()
+	defer p.countMu.Unlock()
+	m := make(map[string]int64, len(p.counts))
+	for k, v := range p.counts {
+		m[k] = v
+	}
+	return m
+}
+
+// Injected is the number of faults injected so far (latency not counted).
+func (p *Proxy) Injected() int64 {
+	c := p.Counts()
+	return c[KindSlowDown] + c[KindServerError] + c[KindResetBody] + c[KindResetGet]
+}
+
+// String formats Counts for a log line, sorted.
+func (p *Proxy) String() string {
+	c := p.Counts()
+	keys := make([]string, 0, len(c))
+	for k := range c {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	s := ""
+	for _, k := range keys {
+		s += k + "=" + strconv.FormatInt(c[k], 10) + " "
+	}
+	return s
+}
+
+// Close stops the proxy.
+func (p *Proxy) Close() error {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	err := p.srv.Shutdown(ctx)
+	if errors.Is(err, context.DeadlineExceeded) {
+		return p.srv.Close()
+	}
+	return err
+}
+
+func (p *Proxy) count(kind string) {
+	p.countMu.Lock()
+	p.counts[kind]++
+	p.countMu.Unlock()
+}
+
+// decide picks the fate of one request.
+func (p *Proxy) decide(r *http.Request) (kind string, delay time.Duration) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	f := p.faults
+	if f.Match != nil && !f.Match(r) {
+		return "", 0
+	}
+	if f.Latency > 0 && (f.LatencyProb == 0 || p.rng.Float64() < f.LatencyProb) {
+		delay = time.Duration(p.rng.Int64N(int64(f.Latency)) + 1)
+	}
+	x := p.rng.Float64()
+	switch {
+	case x < f.SlowDown:
+		return KindSlowDown, delay
+	case x < f.SlowDown+f.ServerError:
+		return KindServerError, delay
+	case x < f.SlowDown+f.ServerError+f.Reset:
+		if r.Method == http.MethodGet {
+			return KindResetGet, delay
+		}
+		if r.ContentLength > 1 {
+			return KindResetBody, delay
+		}
+	}
+	return "", delay
+}
+
+func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	p.count(KindRequests)
+	kind, delay := p.decide(r)
+	if delay > 0 {
+		p.count(KindLatency)
+		time.Sleep(delay)
+	}
+	switch kind {
+	case KindSlowDown:
+		p.count(kind)
+		s3Error(w, r, http.StatusServiceUnavailable, "SlowDown", "Please reduce your request rate.")
+	case KindServerError:
+		p.count(kind)
+		s3Error(w, r, http.StatusInternalServerError, "InternalError", "We encountered an internal error. Please try again.")
+	case KindResetBody:
+		p.count(kind)
+		_, _ = io.CopyN(io.Discard, r.Body, r.ContentLength/2)
+		resetConn(w)
+	case KindResetGet:
+		p.count(kind)
+		p.rp.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), cutKey{}, true)))
+	default:
+		p.rp.ServeHTTP(w, r)
+	}
+}
+
+// s3Error answers like S3 does, after draining the request body so the
+// client reads the answer rather than a broken pipe.
+func s3Error(w http.ResponseWriter, r *http.Request, status int, code, msg string) {
+	_, _ = io.Copy(io.Discard, r.Body)
+	w.Header().Set("Content-Type", "application/xml")
+	w.WriteHeader(status)
+	fmt.Fprintf(w, `<?xml version="1.0" encoding="UTF-8"?><Error><Code>%s</Code><Message>%s</Message><RequestId>faulttest</RequestId></Error>`, code, msg)
+}
+
+// resetConn closes the client connection with a TCP RST (SO_LINGER 0).
+func resetConn(w http.ResponseWriter) {
+	hj, ok := w.(http.Hijacker)
+	if !ok {
+		panic(http.ErrAbortHandler)
+	}
+	c, _, err := hj.Hijack()
+	if err != nil {
+		panic(http.ErrAbortHandler)
+	}
+	if tc, ok := c.(*net.TCPConn); ok {
+		_ = tc.SetLinger(0)
+	}
+	_ = c.Close()
+}
+
+// cutReader fails after left bytes: the reverse proxy then aborts the
+// response mid-body and closes the connection.
+type cutReader struct {
+	rc   io.ReadCloser
+	left int64
+}
+
+var errCut = errors.New("faulttest: response cut")
+
+func (c *cutReader) Read(b []byte) (int, error) {
+	if c.left <= 0 {
+		return 0, errCut
+	}
+	if int64(len(b)) > c.left {
+		b = b[:c.left]
+	}
+	n, err := c.rc.Read(b)
+	c.left -= int64(n)
+	return n, err
+}
+
+func (c *cutReader) Close() error { return c.rc.Close() }
