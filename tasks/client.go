@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 
+	"github.com/google/uuid"
 	"github.com/hibiken/asynq"
 	"github.com/redis/go-redis/v9"
 )
@@ -45,25 +46,37 @@ func (c *Client) Enqueue(ctx context.Context, t *asynq.Task, opts ...asynq.Optio
 	if err != nil {
 		return nil, fmt.Errorf("enqueue %s: %w", t.Type(), err)
 	}
-	if err := c.rdb.Del(ctx, CancelKey(info.ID)).Err(); err != nil {
-		return info, fmt.Errorf("enqueue %s: task %s enqueued, but clearing its old cancel flag failed: %w", t.Type(), info.ID, err)
+	// A reused id (TaskID, --task-id) may still have a cancel flag and the
+	// finished progress of its last run: the flag would cancel the new run,
+	// the progress would end its watchers at once. One round trip clears both.
+	// An id asynq generated (a random UUID) is new: nothing to clear, and
+	// small-object producers save the round trip.
+	if generatedID(info.ID) {
+		return info, nil
 	}
-	// A reused id (TaskID, --task-id) may still have the finished progress
-	// of its last run, which would end a watcher of the new run at once.
-	if err := dropFinishedProgress.Run(ctx, c.rdb, []string{ProgressKey(info.ID)}).Err(); err != nil && !errors.Is(err, redis.Nil) {
-		return info, fmt.Errorf("enqueue %s: task %s enqueued, but clearing its old progress failed: %w", t.Type(), info.ID, err)
+	if err := clearStale.Run(ctx, c.rdb, []string{CancelKey(info.ID), ProgressKey(info.ID)}).Err(); err != nil && !errors.Is(err, redis.Nil) {
+		return info, fmt.Errorf("enqueue %s: task %s enqueued, but clearing its old cancel flag and progress failed: %w", t.Type(), info.ID, err)
 	}
 	return info, nil
 }
 
-// dropFinishedProgress deletes a progress hash in a terminal state; one a
-// worker already made active for the new run is kept.
+// generatedID reports whether id looks like one asynq generates: a random
+// (version 4) UUID, which no earlier task can have used.
+func generatedID(id string) bool {
+	u, err := uuid.Parse(id)
+	return err == nil && len(id) == 36 && u.Version() == 4
+}
+
+// clearStale deletes a task id's cancel flag, and its progress hash when that
+// is in a terminal state (one a worker already made active for the new run
+// is kept).
 //
-// KEYS[1] progress hash
-var dropFinishedProgress = redis.NewScript(`
-local s = redis.call("HGET", KEYS[1], "state")
+// KEYS[1] cancel flag, KEYS[2] progress hash
+var clearStale = redis.NewScript(`
+redis.call("DEL", KEYS[1])
+local s = redis.call("HGET", KEYS[2], "state")
 if s == "completed" or s == "failed" or s == "cancelled" then
-  return redis.call("DEL", KEYS[1])
+  redis.call("DEL", KEYS[2])
 end
 return 0`)
 

@@ -15,15 +15,15 @@ import (
 	"github.com/ferryhq/ferry/tasks"
 )
 
-// run wraps a handler body with what every transfer needs: the task id, a
-// refusal of tasks cancelled before they started, progress at the end,
-// the result, and error classification.
+// run wraps a handler body with what every transfer needs: the task id,
+// progress, the result, and error classification. A cancel is honoured
+// between parts (checkInterrupt): tasks.Client.Cancel archives a task that
+// has not started yet, so checking the flag up front as well would cost
+// every small object a Redis round trip for a narrow race.
 func (w *Worker) run(ctx context.Context, t *asynq.Task, src, dst string, body func(context.Context, string, *progress) (any, error)) error {
 	id, _ := asynq.GetTaskID(ctx)
-	if c, err := tasks.Cancelled(ctx, w.rdb, id); err == nil && c {
-		return permanent(errCancelled)
-	}
 	prog := w.newProgress(ctx, id, t.Type(), src, dst)
+	defer prog.close()
 	res, err := body(ctx, id, prog)
 	if err != nil {
 		return classify(err)

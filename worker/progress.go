@@ -23,13 +23,24 @@ type progress struct {
 	runStart time.Time
 	runBase  int64
 	lastPub  time.Time
+	// first publishes "active" if the task runs longer than progressInterval.
+	first *time.Timer
+	// pubMu orders publishes: each snapshots and writes under it, so a
+	// later state never lands before an earlier one. After close, only
+	// the final state may still be published.
+	pubMu  sync.Mutex
+	closed bool
 }
 
+// newProgress starts a task's progress. The "active" state is published
+// after progressInterval, or with the first finished part, whichever comes
+// first: a task done sooner (most small objects) publishes only its final
+// state, which halves its progress traffic to Redis.
 func (w *Worker) newProgress(ctx context.Context, id, typ, src, dst string) *progress {
 	now := time.Now()
-	pr := &progress{w: w, runStart: now, p: tasks.Progress{TaskID: id, Type: typ, State: tasks.StateActive,
+	pr := &progress{w: w, runStart: now, lastPub: now, p: tasks.Progress{TaskID: id, Type: typ, State: tasks.StateActive,
 		StartedAt: now, Source: src, Dest: dst}}
-	pr.publish(ctx)
+	pr.first = time.AfterFunc(progressInterval, func() { pr.publish(ctx) })
 	return pr
 }
 
@@ -99,10 +110,30 @@ func (pr *progress) finish(ctx context.Context, state tasks.State) {
 		pr.p.BytesDone = pr.p.BytesTotal
 	}
 	pr.mu.Unlock()
-	pr.publish(ctx)
+	pr.emit(ctx, true)
 }
 
-func (pr *progress) publish(ctx context.Context) {
+// close stops publishing: after the handler returns, the error handler
+// writes the final state, and nothing may overwrite it.
+func (pr *progress) close() {
+	pr.first.Stop()
+	pr.pubMu.Lock()
+	pr.closed = true
+	pr.pubMu.Unlock()
+}
+
+func (pr *progress) publish(ctx context.Context) { pr.emit(ctx, false) }
+
+func (pr *progress) emit(ctx context.Context, final bool) {
+	pr.pubMu.Lock()
+	defer pr.pubMu.Unlock()
+	if pr.closed {
+		return
+	}
+	if final {
+		pr.closed = true
+		pr.first.Stop()
+	}
 	pr.mu.Lock()
 	now := time.Now()
 	if el := now.Sub(pr.runStart).Seconds(); el > 0 {
