@@ -181,7 +181,7 @@ func serveHTTP(ctx context.Context, addr string, h http.Handler, log *zap.Logger
 }
 
 func serverCommands(a *app) []*cobra.Command {
-	return []*cobra.Command{workerCmd(a), dashboardCmd(a)}
+	return []*cobra.Command{workerCmd(a), dashboardCmd(a), devCmd(a)}
 }
 
 func workerCmd(a *app) *cobra.Command {

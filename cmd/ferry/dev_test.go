@@ -1,0 +1,303 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"io"
+	"math/rand/v2"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/credentials"
+	"github.com/aws/aws-sdk-go-v2/service/s3"
+
+	"github.com/ferryhq/ferry/internal/testenv"
+)
+
+// devBundle is one `ferry dev` under test: its ports, directories and the
+// environment other ferry commands use to reach it.
+type devBundle struct {
+	dir, dataDir                string
+	redisPort, s3Port, dashPort int
+	env                         []string
+}
+
+func setupDev(t *testing.T) devBundle {
+	t.Helper()
+	d := devBundle{dir: t.TempDir()}
+	d.dataDir = filepath.Join(d.dir, "data")
+	for _, p := range []*int{&d.redisPort, &d.s3Port, &d.dashPort} {
+		port, err := testenv.FreePort()
+		if err != nil {
+			t.Fatal(err)
+		}
+		*p = port
+	}
+	d.env = []string{envConfig + "=" + filepath.Join(d.dataDir, "ferry.yaml"),
+		envRedisURL + "=redis://127.0.0.1:" + strconv.Itoa(d.redisPort) + "/0"}
+	return d
+}
+
+func (d devBundle) args(extra ...string) []string {
+	return append([]string{"dev", "--data-dir", d.dataDir, "--log-format", "json",
+		"--addr", "127.0.0.1:" + strconv.Itoa(d.dashPort),
+		"--redis-port", strconv.Itoa(d.redisPort), "--s3-port", strconv.Itoa(d.s3Port)}, extra...)
+}
+
+// devProc is a running `ferry dev`.
+type devProc struct {
+	cmd    *exec.Cmd
+	stdout *syncBuffer
+	stderr *syncBuffer
+	done   chan error
+}
+
+// start runs `ferry dev` until it logs that it is ready. The test's cleanup
+// stops it if the test did not.
+func (d devBundle) start(t *testing.T, extra ...string) *devProc {
+	t.Helper()
+	cmd := exec.Command(ferryBin, d.args(extra...)...)
+	cmd.Dir = d.dir
+	cmd.Env = baseEnv(d.dir)
+	p := &devProc{cmd: cmd, stdout: &syncBuffer{}, stderr: &syncBuffer{}, done: make(chan error, 1)}
+	cmd.Stdout, cmd.Stderr = p.stdout, p.stderr
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	go func() { p.done <- cmd.Wait() }()
+	t.Cleanup(func() {
+		if cmd.ProcessState == nil {
+			_ = cmd.Process.Kill()
+			<-p.done
+		}
+		if t.Failed() {
+			t.Logf("ferry dev stdout:\n%s\nstderr:\n%s", p.stdout, p.stderr)
+		}
+	})
+	deadline := time.After(30 * time.Second)
+	for !strings.Contains(p.stderr.String(), "ferry dev ready") {
+		select {
+		case err := <-p.done:
+			p.done <- err
+			t.Fatalf("ferry dev exited at start: %v\nstdout:\n%s\nstderr:\n%s", err, p.stdout, p.stderr)
+		case <-deadline:
+			t.Fatalf("ferry dev not ready within 30s:\n%s", p.stderr)
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+	return p
+}
+
+// stop sends SIGINT (Ctrl-C) and expects a clean exit.
+func (p *devProc) stop(t *testing.T) {
+	t.Helper()
+	_ = p.cmd.Process.Signal(os.Interrupt)
+	select {
+	case err := <-p.done:
+		p.done <- err
+		if err != nil {
+			t.Fatalf("ferry dev exited with %v after Ctrl-C, want 0\nstderr:\n%s", err, p.stderr)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatalf("ferry dev did not stop within 30s of Ctrl-C")
+	}
+	if !strings.Contains(p.stderr.String(), "ferry dev: stopped") {
+		t.Errorf("no 'stopped' message after Ctrl-C:\n%s", p.stderr)
+	}
+}
+
+// s3Client is a plain SDK client on the dev S3 server, independent of
+// ferry's storage package.
+func (d devBundle) s3Client() *s3.Client {
+	return s3.New(s3.Options{
+		Region:                     devRegion,
+		BaseEndpoint:               aws.String("http://127.0.0.1:" + strconv.Itoa(d.s3Port)),
+		UsePathStyle:               true,
+		Credentials:                credentials.NewStaticCredentialsProvider("any", "thing", ""),
+		RequestChecksumCalculation: aws.RequestChecksumCalculationWhenRequired,
+		ResponseChecksumValidation: aws.ResponseChecksumValidationWhenRequired,
+	})
+}
+
+func getObject(t *testing.T, c *s3.Client, bucket, key string) []byte {
+	t.Helper()
+	out, err := c.GetObject(t.Context(), &s3.GetObjectInput{Bucket: aws.String(bucket), Key: aws.String(key)})
+	if err != nil {
+		t.Fatalf("GetObject s3://%s/%s: %v", bucket, key, err)
+	}
+	defer out.Body.Close()
+	b, err := io.ReadAll(out.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+// TestDev: ferry dev starts, a `ferry upload --wait` from "another
+// terminal" (its printed FERRY_CONFIG) goes through the embedded Redis
+// (asynq's Lua scripts on miniredis) and S3, and the object survives a
+// restart of ferry dev.
+func TestDev(t *testing.T) {
+	t.Parallel()
+	d := setupDev(t)
+	p := d.start(t)
+	out := p.stdout.String()
+	for _, want := range []string{
+		"for development only",
+		"http://127.0.0.1:" + strconv.Itoa(d.dashPort),
+		"export FERRY_CONFIG=" + filepath.Join(d.dataDir, "ferry.yaml") + " FERRY_REDIS_URL=redis://127.0.0.1:" + strconv.Itoa(d.redisPort) + "/0",
+		"s3://dev/hello.txt --wait",
+		"ferry watch <task id>",
+	} {
+		if !strings.Contains(out, want) {
+			t.Errorf("banner lacks %q:\n%s", want, out)
+		}
+	}
+	if !strings.Contains(p.stderr.String(), "Redis state is in memory") {
+		t.Errorf("no in-memory warning on stderr:\n%s", p.stderr)
+	}
+
+	// 12 MiB in 5 MiB parts: a multipart upload with checkpoints.
+	content := make([]byte, 12<<20+123)
+	rand.NewChaCha8([32]byte{1}).Read(content)
+	writeFile(t, filepath.Join(d.dir, "big.bin"), string(content))
+	writeFile(t, filepath.Join(d.dir, "small.txt"), "hello, dev\n")
+	r := run(t, d.dir, d.env, "", "upload", "./big.bin", "s3://dev/t/big.bin", "--part-size", "5MiB", "--wait")
+	if r.code != 0 || !strings.Contains(r.stdout, "completed") {
+		t.Fatalf("ferry upload --wait: %s", r)
+	}
+	// No --profile: "default" is the dev profile.
+	r = run(t, d.dir, d.env, "", "put", "./small.txt", "s3://dev/t/small.txt", "--wait")
+	if r.code != 0 {
+		t.Fatalf("ferry put --wait: %s", r)
+	}
+	c := d.s3Client()
+	if got := getObject(t, c, "dev", "t/big.bin"); !bytes.Equal(got, content) {
+		t.Fatalf("s3://dev/t/big.bin: %d bytes differ from the %d uploaded", len(got), len(content))
+	}
+
+	p.stop(t)
+	p = d.start(t)
+	if got := getObject(t, c, "dev", "t/big.bin"); !bytes.Equal(got, content) {
+		t.Fatalf("after a restart, s3://dev/t/big.bin: %d bytes differ from the %d uploaded", len(got), len(content))
+	}
+	if got := string(getObject(t, c, "dev", "t/small.txt")); got != "hello, dev\n" {
+		t.Fatalf("after a restart, s3://dev/t/small.txt = %q", got)
+	}
+	r = run(t, d.dir, d.env, "", "ls", "s3://dev/t/")
+	if r.code != 0 || !strings.Contains(r.stdout, "t/big.bin") || !strings.Contains(r.stdout, "t/small.txt") {
+		t.Fatalf("ferry ls after a restart: %s", r)
+	}
+	p.stop(t)
+}
+
+// TestDevPortTaken: each taken port is refused with a message naming the
+// flag that changes it, before anything starts.
+func TestDevPortTaken(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		desc string
+		flag string
+		port func(d devBundle) int
+	}{
+		{desc: "redis", flag: "--redis-port", port: func(d devBundle) int { return d.redisPort }},
+		{desc: "s3", flag: "--s3-port", port: func(d devBundle) int { return d.s3Port }},
+		{desc: "dashboard", flag: "--addr", port: func(d devBundle) int { return d.dashPort }},
+	} {
+		t.Run(tc.desc, func(t *testing.T) {
+			t.Parallel()
+			d := setupDev(t)
+			ln, err := net.Listen("tcp", "127.0.0.1:"+strconv.Itoa(tc.port(d)))
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer ln.Close()
+			ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
+			defer cancel()
+			cmd := exec.CommandContext(ctx, ferryBin, d.args()...)
+			cmd.Dir, cmd.Env = d.dir, baseEnv(d.dir)
+			var stderr bytes.Buffer
+			cmd.Stderr = &stderr
+			err = cmd.Run()
+			if ee, ok := err.(*exec.ExitError); !ok || ee.ExitCode() != exitError {
+				t.Fatalf("ferry dev with port %d taken: %v, want exit %d\n%s", tc.port(d), err, exitError, stderr.String())
+			}
+			msg := stderr.String()
+			for _, want := range []string{"port is taken", tc.flag, strconv.Itoa(tc.port(d))} {
+				if !strings.Contains(msg, want) {
+					t.Errorf("message lacks %q:\n%s", want, msg)
+				}
+			}
+		})
+	}
+}
+
+// TestDevDemo: --demo runs its showcase to the end, including the 200 MiB
+// upload interrupted by a worker restart and resumed from its checkpoint.
+func TestDevDemo(t *testing.T) {
+	if testing.Short() {
+		t.Skip("writes and uploads 200 MiB")
+	}
+	t.Parallel()
+	d := setupDev(t)
+	p := d.start(t, "--demo")
+	deadline := time.After(120 * time.Second)
+	for !strings.Contains(p.stdout.String(), "demo: done") {
+		if strings.Contains(p.stdout.String(), "demo: FAILED") {
+			t.Fatalf("demo failed:\n%s", p.stdout)
+		}
+		select {
+		case <-deadline:
+			t.Fatalf("demo not done within 120s:\n%s", p.stdout)
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+	out := p.stdout.String()
+	for _, want := range []string{"3 puts completed", "copy, move and delete completed", "restarting the worker", "resumed from its checkpoint at"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("demo output lacks %q:\n%s", want, out)
+		}
+	}
+	c := d.s3Client()
+	if got := string(getObject(t, c, "dev", "demo/copies/hello.txt")); got != "hello from ferry dev\n" {
+		t.Errorf("demo/copies/hello.txt = %q", got)
+	}
+	head, err := c.HeadObject(t.Context(), &s3.HeadObjectInput{Bucket: aws.String("dev"), Key: aws.String(demoBigKey)})
+	if err != nil || aws.ToInt64(head.ContentLength) != demoBigSize {
+		t.Fatalf("HeadObject %s: %v, size %d, want %d", demoBigKey, err, aws.ToInt64(head.ContentLength), demoBigSize)
+	}
+	for _, gone := range []string{"demo/report.json", "demo/tmp/scratch.txt"} {
+		if _, err := c.HeadObject(t.Context(), &s3.HeadObjectInput{Bucket: aws.String("dev"), Key: aws.String(gone)}); err == nil {
+			t.Errorf("%s still exists after the demo's move/delete", gone)
+		}
+	}
+	p.stop(t)
+}
+
+// TestShippedConfigs: the config files the repository ships load with
+// ferry's strict decoder (unknown keys are errors).
+func TestShippedConfigs(t *testing.T) {
+	t.Parallel()
+	root := filepath.Join("..", "..")
+	for _, f := range []string{"ferry.example.yaml", "deploy/compose/ferry.yaml", "deploy/kubernetes/ferry.yaml"} {
+		t.Run(f, func(t *testing.T) {
+			t.Parallel()
+			c, err := loadConfig(filepath.Join(root, f), "", func(string) string { return "" })
+			if err != nil {
+				t.Fatal(err)
+			}
+			if _, ok := c.Profiles["default"]; !ok {
+				t.Errorf("%s has no default profile: %v", f, c.profileNames())
+			}
+		})
+	}
+}
