@@ -74,7 +74,23 @@ upload interrupted by a worker restart and resumed from its checkpoint.`,
   ferry dev --addr 127.0.0.1:8081 --redis-port 6380 --s3-port 9001 --data-dir /tmp/ferry-dev
   ferry dev --redis-snapshot 30s`,
 		Args: args(cobra.NoArgs),
-		RunE: func(cmd *cobra.Command, _ []string) error { return runDev(cmd.Context(), a, f) },
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			// Default ports that are taken (a machine's own Redis on 6379 is
+			// common) move to free ones; a port given explicitly is kept, and
+			// refused with a clear message when taken.
+			for _, p := range []struct {
+				flag string
+				port *int
+			}{{"redis-port", &f.redisPort}, {"s3-port", &f.s3Port}} {
+				if !cmd.Flags().Changed(p.flag) {
+					if free, moved := freeIfTaken(*p.port); moved {
+						fmt.Fprintf(a.stderr, "ferry dev: port %d is taken; using %d instead (set --%s to choose)\n", *p.port, free, p.flag)
+						*p.port = free
+					}
+				}
+			}
+			return runDev(cmd.Context(), a, f)
+		},
 	}
 	fs := cmd.Flags()
 	fs.StringVar(&f.dataDir, "data-dir", ".ferry-dev", "directory for S3 objects, uploads, the generated ferry.yaml and the Redis snapshot")
@@ -230,6 +246,22 @@ func snapshotNote(every time.Duration, dataDir string) string {
 		return "lost at exit; --redis-snapshot 30s keeps it"
 	}
 	return fmt.Sprintf("saved to %s every %s and at exit", filepath.Join(dataDir, "redis-snapshot.json"), every)
+}
+
+// freeIfTaken returns port when it can be listened on, else a free port and
+// true.
+func freeIfTaken(port int) (int, bool) {
+	l, err := net.Listen("tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(port)))
+	if err == nil {
+		l.Close()
+		return port, false
+	}
+	l, err = net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return port, false
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port, true
 }
 
 // checkPort fails with a message naming flag when addr cannot be listened on.
