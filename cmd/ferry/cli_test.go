@@ -544,6 +544,11 @@ func TestServers(t *testing.T) {
 	if m := httpDo(t, http.MethodGet, "http://"+metricsAddr+"/metrics", nil); !strings.Contains(m, "ferry_") || !strings.Contains(m, "go_goroutines") {
 		t.Errorf("worker /metrics lacks ferry_ or go_ metrics:\n%.500s", m)
 	}
+	for _, probe := range []string{"/healthz", "/readyz"} {
+		if got := httpDo(t, http.MethodGet, "http://"+metricsAddr+probe, nil); strings.TrimSpace(got) != "ok" {
+			t.Errorf("worker %s = %q, want ok", probe, got)
+		}
+	}
 	httpDo(t, http.MethodGet, "http://"+dashAddr+"/healthz", nil)
 	httpDo(t, http.MethodGet, "http://"+dashAddr+"/readyz", nil)
 	if m := httpDo(t, http.MethodGet, "http://"+dashAddr+"/metrics", nil); !strings.Contains(m, "go_goroutines") {

@@ -157,6 +157,27 @@ func newRegistry() *prometheus.Registry {
 
 // serveHTTP serves h on addr until ctx is done, then shuts down gracefully.
 // It returns once the listener is closed; a listen error is returned at once.
+// workerHTTP is what a worker serves on --metrics-addr: Prometheus metrics
+// at /metrics (and /, for scrapers configured without a path), /healthz
+// (the process answers) and /readyz (Redis answers a PING), for probes.
+func workerHTTP(reg *prometheus.Registry, rdb redis.UniversalClient) http.Handler {
+	mux := http.NewServeMux()
+	metrics := promhttp.HandlerFor(reg, promhttp.HandlerOpts{})
+	mux.Handle("/metrics", metrics)
+	mux.Handle("/{$}", metrics)
+	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) { fmt.Fprintln(w, "ok") })
+	mux.HandleFunc("/readyz", func(w http.ResponseWriter, r *http.Request) {
+		ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
+		defer cancel()
+		if err := rdb.Ping(ctx).Err(); err != nil {
+			http.Error(w, "redis unreachable", http.StatusServiceUnavailable)
+			return
+		}
+		fmt.Fprintln(w, "ok")
+	})
+	return mux
+}
+
 func serveHTTP(ctx context.Context, addr string, h http.Handler, log *zap.Logger, what string) error {
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
@@ -238,7 +259,7 @@ section. Logs are JSON when stderr is not a terminal.`,
 			metricsErr := make(chan error, 1)
 			if reg != nil {
 				go func() {
-					metricsErr <- serveHTTP(ctx, wc.MetricsAddr, promhttp.HandlerFor(reg, promhttp.HandlerOpts{}), log, "metrics")
+					metricsErr <- serveHTTP(ctx, wc.MetricsAddr, workerHTTP(reg, rdb), log, "metrics")
 					cancel() // a metrics listener that fails stops the worker
 				}()
 			} else {
