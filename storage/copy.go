@@ -85,7 +85,7 @@ func (s *S3) CopyFrom(ctx context.Context, src *S3, srcKey, dstKey string, opts 
 		}
 	}
 	if _, err := api.CopyObject(ctx, in); err != nil {
-		return StoredFile{}, translate(fmt.Sprintf("copy %s to %s", src.display(srcKey), s.display(dstKey)), opObject, err)
+		return StoredFile{}, translate(fmt.Sprintf("copy %s to %s", src.display(srcKey), s.display(dstKey)), opSource, err)
 	}
 	return s.Info(ctx, dstKey)
 }
@@ -134,7 +134,7 @@ func (s *S3) copyMultipart(ctx context.Context, api S3API, src *S3, srcFull stri
 				CopySourceRange:   aws.String(fmt.Sprintf("bytes=%d-%d", off, end)),
 				CopySourceIfMatch: aws.String(`"` + info.ETag + `"`)})
 			if err != nil {
-				cancel(translate(fmt.Sprintf("copy part %d of %s", n, src.display(info.Key)), opObject, err))
+				cancel(translate(fmt.Sprintf("copy part %d of %s", n, src.display(info.Key)), opSource, err))
 				return
 			}
 			etag := ""

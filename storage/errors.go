@@ -27,6 +27,9 @@ var (
 	ErrInvalidKey = errors.New("invalid key")
 	// ErrClosed: the storage was closed.
 	ErrClosed = errors.New("storage closed")
+	// ErrSourceChanged: a read or copy pinned to a source ETag found another
+	// version (412 on If-Match). Retrying starts over from the new version.
+	ErrSourceChanged = errors.New("the source object changed during the transfer")
 )
 
 // ConfigError reports an invalid Config field and how to fix it.
@@ -58,6 +61,8 @@ const (
 	opObject opKind = iota
 	opUpload
 	opBucket
+	// opSource is a read or copy conditional on the source's ETag.
+	opSource
 )
 
 // translate maps an SDK error to ferry's sentinels, once, at this boundary.
@@ -91,7 +96,12 @@ func translate(op string, kind opKind, err error) error {
 	case "AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch", "Forbidden",
 		"InvalidToken", "ExpiredToken", "AllAccessDisabled", "AccountProblem":
 		sentinel = ErrPermission
-	case "PreconditionFailed", "BucketAlreadyOwnedByYou", "BucketAlreadyExists":
+	case "PreconditionFailed":
+		sentinel = ErrExists
+		if kind == opSource {
+			sentinel = ErrSourceChanged
+		}
+	case "BucketAlreadyOwnedByYou", "BucketAlreadyExists":
 		sentinel = ErrExists
 	}
 	if sentinel == nil {
@@ -102,6 +112,9 @@ func translate(op string, kind opKind, err error) error {
 			sentinel = ErrPermission
 		case http.StatusPreconditionFailed:
 			sentinel = ErrExists
+			if kind == opSource {
+				sentinel = ErrSourceChanged
+			}
 		}
 	}
 	if sentinel != nil {
@@ -125,6 +138,11 @@ func notFoundFor(kind opKind) error {
 // buckets, denied access, bad keys or configuration. Callers (the worker) use
 // it to archive a task at once instead of retrying it.
 func IsPermanent(err error) bool {
+	if errors.Is(err, ErrUploadNotFound) {
+		// The upload was aborted elsewhere (a lifecycle rule, the janitor):
+		// a retry starts a new one.
+		return false
+	}
 	var ce *ConfigError
 	return errors.Is(err, ErrNotFound) || errors.Is(err, ErrPermission) ||
 		errors.Is(err, ErrInvalidKey) || errors.Is(err, ErrExists) || errors.As(err, &ce)

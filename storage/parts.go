@@ -171,7 +171,15 @@ func (s *S3) UploadParts(ctx context.Context, u *MultipartUpload, src PartSource
 			for ctx.Err() == nil {
 				if o.BeforePartFunc != nil {
 					if err := o.BeforePartFunc(); err != nil {
-						fail(err)
+						// Stop claiming parts but let those in flight
+						// finish: a shutdown or cancel stops at a part
+						// boundary and loses no finished work.
+						mu.Lock()
+						if first == nil {
+							first = err
+						}
+						done = true
+						mu.Unlock()
 						return
 					}
 				}

@@ -126,6 +126,13 @@ func (s *S3) Get(ctx context.Context, key string) (io.ReadCloser, error) {
 // GetRange streams length bytes from offset (length < 0: to the end) and
 // returns the object's metadata as the GET saw it (Size is the whole object's).
 func (s *S3) GetRange(ctx context.Context, key string, offset, length int64) (io.ReadCloser, StoredFile, error) {
+	return s.GetRangeIfMatch(ctx, key, "", offset, length)
+}
+
+// GetRangeIfMatch is GetRange pinned to one version of the object: when etag
+// is not empty and the object's ETag differs, it fails with
+// ErrSourceChanged, so a transfer read part by part never mixes versions.
+func (s *S3) GetRangeIfMatch(ctx context.Context, key, etag string, offset, length int64) (io.ReadCloser, StoredFile, error) {
 	api, full, err := s.prepare(key)
 	if err != nil {
 		return nil, StoredFile{}, err
@@ -138,9 +145,14 @@ func (s *S3) GetRange(ctx context.Context, key string, offset, length int64) (io
 		}
 		in.Range = &r
 	}
+	kind := opObject
+	if etag != "" {
+		in.IfMatch = aws.String(`"` + etag + `"`)
+		kind = opSource
+	}
 	out, err := api.GetObject(ctx, in)
 	if err != nil {
-		return nil, StoredFile{}, translate("get "+s.display(key), opObject, err)
+		return nil, StoredFile{}, translate("get "+s.display(key), kind, err)
 	}
 	f := StoredFile{Key: key, Size: aws.ToInt64(out.ContentLength), ContentType: aws.ToString(out.ContentType),
 		ETag: unquote(aws.ToString(out.ETag)), LastModified: aws.ToTime(out.LastModified), Metadata: out.Metadata}

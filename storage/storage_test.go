@@ -140,6 +140,28 @@ func conformance(t *testing.T, srv *testenv.S3Server, fake bool) {
 		}
 	})
 
+	t.Run("reads pinned to an ETag see a changed source", func(t *testing.T) {
+		t.Parallel()
+		needsReal(t)
+		s := open(t, srv, nil)
+		f, err := s.PutBytes(ctx, "pinned", []byte("version one"), nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		rc, _, err := s.GetRangeIfMatch(ctx, "pinned", f.ETag, 0, 7)
+		if err != nil {
+			t.Fatalf("read pinned to the current ETag: %v", err)
+		}
+		rc.Close()
+		if _, err := s.PutBytes(ctx, "pinned", []byte("version two"), nil); err != nil {
+			t.Fatal(err)
+		}
+		_, _, err = s.GetRangeIfMatch(ctx, "pinned", f.ETag, 0, 7)
+		if !errors.Is(err, storage.ErrSourceChanged) || storage.IsPermanent(err) {
+			t.Errorf("read pinned to an old ETag = %v; want a retryable ErrSourceChanged", err)
+		}
+	})
+
 	t.Run("bad credentials are ErrPermission", func(t *testing.T) {
 		t.Parallel()
 		needsReal(t)

@@ -225,17 +225,18 @@ func (l Location) validate(role string, mode keyMode) error {
 	case KindHTTP:
 		u, err := url.Parse(l.URL)
 		if err != nil {
-			return fmt.Errorf("%s: URL does not parse: %w", role, err)
+			// Not err: it quotes the whole URL, and a query may be a signature.
+			return fmt.Errorf("%s: URL does not parse: write https://host/path", role)
 		}
 		if u.User != nil {
 			// Never echo the URL: it holds a secret.
 			return fmt.Errorf("%s: URL for host %q carries user info (user:password@): payloads are plain text in Redis, so secrets never travel in them; configure the credentials on the worker instead", role, u.Host)
 		}
 		if u.Scheme != "https" {
-			return fmt.Errorf("%s: URL %q has scheme %q: only https:// sources are accepted", role, l.URL, u.Scheme)
+			return fmt.Errorf("%s: URL for host %q has scheme %q: only https:// sources are accepted", role, u.Host, u.Scheme)
 		}
 		if u.Host == "" {
-			return fmt.Errorf("%s: URL %q has no host: write https://host/path", role, l.URL)
+			return fmt.Errorf("%s: URL has no host: write https://host/path", role)
 		}
 	case KindInline:
 		if len(l.Data) > MaxInlineSize {

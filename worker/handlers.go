@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"maps"
 	"strconv"
 
@@ -111,6 +112,9 @@ func (w *Worker) transfer(ctx context.Context, id string, t *asynq.Task, prog *p
 		partConc = w.cfg.PartConcurrency
 	}
 	meta = withTaskID(meta, id)
+	// Register before any multipart upload starts, so the janitor scans
+	// this bucket should the worker die mid-way.
+	w.registerBucket(ctx, dstLoc.Profile, dstLoc.Bucket)
 	switch {
 	case src.size >= 0 && src.size <= partSize:
 		prog.setTotal(src.size, 0)
@@ -119,12 +123,9 @@ func (w *Worker) transfer(ctx context.Context, id string, t *asynq.Task, prog *p
 			return storage.StoredFile{}, err
 		}
 		defer w.buffers.Put(buf)
-		n := 0
-		if src.size > 0 {
-			n, err = src.parts.ReadPart(ctx, 1, buf)
-			if err != nil {
-				return storage.StoredFile{}, fmt.Errorf("read %s: %w", src.display, err)
-			}
+		n, err := readSmall(ctx, src, buf)
+		if err != nil {
+			return storage.StoredFile{}, fmt.Errorf("read %s: %w", src.display, err)
 		}
 		f, err := dst.Put(ctx, dstLoc.Key, bytes.NewReader(buf[:n]), &storage.PutOptions{ContentType: contentType, Metadata: meta})
 		if err == nil {
@@ -145,9 +146,25 @@ func (w *Worker) transfer(ctx context.Context, id string, t *asynq.Task, prog *p
 			PartSize: partSize, Concurrency: partConc, Buffers: w.buffers,
 			ProgressFunc: func(done, _ int64) { prog.setDone(ctx, done) }})
 	}
-	w.registerBucket(ctx, dstLoc.Profile, dstLoc.Bucket)
 	return w.runUpload(ctx, &upload{taskID: id, profile: profileName(dstLoc.Profile), dst: dst, key: dstLoc.Key, src: src,
 		partSize: partSize, concurrency: partConc, contentType: contentType, metadata: meta, prog: prog, log: w.taskLog(ctx, t)})
+}
+
+// readSmall reads a source of at most one part into buf: by range when it
+// can, else as a stream (an https server without Accept-Ranges).
+func readSmall(ctx context.Context, src *source, buf []byte) (int, error) {
+	if src.size == 0 {
+		return 0, nil
+	}
+	if src.parts != nil {
+		return src.parts.ReadPart(ctx, 1, buf)
+	}
+	rc, err := src.open(ctx)
+	if err != nil {
+		return 0, err
+	}
+	defer rc.Close()
+	return io.ReadFull(rc, buf[:src.size])
 }
 
 func profileName(p string) string {
@@ -196,6 +213,11 @@ func (w *Worker) copyObject(ctx context.Context, t *asynq.Task, id string, prog 
 	if err != nil {
 		return nil, err
 	}
+	if w.profiles.sameObject(srcLoc, dstLoc) {
+		// Two profile names for one place: a move would delete its copy.
+		return nil, permanent(fmt.Errorf("source and destination are the same object %s (profiles %q and %q reach the same endpoint and prefix)",
+			dstLoc.String(), profileName(srcLoc.Profile), profileName(dstLoc.Profile)))
+	}
 	same := w.profiles.sameEndpoint(srcLoc.Profile, dstLoc.Profile)
 	srcProfile := srcLoc.Profile
 	if same {
@@ -220,6 +242,7 @@ func (w *Worker) copyObject(ctx context.Context, t *asynq.Task, id string, prog 
 	meta := map[string]string{metaTaskID: id, metaSourceETag: info.ETag, metaSourceSize: strconv.FormatInt(info.Size, 10)}
 	var f storage.StoredFile
 	if same {
+		w.registerBucket(ctx, dstLoc.Profile, dstLoc.Bucket) // > 5 GiB copies are multipart
 		f, err = dst.CopyFrom(ctx, src, srcLoc.Key, dstLoc.Key, &storage.CopyOptions{Metadata: meta, Concurrency: partConc})
 		if err == nil {
 			prog.add(ctx, f.Size, 0)

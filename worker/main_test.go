@@ -38,13 +38,15 @@ type bundle struct {
 
 // profilesFor returns two profiles on the S3 server: "default", and "other"
 // that reaches it by another host name, so copies between them take the
-// cross-endpoint (streamed, checkpointed) path.
+// cross-endpoint (streamed, checkpointed) path; and "alias", a second name
+// for "default".
 func profilesFor(srv *testenv.S3Server) map[string]storage.Config {
 	p := storage.Config{EndpointURL: srv.Endpoint, AccessKeyID: srv.AccessKey, SecretAccessKey: srv.SecretKey,
 		Region: srv.Region, Provider: storage.ProviderGeneric}
 	other := p
 	other.EndpointURL = replaceHost(srv.Endpoint, "127.0.0.1", "localhost")
-	return map[string]storage.Config{"default": p, "other": other}
+	// "alias" is "default" under another name: the same objects.
+	return map[string]storage.Config{"default": p, "other": other, "alias": p}
 }
 
 func setup(t testing.TB, mutate func(*worker.Config)) *bundle {

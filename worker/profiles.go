@@ -10,6 +10,7 @@ import (
 	"sync"
 
 	"github.com/ferryhq/ferry/storage"
+	"github.com/ferryhq/ferry/tasks"
 )
 
 var errUnknownProfile = errors.New("unknown profile")
@@ -75,6 +76,16 @@ func (p *profiles) sameEndpoint(a, b string) bool {
 	ca, cb := p.cfgs[a], p.cfgs[b]
 	return ca.EndpointURL == cb.EndpointURL && ca.Region == cb.Region && ca.AccessKeyID == cb.AccessKeyID &&
 		ca.SecretAccessKey == cb.SecretAccessKey && ca.Prefix == cb.Prefix
+}
+
+// sameObject reports whether two locations name one object: the same
+// bucket and key through profiles with the same endpoint and prefix.
+func (p *profiles) sameObject(a, b tasks.Location) bool {
+	if a.Bucket != b.Bucket || a.Key != b.Key {
+		return false
+	}
+	ca, cb := p.cfgs[profileName(a.Profile)], p.cfgs[profileName(b.Profile)]
+	return ca.EndpointURL == cb.EndpointURL && ca.Prefix == cb.Prefix
 }
 
 // Close closes every client.

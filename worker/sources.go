@@ -56,7 +56,20 @@ type sources struct {
 }
 
 func newSources(dirs, hosts []string, hc *http.Client) (*sources, error) {
-	s := &sources{roots: map[string]*os.Root{}, hosts: hosts, http: hc}
+	// A copy of the client that follows redirects only to allowed https
+	// hosts: the allowlist must hold for every hop, or a redirect could
+	// reach any host (a cloud metadata endpoint, say).
+	client := *hc
+	client.CheckRedirect = func(r *http.Request, via []*http.Request) error {
+		if r.URL.Scheme != "https" || !slices.Contains(hosts, r.URL.Hostname()) {
+			return fmt.Errorf("redirect to %s://%s: %w (not on allow_url_hosts)", r.URL.Scheme, r.URL.Host, errNotAllowed)
+		}
+		if len(via) >= 5 {
+			return errors.New("too many redirects")
+		}
+		return nil
+	}
+	s := &sources{roots: map[string]*os.Root{}, hosts: hosts, http: &client}
 	for _, d := range dirs {
 		r, err := os.OpenRoot(d)
 		if err != nil {
@@ -119,7 +132,8 @@ func (s *sources) openFile(path string) (*source, error) {
 func (s *sources) openHTTP(ctx context.Context, raw string) (*source, error) {
 	u, err := url.Parse(raw)
 	if err != nil {
-		return nil, fmt.Errorf("source URL: %w: %w", err, errNotAllowed)
+		// Not err itself: it quotes the whole URL, signature included.
+		return nil, fmt.Errorf("source URL does not parse: %w", errNotAllowed)
 	}
 	if !slices.Contains(s.hosts, u.Hostname()) {
 		return nil, fmt.Errorf("source host %q is %w: the worker's allow_url_hosts are [%s]", u.Hostname(), errNotAllowed, strings.Join(s.hosts, ", "))
@@ -219,8 +233,9 @@ func s3Source(s *storage.S3, key string, info storage.StoredFile) *source {
 	display := "s3://" + s.Bucket() + "/" + key
 	return &source{display: display, size: info.Size, etag: info.ETag, contentType: info.ContentType, metadata: info.Metadata,
 		fingerprint: fmt.Sprintf("s3:%s:%d", info.ETag, info.Size),
+		// Every part is read from the version the transfer started with.
 		parts: &rangeSource{size: info.Size, get: func(ctx context.Context, off, n int64) (io.ReadCloser, error) {
-			rc, _, err := s.GetRange(ctx, key, off, n)
+			rc, _, err := s.GetRangeIfMatch(ctx, key, info.ETag, off, n)
 			return rc, err
 		}},
 		open: func(ctx context.Context) (io.ReadCloser, error) { return s.Get(ctx, key) },

@@ -183,6 +183,7 @@ func TestBadInputIsArchivedWithReason(t *testing.T) {
 		{"unknown profile", tasks.TypePut, `{"source":{"data":"eA=="},"dest":{"profile":"nosuch","bucket":"` + b.bucket + `","key":"k"}}`, `unknown profile "nosuch"`},
 		{"missing s3 source for move", tasks.TypeMove, `{"source":{"bucket":"` + b.bucket + `","key":"absent"},"dest":{"bucket":"` + b.bucket + `","key":"keep/me"}}`, "not found"},
 		{"unknown task type", "ferry:teleport", `{}`, "teleport"},
+		{"move onto itself through two profile names", tasks.TypeMove, `{"source":{"profile":"alias","bucket":"` + b.bucket + `","key":"keep/me"},"dest":{"bucket":"` + b.bucket + `","key":"keep/me"}}`, "same object"},
 	} {
 		info, err := b.client.Enqueue(ctx, asynq.NewTask(tc.typ, []byte(tc.payload)), asynq.Queue(b.queue), asynq.MaxRetry(5))
 		if err != nil {
