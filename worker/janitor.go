@@ -49,10 +49,13 @@ func (w *Worker) janitorLoop(ctx context.Context) {
 
 // JanitorReport is the result of a janitor run.
 type JanitorReport struct {
-	Buckets int      `json:"buckets"`
-	Uploads int      `json:"uploads"`
-	Aborted int      `json:"aborted"`
-	Errors  []string `json:"errors,omitempty"`
+	Buckets int `json:"buckets"`
+	Uploads int `json:"uploads"`
+	Aborted int `json:"aborted"`
+	// StaleCheckpoints counts checkpoints whose task is gone or archived;
+	// their uploads are then aborted like any orphan.
+	StaleCheckpoints int      `json:"stale_checkpoints"`
+	Errors           []string `json:"errors,omitempty"`
 }
 
 func (w *Worker) handleJanitor(ctx context.Context, t *asynq.Task) error {
@@ -76,9 +79,22 @@ func (w *Worker) Janitor(ctx context.Context, ttl time.Duration) (JanitorReport,
 	}
 	owned := map[string]bool{}
 	buckets := map[string]bool{}
+	cutoff := time.Now().Add(-ttl)
 	for _, c := range cks {
-		owned[c.Plan.UploadID] = true
 		buckets[profileName(c.Plan.Profile)+"\x00"+c.Plan.Bucket] = true
+		// A checkpoint outlives its task when the task was archived or
+		// deleted without the worker aborting (a cancel while waiting to
+		// retry, a crash on the last attempt): it owns nothing then.
+		if c.Plan.CreatedAt.Before(cutoff) && !w.taskAlive(c.TaskID) {
+			rep.StaleCheckpoints++
+			w.metrics.checkpointOp("delete")
+			if err := w.ckpt.Delete(ctx, c.TaskID); err != nil {
+				rep.Errors = append(rep.Errors, err.Error())
+				owned[c.Plan.UploadID] = true
+			}
+			continue
+		}
+		owned[c.Plan.UploadID] = true
 	}
 	reg, err := w.rdb.SMembers(ctx, janitorBucketsKey).Result()
 	if err != nil {
@@ -87,7 +103,6 @@ func (w *Worker) Janitor(ctx context.Context, ttl time.Duration) (JanitorReport,
 	for _, b := range reg {
 		buckets[b] = true
 	}
-	cutoff := time.Now().Add(-ttl)
 	for pb := range buckets {
 		profile, bucket, _ := strings.Cut(pb, "\x00")
 		s, err := w.profiles.open(ctx, profile, bucket)
@@ -117,4 +132,26 @@ func (w *Worker) Janitor(ctx context.Context, ttl time.Duration) (JanitorReport,
 		}
 	}
 	return rep, nil
+}
+
+// taskAlive reports whether the task may still run: pending, scheduled,
+// active or waiting to retry in some queue. When Redis cannot tell, it
+// answers true, so nothing is aborted on a guess.
+func (w *Worker) taskAlive(id string) bool {
+	insp := asynq.NewInspectorFromRedisClient(w.rdb)
+	queues, err := insp.Queues()
+	if err != nil {
+		return true
+	}
+	for _, q := range queues {
+		ti, err := insp.GetTaskInfo(q, id)
+		switch {
+		case errors.Is(err, asynq.ErrTaskNotFound) || errors.Is(err, asynq.ErrQueueNotFound):
+			continue
+		case err != nil:
+			return true
+		}
+		return ti.State != asynq.TaskStateArchived && ti.State != asynq.TaskStateCompleted
+	}
+	return false
 }

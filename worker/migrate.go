@@ -291,10 +291,6 @@ func (m *migration) childID(f storage.StoredFile, dstKey string) string {
 
 func (m *migration) enqueueCopy(ctx context.Context, f storage.StoredFile, dstKey string) error {
 	cid := m.childID(f, dstKey)
-	// Into the window first: a copy is never running without being counted.
-	if err := m.w.rdb.SAdd(ctx, migratePendingKey(m.id), cid).Err(); err != nil {
-		return fmt.Errorf("migration window: %w", err)
-	}
 	task, err := tasks.NewCopyTask(tasks.CopyPayload{
 		Source:   tasks.Location{Profile: m.p.Source.Profile, Bucket: m.p.Source.Bucket, Key: f.Key},
 		Dest:     tasks.Location{Profile: m.p.Dest.Profile, Bucket: m.p.Dest.Bucket, Key: dstKey},
@@ -303,8 +299,44 @@ func (m *migration) enqueueCopy(ctx context.Context, f storage.StoredFile, dstKe
 	if err != nil {
 		return permanent(fmt.Errorf("copy task for %s: %w", f.Key, err))
 	}
-	if _, err := m.client.EnqueueContext(ctx, task); err != nil && !errors.Is(err, asynq.ErrTaskIDConflict) {
+	_, err = m.client.EnqueueContext(ctx, task)
+	if errors.Is(err, asynq.ErrTaskIDConflict) {
+		err = m.retryArchived(ctx, cid, task)
+	}
+	if err != nil {
 		return fmt.Errorf("enqueue copy of %s: %w", f.Key, err)
+	}
+	// Into the window once enqueued: a crash before this line re-lists the
+	// object (the cursor has not moved) and finds it copied or enqueued.
+	if err := m.w.rdb.SAdd(ctx, migratePendingKey(m.id), cid).Err(); err != nil {
+		return fmt.Errorf("migration window: %w", err)
+	}
+	return nil
+}
+
+// retryArchived handles a copy id that exists already: one pending or
+// running (this migration's, before a crash) is left alone; one an earlier
+// migration left archived (failed or cancelled) is replaced by a fresh
+// task, so re-running a migration retries its failures.
+func (m *migration) retryArchived(ctx context.Context, cid string, task *asynq.Task) error {
+	insp := asynq.NewInspectorFromRedisClient(m.w.rdb)
+	ti, err := insp.GetTaskInfo(m.queue, cid)
+	if err != nil || ti.State != asynq.TaskStateArchived {
+		return nil // gone meanwhile, or still to run: reconcile counts it
+	}
+	var cp tasks.CopyPayload
+	if json.Unmarshal(ti.Payload, &cp) == nil && cp.Migration == m.id {
+		return nil // this migration's own failure: reconcile counts it
+	}
+	if err := insp.DeleteTask(m.queue, cid); err != nil && !errors.Is(err, asynq.ErrTaskNotFound) {
+		return fmt.Errorf("replace archived copy %s: %w", cid, err)
+	}
+	// A cancel flag of the old run would cancel the new one.
+	if err := m.w.rdb.Del(ctx, tasks.CancelKey(cid)).Err(); err != nil {
+		return err
+	}
+	if _, err := m.client.EnqueueContext(ctx, task); err != nil && !errors.Is(err, asynq.ErrTaskIDConflict) {
+		return err
 	}
 	return nil
 }

@@ -6,6 +6,7 @@ import (
 	"net/http/httptest"
 	"net/http/httputil"
 	"net/url"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -85,4 +86,54 @@ func TestMigrateSharedBackoff(t *testing.T) {
 		t.Error("no copy set the migration's shared backoff after SlowDown answers")
 	}
 	checkMigrated(t, src, b.storageOn(t, dstBucket), "src/", "dst/", sums)
+}
+
+// TestMigrateRerunRetriesFailures: a copy the destination refuses (403) is
+// archived and the migration reports it; after the cause is fixed, running
+// the same migration again retries exactly that copy.
+func TestMigrateRerunRetriesFailures(t *testing.T) {
+	t.Parallel()
+	var deny atomic.Bool
+	deny.Store(true)
+	b := setup(t, func(c *worker.Config) {
+		u, _ := url.Parse(c.Profiles["default"].EndpointURL)
+		rp := httputil.NewSingleHostReverseProxy(u)
+		ts := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			if r.Method == http.MethodPut && deny.Load() && strings.Contains(r.URL.Path, "poison") {
+				w.WriteHeader(http.StatusForbidden)
+				_, _ = w.Write([]byte(`<?xml version="1.0" encoding="UTF-8"?><Error><Code>AccessDenied</Code><Message>Access Denied</Message></Error>`))
+				return
+			}
+			rp.ServeHTTP(w, r)
+		}))
+		t.Cleanup(ts.Close)
+		other := c.Profiles["other"]
+		other.EndpointURL = ts.URL
+		c.Profiles["other"] = other
+	})
+	b.start(t)
+	ctx := context.Background()
+	src := b.storage(t)
+	dstBucket := b.s3.Bucket(t)
+	for _, k := range []string{"src/a", "src/b", "src/poison"} {
+		if _, err := src.PutBytes(ctx, k, []byte(k), nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	migrate := func() (tasks.Progress, worker.MigrateReport) {
+		id := b.enq(t)(tasks.NewMigrateTask(tasks.MigratePayload{Source: s3loc("", b.bucket, "src/"), Dest: s3loc("other", dstBucket, "dst/")}))
+		return b.wait(t, id, 2*time.Minute), migrateReport(t, b, id)
+	}
+	p, rep := migrate()
+	if p.State != tasks.StateFailed || rep.Copied != 2 || rep.Failed != 1 || !strings.Contains(rep.Failures["src/poison"], "denied") {
+		t.Fatalf("first run: %+v / %+v; want 2 copied, src/poison failed with its reason", p, rep)
+	}
+	deny.Store(false)
+	p, rep = migrate()
+	if p.State != tasks.StateCompleted || rep.Copied != 1 || rep.Skipped != 2 || rep.Failed != 0 {
+		t.Fatalf("re-run after the fix: %+v / %+v; want the failed copy retried", p, rep)
+	}
+	if got := mustGet(t, b.storageOn(t, dstBucket), "dst/poison"); string(got) != "src/poison" {
+		t.Errorf("dst/poison = %q", got)
+	}
 }
