@@ -18,16 +18,16 @@ import (
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
 
-	"github.com/ferryhq/ferry/internal/faulttest"
 	"github.com/ferryhq/ferry/internal/testenv"
+	"github.com/ferryhq/ferry/internal/workerproc"
 	"github.com/ferryhq/ferry/storage"
 	"github.com/ferryhq/ferry/tasks"
 	"github.com/ferryhq/ferry/worker"
 )
 
 func TestMain(m *testing.M) {
-	if faulttest.IsChild() {
-		os.Exit(faulttest.ChildMain())
+	if workerproc.IsChild() {
+		os.Exit(workerproc.ChildMain())
 	}
 	os.Exit(testenv.Run(m))
 }
@@ -105,8 +105,8 @@ func (e *env) startWorker(tb testing.TB, mutate func(*worker.Config)) {
 }
 
 // childConfig is a worker process on e's queue.
-func (e *env) childConfig(tb testing.TB) faulttest.ChildConfig {
-	return faulttest.ChildConfig{Redis: testenv.Redis(tb).Addr, Profiles: e.profiles(), Queue: e.queue, Dir: e.dir,
+func (e *env) childConfig(tb testing.TB) workerproc.ChildConfig {
+	return workerproc.ChildConfig{Redis: testenv.Redis(tb).Addr, Profiles: e.profiles(), Queue: e.queue, Dir: e.dir,
 		Shutdown: 5 * time.Second}
 }
 

@@ -7,7 +7,7 @@ import (
 
 	"github.com/hibiken/asynq"
 
-	"github.com/ferryhq/ferry/internal/faulttest"
+	"github.com/ferryhq/ferry/internal/workerproc"
 	"github.com/ferryhq/ferry/storage"
 	"github.com/ferryhq/ferry/tasks"
 )
@@ -15,16 +15,16 @@ import (
 func asynqQueue(q string) asynq.Option { return asynq.Queue(q) }
 
 func nonRaceBinary(tb testing.TB) string {
-	return faulttest.NonRaceTestBinary(tb, "github.com/ferryhq/ferry/bench", tb.TempDir())
+	return workerproc.NonRaceTestBinary(tb, "github.com/ferryhq/ferry/bench", tb.TempDir())
 }
 
-func startChildT(tb testing.TB, bin, name string, cc faulttest.ChildConfig) *faulttest.Child {
-	return faulttest.StartChild(tb, bin, tb.TempDir(), name, cc)
+func startChildT(tb testing.TB, bin, name string, cc workerproc.ChildConfig) *workerproc.Child {
+	return workerproc.StartChild(tb, bin, tb.TempDir(), name, cc)
 }
 
 func vmHWM(tb testing.TB, pid int) int64 {
 	tb.Helper()
-	n, err := faulttest.VmHWM(pid)
+	n, err := workerproc.VmHWM(pid)
 	if err != nil {
 		tb.Fatal(err)
 	}

@@ -12,14 +12,15 @@ import (
 	"go.uber.org/zap/zaptest"
 
 	"github.com/ferryhq/ferry/internal/testenv"
+	"github.com/ferryhq/ferry/internal/workerproc"
 	"github.com/ferryhq/ferry/storage"
 	"github.com/ferryhq/ferry/tasks"
 	"github.com/ferryhq/ferry/worker"
 )
 
 func TestMain(m *testing.M) {
-	if os.Getenv(childEnv) != "" {
-		os.Exit(childWorkerMain())
+	if workerproc.IsChild() {
+		os.Exit(workerproc.ChildMain())
 	}
 	os.Exit(testenv.Run(m))
 }

@@ -71,7 +71,7 @@ func TestCrashResumesOnAnotherWorker(t *testing.T) {
 		}
 	}
 	if resumed.ResumedFrom == 0 {
-		t.Fatalf("the upload never resumed (second worker log: %s)", second.log)
+		t.Fatalf("the upload never resumed (second worker log: %s)", second.Log)
 	}
 	resumeAfter := time.Since(killed)
 	p := b.wait(t, id, 4*time.Minute)
@@ -116,7 +116,7 @@ func TestGracefulShutdownResumes(t *testing.T) {
 	second := b.startChild(t, "second", partConc)
 	p := b.wait(t, id, 3*time.Minute)
 	if p.State != tasks.StateCompleted || p.ResumedFrom == 0 {
-		t.Fatalf("after shutdown the upload ended %+v (log %s)", p, second.log)
+		t.Fatalf("after shutdown the upload ended %+v (log %s)", p, second.Log)
 	}
 	checkObject(t, b, "resume/graceful.bin", sum)
 	a, c := first.partsUploaded(t), second.partsUploaded(t)

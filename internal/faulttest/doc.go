@@ -1,7 +1,6 @@
-// Package faulttest is ferry's fault suite and the pieces it is built from:
-// a fault-injecting reverse proxy for S3 (Proxy), and worker processes
-// started from a test binary so tests can SIGKILL them (StartChild,
-// ChildMain) and read their peak memory (VmHWM).
+// Package faulttest is ferry's fault suite and the fault-injecting reverse
+// proxy for S3 (Proxy) it is built on. Worker processes that the suite
+// SIGKILLs come from internal/workerproc.
 //
 // The suite itself (the _test.go files) runs only with FERRY_FAULTS=1, which
 // `make test-faults` sets: it takes minutes, kills processes and restarts

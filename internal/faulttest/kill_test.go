@@ -6,6 +6,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/ferryhq/ferry/internal/workerproc"
 )
 
 // TestKillLoop SIGKILLs worker processes at random points, at least 20
@@ -24,7 +26,7 @@ func TestKillLoop(t *testing.T) {
 	px := s.proxy(Faults{Latency: 150 * time.Millisecond})
 	const pool, kills = 3, 22
 	var mu sync.Mutex
-	workers := make([]*Child, 0, pool)
+	workers := make([]*workerproc.Child, 0, pool)
 	for range pool {
 		workers = append(workers, s.child(slowChild))
 	}
@@ -104,4 +106,4 @@ func TestKillLoop(t *testing.T) {
 
 // slowChild runs one part at a time, so uploads last long enough to be
 // killed in the middle.
-func slowChild(c *ChildConfig) { c.PartConcurrency = 1 }
+func slowChild(c *workerproc.ChildConfig) { c.PartConcurrency = 1 }

@@ -6,6 +6,8 @@ import (
 	"time"
 
 	"github.com/hibiken/asynq"
+
+	"github.com/ferryhq/ferry/internal/workerproc"
 )
 
 // TestRedisRestart kills a private redis-server (AOF, appendfsync
@@ -18,7 +20,7 @@ func TestRedisRestart(t *testing.T) {
 	t.Parallel()
 	s := newSuite(t, "--appendonly", "yes", "--appendfsync", "everysec")
 	s.proxy(Faults{Latency: 250 * time.Millisecond})
-	workers := []*Child{s.child(slowChild), s.child(slowChild)}
+	workers := []*workerproc.Child{s.child(slowChild), s.child(slowChild)}
 	ctx := context.Background()
 	var l ledger
 	produce := func(d time.Duration) {

@@ -4,6 +4,8 @@ import (
 	"context"
 	"testing"
 	"time"
+
+	"github.com/ferryhq/ferry/internal/workerproc"
 )
 
 // TestS3Faults runs a mixed workload through a proxy injecting 503
@@ -22,7 +24,7 @@ func TestS3Faults(t *testing.T) {
 	drizzle := Faults{SlowDown: 0.06, ServerError: 0.05, Reset: 0.06, Latency: 40 * time.Millisecond, LatencyProb: 0.3}
 	px := s.proxy(storm)
 	time.AfterFunc(10*time.Second, func() { px.SetFaults(drizzle) })
-	workers := []*Child{s.child(nil), s.child(nil)}
+	workers := []*workerproc.Child{s.child(nil), s.child(nil)}
 	ctx, stop := context.WithCancel(context.Background())
 	defer stop()
 	mon := s.monitorMoves(ctx)

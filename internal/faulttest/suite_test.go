@@ -23,13 +23,14 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/ferryhq/ferry/internal/testenv"
+	"github.com/ferryhq/ferry/internal/workerproc"
 	"github.com/ferryhq/ferry/storage"
 	"github.com/ferryhq/ferry/tasks"
 )
 
 func TestMain(m *testing.M) {
-	if IsChild() {
-		os.Exit(ChildMain())
+	if workerproc.IsChild() {
+		os.Exit(workerproc.ChildMain())
 	}
 	os.Exit(testenv.Run(m))
 }
@@ -102,15 +103,15 @@ func (s *suite) profiles() map[string]storage.Config {
 }
 
 // child starts a worker process: Concurrency 2, 5 MiB parts, 2 in flight.
-func (s *suite) child(mutate func(*ChildConfig)) *Child {
+func (s *suite) child(mutate func(*workerproc.ChildConfig)) *workerproc.Child {
 	s.t.Helper()
-	cc := ChildConfig{Redis: s.redis.Addr, Profiles: s.profiles(), Queue: s.queue, Dir: s.dir, Concurrency: 2,
+	cc := workerproc.ChildConfig{Redis: s.redis.Addr, Profiles: s.profiles(), Queue: s.queue, Dir: s.dir, Concurrency: 2,
 		PartSize: storage.MinPartSize, PartConcurrency: 2, Shutdown: 5 * time.Second, JanitorUploadTTL: time.Second}
 	if mutate != nil {
 		mutate(&cc)
 	}
 	n := s.nchild.Add(1)
-	return StartChild(s.t, "", s.logDir, fmt.Sprintf("worker-%03d", n), cc)
+	return workerproc.StartChild(s.t, "", s.logDir, fmt.Sprintf("worker-%03d", n), cc)
 }
 
 // op is one acknowledged (or attempted) enqueue and what it must produce.

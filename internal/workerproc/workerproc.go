@@ -1,4 +1,7 @@
-package faulttest
+// Package workerproc runs ferry workers as child processes of a test binary,
+// so tests can SIGKILL a real worker, restart it, and read its peak memory.
+// It is for tests and benchmarks only.
+package workerproc
 
 import (
 	"bufio"
@@ -25,7 +28,7 @@ import (
 
 // ChildEnv makes a test binary run a worker instead of its tests: its value
 // is a ChildConfig in JSON. TestMain calls ChildMain when it is set.
-const ChildEnv = "FERRY_FAULTTEST_CHILD"
+const ChildEnv = "FERRY_TEST_CHILD_WORKER"
 
 // ChildConfig configures a worker process. Zero values mean worker.Config's
 // defaults.
@@ -49,7 +52,7 @@ type ChildConfig struct {
 // IsChild reports whether this process is a child worker.
 func IsChild() bool { return os.Getenv(ChildEnv) != "" }
 
-// ChildMain runs the worker described by $FERRY_FAULTTEST_CHILD until
+// ChildMain runs the worker described by $FERRY_TEST_CHILD_WORKER until
 // SIGTERM or SIGINT and returns the exit code. It logs JSON to stderr.
 func ChildMain() int {
 	var cc ChildConfig
