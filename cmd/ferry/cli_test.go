@@ -573,3 +573,33 @@ func TestHelp(t *testing.T) {
 		t.Errorf("completion bash: %s", r)
 	}
 }
+
+// TestDashboardAuthToken: with --auth-token the API needs the token.
+func TestDashboardAuthToken(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	p, err := testenv.FreePort()
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := "127.0.0.1:" + strconv.Itoa(p)
+	b.start(t, "dashboard listening", "dashboard", "--addr", addr, "--auth-token", "t0ken", "--log-format", "json")
+	resp, err := http.Get("http://" + addr + "/api/transfers")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusUnauthorized {
+		t.Errorf("without the token: %s, want 401", resp.Status)
+	}
+	req, _ := http.NewRequest(http.MethodGet, "http://"+addr+"/api/transfers", nil)
+	req.Header.Set("Authorization", "Bearer t0ken")
+	resp, err = http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		t.Errorf("with the token: %s, want 200", resp.Status)
+	}
+}

@@ -286,8 +286,8 @@ section. Logs are JSON when stderr is not a terminal.`,
 
 func dashboardCmd(a *app) *cobra.Command {
 	var (
-		addr     string
-		readOnly bool
+		addr, token string
+		readOnly    bool
 	)
 	cmd := &cobra.Command{
 		Use:   "dashboard",
@@ -295,9 +295,11 @@ func dashboardCmd(a *app) *cobra.Command {
 		Long: `Serve the dashboard until SIGINT or SIGTERM: live transfers at /, asynqmon at
 /monitoring/, Prometheus metrics at /metrics, /healthz and /readyz.
 
-Without an auth token (dashboard.auth_token in the config file, or
-FERRY_DASHBOARD_TOKEN) anyone who reaches the address can cancel transfers:
-keep the default 127.0.0.1 address, set a token, or pass --read-only.`,
+Without an auth token (--auth-token, FERRY_DASHBOARD_TOKEN, or
+dashboard.auth_token in the config file) anyone who reaches the address can
+cancel transfers: keep the default 127.0.0.1 address, set a token, or pass
+--read-only. Prefer the environment variable to the flag: a flag's value is
+visible to every user of the machine in the process list.`,
 		Example: `  ferry dashboard
   FERRY_DASHBOARD_TOKEN=s3cret ferry dashboard --addr :8080
   ferry dashboard --read-only`,
@@ -314,6 +316,9 @@ keep the default 127.0.0.1 address, set a token, or pass --read-only.`,
 			}
 			if cmd.Flags().Changed("read-only") {
 				dc.ReadOnly = readOnly
+			}
+			if cmd.Flags().Changed("auth-token") {
+				dc.AuthToken = token
 			}
 			log, err := a.logger()
 			if err != nil {
@@ -337,6 +342,7 @@ keep the default 127.0.0.1 address, set a token, or pass --read-only.`,
 	}
 	cmd.Flags().StringVar(&addr, "addr", "127.0.0.1:8080", "address to listen on")
 	cmd.Flags().BoolVar(&readOnly, "read-only", false, "refuse actions (cancel, asynqmon's) and hide their buttons")
+	cmd.Flags().StringVar(&token, "auth-token", "", "require this token (Authorization: Bearer, or ?token= once in a browser); prefer $"+envDashToken)
 	return cmd
 }
 
