@@ -39,13 +39,9 @@ func (w *Worker) taskLog(ctx context.Context, t *asynq.Task) *zap.Logger {
 	return w.log.With(zap.String("task_id", id), zap.String("task_type", t.Type()))
 }
 
+// withTaskID is meta plus ferry's task id record, in a new map.
 func withTaskID(meta map[string]string, id string) map[string]string {
-	m := maps.Clone(meta)
-	if m == nil {
-		m = map[string]string{}
-	}
-	m[metaTaskID] = id
-	return m
+	return mergeMeta(meta, map[string]string{metaTaskID: id})
 }
 
 func (w *Worker) handlePut(ctx context.Context, t *asynq.Task) error {
