@@ -126,7 +126,22 @@ func StartChild(t testing.TB, bin, dir, name string, cc ChildConfig) *Child {
 	}
 	c := &Child{Name: name, Log: logPath, cmd: cmd, done: make(chan struct{}), lf: lf}
 	go func() { _ = cmd.Wait(); lf.Close(); close(c.done) }()
-	t.Cleanup(func() { c.Kill() })
+	t.Cleanup(func() {
+		c.Kill()
+		if t.Failed() {
+			// The log lives in a temp dir that goes with the test: keep
+			// its end in the test output.
+			if b, err := os.ReadFile(logPath); err == nil {
+				var lines []string
+				for _, l := range strings.Split(strings.TrimSpace(string(b)), "\n") {
+					if !strings.Contains(l, `"part uploaded"`) {
+						lines = append(lines, l)
+					}
+				}
+				t.Logf("last lines of worker %s's log:\n%s", name, strings.Join(lines[max(0, len(lines)-40):], "\n"))
+			}
+		}
+	})
 	return c
 }
 
