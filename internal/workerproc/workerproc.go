@@ -12,6 +12,7 @@ import (
 	"os/exec"
 	"os/signal"
 	"path/filepath"
+	"runtime"
 	"strconv"
 	"strings"
 	"syscall"
@@ -121,11 +122,26 @@ func StartChild(t testing.TB, bin, dir, name string, cc ChildConfig) *Child {
 	cmd.Env = append(os.Environ(), ChildEnv+"="+string(js))
 	cmd.Stdout, cmd.Stderr = lf, lf
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-	if err := cmd.Start(); err != nil {
+	// Pdeathsig fires when the OS *thread* that started the child exits,
+	// not the process (golang/go#27505): start and wait on one locked
+	// thread that lives exactly as long as the child.
+	c := &Child{Name: name, Log: logPath, cmd: cmd, done: make(chan struct{}), lf: lf}
+	started := make(chan error, 1)
+	go func() {
+		runtime.LockOSThread()
+		defer runtime.UnlockOSThread()
+		if err := cmd.Start(); err != nil {
+			started <- err
+			return
+		}
+		started <- nil
+		_ = cmd.Wait()
+		lf.Close()
+		close(c.done)
+	}()
+	if err := <-started; err != nil {
 		t.Fatal(err)
 	}
-	c := &Child{Name: name, Log: logPath, cmd: cmd, done: make(chan struct{}), lf: lf}
-	go func() { _ = cmd.Wait(); lf.Close(); close(c.done) }()
 	t.Cleanup(func() {
 		c.Kill()
 		if t.Failed() {
