@@ -115,3 +115,25 @@ func TestBufferPoolBudget(t *testing.T) {
 		t.Error("a buffer larger than the whole budget was handed out")
 	}
 }
+
+func TestVerifyCopy(t *testing.T) {
+	t.Parallel()
+	md5a, md5b := "0cc175b9c0f1b6a831c399e269772661", "92eb5ffee6ae2fec3ad71c777531578f"
+	for _, tc := range []struct {
+		desc     string
+		src, dst storage.StoredFile
+		ok       bool
+	}{
+		{"same size and MD5", storage.StoredFile{Size: 1, ETag: md5a}, storage.StoredFile{Size: 1, ETag: md5a}, true},
+		{"other size", storage.StoredFile{Size: 1, ETag: md5a}, storage.StoredFile{Size: 2, ETag: md5a}, false},
+		{"other MD5", storage.StoredFile{Size: 1, ETag: md5a}, storage.StoredFile{Size: 1, ETag: md5b}, false},
+		{"multipart ETag is opaque", storage.StoredFile{Size: 1, ETag: md5a}, storage.StoredFile{Size: 1, ETag: md5b + "-2"}, true},
+		{"KMS ETag is opaque", storage.StoredFile{Size: 1, ETag: md5a, Encryption: "aws:kms"}, storage.StoredFile{Size: 1, ETag: md5b, Encryption: "aws:kms"}, true},
+		{"SSE-C ETag is opaque", storage.StoredFile{Size: 1, ETag: md5a}, storage.StoredFile{Size: 1, ETag: md5b, Encryption: "SSE-C"}, true},
+		{"SSE-S3 ETag is an MD5", storage.StoredFile{Size: 1, ETag: md5a, Encryption: "AES256"}, storage.StoredFile{Size: 1, ETag: md5b, Encryption: "AES256"}, false},
+	} {
+		if err := storage.VerifyCopy(tc.src, tc.dst); (err == nil) != tc.ok {
+			t.Errorf("%s: VerifyCopy = %v, want ok=%v", tc.desc, err, tc.ok)
+		}
+	}
+}

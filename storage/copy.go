@@ -190,13 +190,14 @@ func (s *S3) MoveFrom(ctx context.Context, src *S3, srcKey, dstKey string, opts 
 }
 
 // VerifyCopy checks that dst is a faithful copy of src: same size and, when
-// both ETags are plain MD5s (no "-N" multipart suffix), the same ETag.
-// Multipart ETags are opaque and differ between copies of equal bytes.
+// both ETags are MD5s of the bytes, the same ETag. Multipart ETags, and those
+// of KMS or SSE-C encrypted objects, are opaque and differ between copies of
+// equal bytes.
 func VerifyCopy(src, dst StoredFile) error {
 	if src.Size != dst.Size {
 		return fmt.Errorf("copy verification failed: source is %d bytes, destination %d", src.Size, dst.Size)
 	}
-	if src.ETag != "" && dst.ETag != "" && !strings.Contains(src.ETag, "-") && !strings.Contains(dst.ETag, "-") && src.ETag != dst.ETag {
+	if src.ETagIsMD5() && dst.ETagIsMD5() && src.ETag != dst.ETag {
 		return fmt.Errorf("copy verification failed: source ETag %s, destination ETag %s", src.ETag, dst.ETag)
 	}
 	return nil

@@ -29,6 +29,19 @@ type StoredFile struct {
 	ETag         string            `json:"etag,omitempty"`
 	LastModified time.Time         `json:"last_modified"`
 	Metadata     map[string]string `json:"metadata,omitempty"`
+	// Encryption is the server-side encryption HEAD reported ("AES256",
+	// "aws:kms", "SSE-C"), empty when none or unknown (listings). With KMS
+	// or SSE-C the ETag is not the MD5 of the bytes.
+	Encryption string `json:"encryption,omitempty"`
+}
+
+// ETagIsMD5 reports whether f's ETag can be compared as the MD5 of its
+// bytes: not a multipart "-N" ETag, and not KMS or customer-key encrypted.
+func (f StoredFile) ETagIsMD5() bool {
+	if f.ETag == "" || strings.Contains(f.ETag, "-") {
+		return false
+	}
+	return f.Encryption == "" || f.Encryption == "AES256"
 }
 
 // S3 is a storage on one bucket of one Client, with the profile's prefix.
@@ -95,8 +108,12 @@ func (s *S3) Put(ctx context.Context, key string, body io.Reader, opts *PutOptio
 	if size < 0 || date.IsZero() {
 		return s.Info(ctx, key)
 	}
+	enc := string(out.ServerSideEncryption)
+	if out.SSECustomerAlgorithm != nil {
+		enc = "SSE-C"
+	}
 	return StoredFile{Key: key, Size: size, ContentType: opts.ContentType, ETag: unquote(aws.ToString(out.ETag)),
-		LastModified: date, Metadata: maps.Clone(opts.Metadata)}, nil
+		LastModified: date, Metadata: maps.Clone(opts.Metadata), Encryption: enc}, nil
 }
 
 // serverDate reads the Date header of an SDK answer; zero when absent.
@@ -266,9 +283,13 @@ func (s *S3) Info(ctx context.Context, key string) (StoredFile, error) {
 		}
 		return StoredFile{}, err
 	}
+	enc := string(out.ServerSideEncryption)
+	if out.SSECustomerAlgorithm != nil {
+		enc = "SSE-C"
+	}
 	return StoredFile{Key: key, Size: aws.ToInt64(out.ContentLength), ContentType: aws.ToString(out.ContentType),
 		ETag: unquote(aws.ToString(out.ETag)), LastModified: aws.ToTime(out.LastModified),
-		Metadata: maps.Clone(out.Metadata)}, nil
+		Metadata: maps.Clone(out.Metadata), Encryption: enc}, nil
 }
 
 // List yields the objects under prefix in key order, paging transparently;

@@ -273,8 +273,10 @@ func (m *migration) needsCopy(ctx context.Context, f storage.StoredFile, dstKey 
 	if d.Metadata[metaSourceETag] == f.ETag && d.Metadata[metaSourceSize] == strconv.FormatInt(f.Size, 10) {
 		return false, nil
 	}
-	plain := !strings.Contains(f.ETag, "-") && !strings.Contains(d.ETag, "-")
-	return !(plain && f.ETag != "" && d.ETag == f.ETag), nil
+	// d's HEAD says whether its ETag is an MD5 (not KMS or SSE-C); f comes
+	// from a listing, which cannot say, but a KMS ETag equal to an MD5 of
+	// other bytes would be a collision. Anything unsure is copied again.
+	return !(f.ETagIsMD5() && d.ETagIsMD5() && d.ETag == f.ETag), nil
 }
 
 // childID is the copy task's id: the same source version to the same
