@@ -108,12 +108,16 @@ func (s *S3) Put(ctx context.Context, key string, body io.Reader, opts *PutOptio
 	if size < 0 || date.IsZero() {
 		return s.Info(ctx, key)
 	}
-	enc := string(out.ServerSideEncryption)
-	if out.SSECustomerAlgorithm != nil {
-		enc = "SSE-C"
-	}
 	return StoredFile{Key: key, Size: size, ContentType: opts.ContentType, ETag: unquote(aws.ToString(out.ETag)),
-		LastModified: date, Metadata: maps.Clone(opts.Metadata), Encryption: enc}, nil
+		LastModified: date, Metadata: maps.Clone(opts.Metadata), Encryption: encryption(out.ServerSideEncryption, out.SSECustomerAlgorithm)}, nil
+}
+
+// encryption names an object's server-side encryption for StoredFile.
+func encryption(sse types.ServerSideEncryption, customerAlgorithm *string) string {
+	if customerAlgorithm != nil {
+		return "SSE-C"
+	}
+	return string(sse)
 }
 
 // serverDate reads the Date header of an SDK answer; zero when absent.
@@ -283,13 +287,9 @@ func (s *S3) Info(ctx context.Context, key string) (StoredFile, error) {
 		}
 		return StoredFile{}, err
 	}
-	enc := string(out.ServerSideEncryption)
-	if out.SSECustomerAlgorithm != nil {
-		enc = "SSE-C"
-	}
 	return StoredFile{Key: key, Size: aws.ToInt64(out.ContentLength), ContentType: aws.ToString(out.ContentType),
 		ETag: unquote(aws.ToString(out.ETag)), LastModified: aws.ToTime(out.LastModified),
-		Metadata: maps.Clone(out.Metadata), Encryption: enc}, nil
+		Metadata: maps.Clone(out.Metadata), Encryption: encryption(out.ServerSideEncryption, out.SSECustomerAlgorithm)}, nil
 }
 
 // List yields the objects under prefix in key order, paging transparently;
