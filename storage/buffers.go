@@ -29,7 +29,8 @@ func (p *BufferPool) Max() int64 { return p.max }
 // Get returns a buffer of exactly size bytes, waiting while the budget is spent.
 func (p *BufferPool) Get(ctx context.Context, size int) ([]byte, error) {
 	if int64(size) > p.max {
-		return nil, fmt.Errorf("part size %d exceeds the buffer budget of %d bytes: lower the part size or raise max_buffer_memory", size, p.max)
+		// A ConfigError: no retry can succeed (the task is archived).
+		return nil, &ConfigError{Field: "part_size", Reason: fmt.Sprintf("%d exceeds the worker's buffer budget of %d bytes: lower the part size or raise max_buffer_memory", size, p.max)}
 	}
 	for {
 		p.mu.Lock()

@@ -111,8 +111,8 @@ func TestBufferPoolBudget(t *testing.T) {
 	if _, err := p.Get(ctx, 2<<20); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := p.Get(ctx, 4<<20); err == nil {
-		t.Error("a buffer larger than the whole budget was handed out")
+	if _, err := p.Get(ctx, 4<<20); err == nil || !storage.IsPermanent(err) {
+		t.Errorf("a buffer larger than the whole budget: %v; want a permanent error", err)
 	}
 }
 
