@@ -43,7 +43,7 @@ type upload struct {
 	log         *zap.Logger
 }
 
-// run uploads u.src to u.dst with checkpoints: it resumes the task's
+// runUpload uploads u.src to u.dst with checkpoints: it resumes the task's
 // checkpoint when one matches (ListParts is the source of truth; parts
 // whose number and ETag agree are skipped), restarts cleanly when the
 // source changed, and aborts the upload when the task is cancelled, fails
