@@ -11,7 +11,7 @@ TESTFLAGS ?=
 .PHONY: help tools build dev test test-short lint tidy clean bench test-faults
 
 help: ## show this help
-	@grep -hE '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN{FS=":.*?## "}{printf "  %-12s %s\n", $$1, $$2}'
+	@grep -hE '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN{FS=":.*?## "}{printf "  %-16s %s\n", $$1, $$2}'
 
 tools: $(BIN)/versitygw $(BIN)/staticcheck debian-packages ## install the pinned test servers, linters and browser
 
