@@ -3,11 +3,11 @@ package bench
 import (
 	"context"
 	"crypto/rand"
+	"encoding/json"
 	"errors"
 	"io"
 	"os"
 	"path/filepath"
-	"slices"
 	"strconv"
 	"sync"
 	"testing"
@@ -170,25 +170,39 @@ func (e *env) waitDone(tb testing.TB, id string, timeout time.Duration) {
 	}
 }
 
-// completed is the number of completed (retained) tasks in e's queue; it
-// fails tb when a task was archived.
-func (e *env) completed(tb testing.TB) int {
+// completions subscribes to the progress channel and returns a func that
+// waits until n tasks of e's run have published "completed" (failing tb on
+// "failed"). Subscribe before enqueueing.
+func (e *env) completions(tb testing.TB) func(n int) {
 	tb.Helper()
-	qs, err := e.client.Inspector().Queues()
-	if err != nil {
+	ctx := context.Background()
+	sub := e.rdb.Subscribe(ctx, tasks.ProgressChannel)
+	if _, err := sub.Receive(ctx); err != nil {
 		tb.Fatal(err)
 	}
-	if !slices.Contains(qs, e.queue) {
-		return 0
+	return func(n int) {
+		defer sub.Close()
+		ch := sub.Channel()
+		seen := map[string]bool{}
+		timeout := time.After(10 * time.Minute)
+		for len(seen) < n {
+			select {
+			case m := <-ch:
+				var p tasks.Progress
+				if err := json.Unmarshal([]byte(m.Payload), &p); err != nil {
+					tb.Fatal(err)
+				}
+				switch p.State {
+				case tasks.StateCompleted:
+					seen[p.TaskID] = true
+				case tasks.StateFailed:
+					tb.Fatalf("task %s failed: %s", p.TaskID, p.Error)
+				}
+			case <-timeout:
+				tb.Fatalf("only %d of %d tasks completed in 10 minutes", len(seen), n)
+			}
+		}
 	}
-	qi, err := e.client.Inspector().GetQueueInfo(e.queue)
-	if err != nil {
-		tb.Fatal(err)
-	}
-	if qi.Archived > 0 {
-		tb.Fatalf("%d tasks archived in %s", qi.Archived, e.queue)
-	}
-	return qi.Completed
 }
 
 // startHook is a zap core that records when the worker's "task started"
