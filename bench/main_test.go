@@ -77,8 +77,7 @@ func newEnv(tb testing.TB) *env {
 }
 
 func (e *env) profiles() map[string]storage.Config {
-	return map[string]storage.Config{"default": {EndpointURL: e.s3.Endpoint, AccessKeyID: e.s3.AccessKey,
-		SecretAccessKey: e.s3.SecretKey, Region: e.s3.Region, Provider: storage.ProviderGeneric}}
+	return map[string]storage.Config{"default": e.s3.Profile()}
 }
 
 // startWorker runs an in-process worker on e's queue until the benchmark ends.

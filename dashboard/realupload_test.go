@@ -37,8 +37,7 @@ func TestBrowserRealUpload(t *testing.T) {
 		t.Fatal(err)
 	}
 	w, err := worker.New(worker.Config{Redis: b.rdb, Queues: map[string]int{queue: 1}, AllowDirs: []string{dir},
-		Profiles: map[string]storage.Config{"default": {EndpointURL: srv.Endpoint, AccessKeyID: srv.AccessKey,
-			SecretAccessKey: srv.SecretKey, Region: srv.Region, Provider: storage.ProviderGeneric}},
+		Profiles: map[string]storage.Config{"default": srv.Profile()},
 		PartSize: storage.MinPartSize, PartConcurrency: 1, JanitorInterval: -1,
 		Logger: zaptest.NewLogger(t, zaptest.Level(zap.WarnLevel))})
 	if err != nil {

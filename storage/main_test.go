@@ -25,8 +25,7 @@ func fakeServer(t *testing.T) *testenv.S3Server {
 
 // profile returns a storage.Config for srv without a bucket.
 func profile(srv *testenv.S3Server) storage.Config {
-	return storage.Config{EndpointURL: srv.Endpoint, AccessKeyID: srv.AccessKey, SecretAccessKey: srv.SecretKey,
-		Region: srv.Region, Provider: storage.ProviderGeneric}
+	return srv.Profile()
 }
 
 // open creates a fresh bucket and opens a storage on it with cfg's settings.

@@ -42,8 +42,7 @@ type bundle struct {
 // cross-endpoint (streamed, checkpointed) path; and "alias", a second name
 // for "default".
 func profilesFor(srv *testenv.S3Server) map[string]storage.Config {
-	p := storage.Config{EndpointURL: srv.Endpoint, AccessKeyID: srv.AccessKey, SecretAccessKey: srv.SecretKey,
-		Region: srv.Region, Provider: storage.ProviderGeneric}
+	p := srv.Profile()
 	other := p
 	other.EndpointURL = replaceHost(srv.Endpoint, "127.0.0.1", "localhost")
 	// "alias" is "default" under another name: the same objects.

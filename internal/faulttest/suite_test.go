@@ -95,8 +95,8 @@ func (s *suite) proxy(f Faults) *Proxy {
 // profiles: "default" and "other" reach the same server by two host names,
 // so copies between them take the streamed, checkpointed path.
 func (s *suite) profiles() map[string]storage.Config {
-	p := storage.Config{EndpointURL: s.endpoint, AccessKeyID: s.s3.AccessKey, SecretAccessKey: s.s3.SecretKey,
-		Region: s.s3.Region, Provider: storage.ProviderGeneric}
+	p := s.s3.Profile()
+	p.EndpointURL = s.endpoint // through the fault proxy when there is one
 	o := p
 	o.EndpointURL = strings.Replace(s.endpoint, "127.0.0.1", "localhost", 1)
 	return map[string]storage.Config{"default": p, "other": o}

@@ -20,6 +20,8 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/s3/types"
 	"github.com/johannesboyne/gofakes3"
 	"github.com/johannesboyne/gofakes3/backend/s3mem"
+
+	"github.com/ferryhq/ferry/storage"
 )
 
 // S3Server is an S3 server for tests.
@@ -61,6 +63,13 @@ func (s *S3Server) Client() *s3.Client {
 		RequestChecksumCalculation: aws.RequestChecksumCalculationWhenRequired,
 		ResponseChecksumValidation: aws.ResponseChecksumValidationWhenRequired,
 	})
+}
+
+// Profile is a ferry profile (a storage.Config without a bucket) on the
+// server, as a worker or a test configures it.
+func (s *S3Server) Profile() storage.Config {
+	return storage.Config{EndpointURL: s.Endpoint, AccessKeyID: s.AccessKey, SecretAccessKey: s.SecretKey,
+		Region: s.Region, Provider: storage.ProviderGeneric}
 }
 
 // Bucket creates a bucket with a unique name and removes it (with every
