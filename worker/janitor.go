@@ -138,13 +138,12 @@ func (w *Worker) Janitor(ctx context.Context, ttl time.Duration) (JanitorReport,
 // active or waiting to retry in some queue. When Redis cannot tell, it
 // answers true, so nothing is aborted on a guess.
 func (w *Worker) taskAlive(id string) bool {
-	insp := asynq.NewInspectorFromRedisClient(w.rdb)
-	queues, err := insp.Queues()
+	queues, err := w.insp.Queues()
 	if err != nil {
 		return true
 	}
 	for _, q := range queues {
-		ti, err := insp.GetTaskInfo(q, id)
+		ti, err := w.insp.GetTaskInfo(q, id)
 		switch {
 		case errors.Is(err, asynq.ErrTaskNotFound) || errors.Is(err, asynq.ErrQueueNotFound):
 			continue

@@ -321,8 +321,7 @@ func (m *migration) enqueueCopy(ctx context.Context, f storage.StoredFile, dstKe
 // migration left archived (failed or cancelled) is replaced by a fresh
 // task, so re-running a migration retries its failures.
 func (m *migration) retryArchived(ctx context.Context, cid string, task *asynq.Task) error {
-	insp := asynq.NewInspectorFromRedisClient(m.w.rdb)
-	ti, err := insp.GetTaskInfo(m.queue, cid)
+	ti, err := m.w.insp.GetTaskInfo(m.queue, cid)
 	if err != nil || ti.State != asynq.TaskStateArchived {
 		return nil // gone meanwhile, or still to run: reconcile counts it
 	}
@@ -330,7 +329,7 @@ func (m *migration) retryArchived(ctx context.Context, cid string, task *asynq.T
 	if json.Unmarshal(ti.Payload, &cp) == nil && cp.Migration == m.id {
 		return nil // this migration's own failure: reconcile counts it
 	}
-	if err := insp.DeleteTask(m.queue, cid); err != nil && !errors.Is(err, asynq.ErrTaskNotFound) {
+	if err := m.w.insp.DeleteTask(m.queue, cid); err != nil && !errors.Is(err, asynq.ErrTaskNotFound) {
 		return fmt.Errorf("replace archived copy %s: %w", cid, err)
 	}
 	// A cancel flag of the old run would cancel the new one.
@@ -349,9 +348,8 @@ func (m *migration) reconcile(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("migration window: %w", err)
 	}
-	insp := asynq.NewInspectorFromRedisClient(m.w.rdb)
 	for _, cid := range ids {
-		ti, err := insp.GetTaskInfo(m.queue, cid)
+		ti, err := m.w.insp.GetTaskInfo(m.queue, cid)
 		field, bytes, fkey, reason := "", int64(0), "", ""
 		switch {
 		case errors.Is(err, asynq.ErrTaskNotFound):

@@ -25,6 +25,7 @@ type Worker struct {
 	log      *zap.Logger
 	rdb      redis.UniversalClient
 	srv      *asynq.Server
+	insp     *asynq.Inspector // task states, for the janitor and migrations
 	ckpt     *checkpoint.Store
 	profiles *profiles
 	sources  *sources
@@ -57,6 +58,7 @@ func New(cfg Config) (*Worker, error) {
 		return nil, err
 	}
 	w.sources = src
+	w.insp = asynq.NewInspectorFromRedisClient(cfg.Redis)
 	w.metrics.setBudget(cfg.MaxBufferMemory)
 	w.srv = asynq.NewServerFromRedisClient(cfg.Redis, asynq.Config{
 		Concurrency:       cfg.Concurrency,
