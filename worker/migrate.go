@@ -206,7 +206,8 @@ func (m *migration) listPage(ctx context.Context, cursor string, n int) error {
 			return errs[i]
 		}
 		rel := strings.TrimPrefix(f.Key, srcPrefix)
-		field := "listed"
+		field, pending := "listed", ""
+		var err error
 		switch {
 		case !m.selected(rel):
 			field = "filtered"
@@ -218,11 +219,18 @@ func (m *migration) listPage(ctx context.Context, cursor string, n int) error {
 				m.sample = append(m.sample, f.Key)
 			}
 		default:
-			if err := m.enqueueCopy(ctx, f, m.p.Dest.Key+rel); err != nil {
+			if pending, err = m.enqueueCopy(ctx, f, m.p.Dest.Key+rel); err != nil {
 				return err
 			}
 		}
-		_, err := m.w.rdb.TxPipelined(ctx, func(p redis.Pipeliner) error {
+		// The copy joins the window in the same transaction that moves the
+		// cursor past its object, so each object is counted once: a crash
+		// before it re-lists the object, which then finds the copy done
+		// (skipped) or enqueued (a conflict, then into the window here).
+		_, err = m.w.rdb.TxPipelined(ctx, func(p redis.Pipeliner) error {
+			if pending != "" {
+				p.SAdd(ctx, migratePendingKey(m.id), pending)
+			}
 			p.HSet(ctx, migrateKey(m.id), "cursor", f.Key)
 			p.HIncrBy(ctx, migrateKey(m.id), "listed", 1)
 			if field != "listed" {
@@ -291,7 +299,9 @@ func (m *migration) childID(f storage.StoredFile, dstKey string) string {
 	return "ferry-mig-" + hex.EncodeToString(h.Sum(nil))[:24]
 }
 
-func (m *migration) enqueueCopy(ctx context.Context, f storage.StoredFile, dstKey string) error {
+// enqueueCopy enqueues the copy of f (or finds it enqueued) and returns its
+// task id, for the caller to add to the window.
+func (m *migration) enqueueCopy(ctx context.Context, f storage.StoredFile, dstKey string) (string, error) {
 	cid := m.childID(f, dstKey)
 	task, err := tasks.NewCopyTask(tasks.CopyPayload{
 		Source:   tasks.Location{Profile: m.p.Source.Profile, Bucket: m.p.Source.Bucket, Key: f.Key},
@@ -299,21 +309,16 @@ func (m *migration) enqueueCopy(ctx context.Context, f storage.StoredFile, dstKe
 		PartSize: m.p.PartSize, PartConcurrency: m.p.PartConcurrency, Size: f.Size, Migration: m.id},
 		asynq.TaskID(cid), asynq.Queue(m.queue))
 	if err != nil {
-		return permanent(fmt.Errorf("copy task for %s: %w", f.Key, err))
+		return "", permanent(fmt.Errorf("copy task for %s: %w", f.Key, err))
 	}
 	_, err = m.client.EnqueueContext(ctx, task)
 	if errors.Is(err, asynq.ErrTaskIDConflict) {
 		err = m.retryArchived(ctx, cid, task)
 	}
 	if err != nil {
-		return fmt.Errorf("enqueue copy of %s: %w", f.Key, err)
+		return "", fmt.Errorf("enqueue copy of %s: %w", f.Key, err)
 	}
-	// Into the window once enqueued: a crash before this line re-lists the
-	// object (the cursor has not moved) and finds it copied or enqueued.
-	if err := m.w.rdb.SAdd(ctx, migratePendingKey(m.id), cid).Err(); err != nil {
-		return fmt.Errorf("migration window: %w", err)
-	}
-	return nil
+	return cid, nil
 }
 
 // retryArchived handles a copy id that exists already: one pending or
