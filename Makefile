@@ -8,7 +8,7 @@ STATICCHECK_VERSION := v0.8.2
 PKGS ?= ./...
 TESTFLAGS ?=
 
-.PHONY: help tools build dev test test-short lint tidy clean bench test-faults
+.PHONY: help tools build dev test test-short lint tidy clean bench test-faults test-cluster
 
 help: ## show this help
 	@grep -hE '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN{FS=":.*?## "}{printf "  %-16s %s\n", $$1, $$2}'
@@ -39,6 +39,9 @@ bench: tools ## benchmarks vs the direct SDK (FERRY_BENCH_SIZE, default 1 GiB); 
 
 test-faults: tools ## fault suite: kill -9 loop, S3 faults, Redis restart, bad input, secrets (~5 min); see docs/reliability.md
 	FERRY_FAULTS=1 FERRY_TEST_REAL=1 $(GO) test -count=1 -v -timeout 15m ./internal/faulttest
+
+test-cluster: tools ## ferry against a real Redis Cluster (3 masters + 3 replicas) and Sentinel set, started from redis-server
+	FERRY_CLUSTER=1 FERRY_TEST_REAL=1 scripts/gotest -race -count=1 -timeout 15m ./internal/clustertest
 
 test-short: ## fast unit run; falls back to in-process fakes when servers are missing
 	$(GO) test -short -count=1 $(PKGS)

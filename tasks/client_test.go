@@ -341,3 +341,41 @@ func TestWatchSeveral(t *testing.T) {
 		t.Errorf("Watch mismatch (-want +got):\n%s", diff)
 	}
 }
+
+// TestWatchRepairsMissedUpdates: an update written to the progress hash but
+// never received on the channel (published while the subscription was
+// reconnecting after a Redis failover) still reaches the watcher, from the
+// periodic re-read of the hashes.
+func TestWatchRepairsMissedUpdates(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
+	defer cancel()
+	id := testenv.UniqueName("t")
+	now := time.Now().UTC().Truncate(time.Millisecond)
+	active := tasks.Progress{TaskID: id, Type: tasks.TypeUpload, State: tasks.StateActive, StartedAt: now, UpdatedAt: now}
+	if err := tasks.PublishProgress(ctx, b.rdb, active, time.Minute); err != nil {
+		t.Fatal(err)
+	}
+	ch, err := b.client.Watch(ctx, id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if p := <-ch; p.State != tasks.StateActive {
+		t.Fatalf("first value %+v, want the active state", p)
+	}
+	// The hash alone, no message: what a subscriber misses during a failover.
+	done := active
+	done.State, done.UpdatedAt = tasks.StateCompleted, now.Add(time.Second)
+	if err := b.rdb.HSet(ctx, tasks.ProgressKey(id), done.Fields()).Err(); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case p, ok := <-ch:
+		if !ok || p.State != tasks.StateCompleted {
+			t.Fatalf("got %+v (open %v), want the completed state from the hash", p, ok)
+		}
+	case <-ctx.Done():
+		t.Fatal("Watch never delivered the update it missed on the channel")
+	}
+}

@@ -269,9 +269,11 @@ func progressFromInfo(info *asynq.TaskInfo) Progress {
 
 // Watch streams the progress of the given tasks: first each one's current
 // value (when known), then every update published for them. Updates older
-// than a value already sent are dropped. The channel is closed when ctx is
-// done or every task has reached a terminal state. The caller must drain the
-// channel or cancel ctx.
+// than a value already sent are dropped. Redis must answer when Watch is
+// called; afterwards the stream survives reconnects (a failover): updates
+// missed meanwhile are repaired from the progress hashes every 2 s. The
+// channel is closed when ctx is done or every task has reached a terminal
+// state. The caller must drain the channel or cancel ctx.
 func (c *Client) Watch(ctx context.Context, taskIDs ...string) (<-chan Progress, error) {
 	if len(taskIDs) == 0 {
 		return nil, errors.New("watch: no task ids")
@@ -324,10 +326,25 @@ func (c *Client) Watch(ctx context.Context, taskIDs ...string) (<-chan Progress,
 				return
 			}
 		}
+		repair := time.NewTicker(watchRepairInterval)
+		defer repair.Stop()
 		for {
 			select {
 			case <-ctx.Done():
 				return
+			case <-repair.C:
+				// Messages published while the subscription was down (a
+				// Redis failover, a network blip: go-redis reconnects the
+				// subscription by itself) are lost; the hashes are not.
+				for _, id := range w.pending() {
+					p, err := c.Progress(ctx, id)
+					if err != nil {
+						continue // Redis still away, or not started: next tick
+					}
+					if !send(p) {
+						return
+					}
+				}
 			case m, ok := <-msgs:
 				if !ok {
 					return
@@ -365,3 +382,19 @@ func (w *watch) accept(p Progress) bool {
 }
 
 func (w *watch) finished() bool { return len(w.done) == len(w.last) }
+
+// pending returns the watched ids not yet in a terminal state.
+func (w *watch) pending() []string {
+	ids := make([]string, 0, len(w.last)-len(w.done))
+	for id := range w.last {
+		if !w.done[id] {
+			ids = append(ids, id)
+		}
+	}
+	return ids
+}
+
+// watchRepairInterval is how often Watch re-reads the progress hashes of
+// unfinished tasks, to repair updates missed while its subscription was
+// reconnecting. Between repairs it relies on pub/sub alone.
+const watchRepairInterval = 2 * time.Second

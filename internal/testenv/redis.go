@@ -90,9 +90,9 @@ type RedisProcess struct {
 // "--appendonly", "yes".
 func StartRedisProcess(bin, dir string, extra ...string) (*RedisProcess, error) {
 	if bin == "" {
-		b, err := exec.LookPath("redis-server")
+		b, err := lookRedisServer()
 		if err != nil {
-			return nil, fmt.Errorf("redis-server not found: %w", err)
+			return nil, err
 		}
 		bin = b
 	}
@@ -111,6 +111,15 @@ func StartRedisProcess(bin, dir string, extra ...string) (*RedisProcess, error) 
 	p.args = append([]string{"--port", strconv.Itoa(port), "--bind", "127.0.0.1", "--save", "",
 		"--appendonly", "no", "--dir", dir, "--maxmemory-policy", "noeviction"}, extra...)
 	return p, p.Start()
+}
+
+// lookRedisServer finds redis-server on PATH.
+func lookRedisServer() (string, error) {
+	b, err := exec.LookPath("redis-server")
+	if err != nil {
+		return "", fmt.Errorf("redis-server not found (apt-get install redis-server, or make tools): %w", err)
+	}
+	return b, nil
 }
 
 // Start (re)starts the process on its port and waits until it answers.

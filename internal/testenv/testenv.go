@@ -46,6 +46,10 @@ var (
 	stoppers []func()
 )
 
+// OnStop registers f to run when Run (or Stop) stops this binary's servers:
+// for servers a test package starts itself, such as a Redis Cluster.
+func OnStop(f func()) { onStop(f) }
+
 func onStop(f func()) {
 	mu.Lock()
 	defer mu.Unlock()
