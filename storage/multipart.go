@@ -28,6 +28,8 @@ type Part struct {
 type MultipartUpload struct {
 	Key      string // relative to the storage prefix
 	UploadID string
+	// PartSize is the size of every part but the last; for a stream whose
+	// parts grow (PartsOptions.GrowUpTo) it is the size of the first ones.
 	PartSize int64
 
 	mu    sync.Mutex
@@ -86,6 +88,50 @@ func PartSizeFor(size, want int64) int64 {
 		}
 	}
 	return min(want, MaxPartSize)
+}
+
+// Part sizes of a stream of unknown length. Its length is known only at its
+// end, so the part size cannot be fitted to it up front as PartSizeFor does;
+// the parts grow instead: the first streamGrowEvery parts at the requested
+// size, then twice that for the next streamGrowEvery, and so on up to
+// streamGrowMax times the requested size (see streamPartLimit). At the 16 MiB
+// default that is 16, 32, 64 then 128 MiB parts: a stream below 7.8 GiB
+// keeps 16 MiB parts, and 10,000 parts carry 71,500 × 16 MiB ≈ 1.09 TiB.
+//
+// rclone and the AWS CLI keep one part size for a stream and fail at 10,000
+// of them (rclone: 48 GiB at its 5 MiB default; the AWS CLI asks for
+// --expected-size above 50 GB); minio-go assumes 5 TiB and uses 512 MiB+
+// parts for every stream. Growing keeps small streams cheap and big ones
+// possible, within the buffer budget.
+//
+// Providers that need equal parts (R2) cannot grow: a stream there gets the
+// largest part size from the start (streamPartLimit), every part but the
+// last equal, which reaches 80,000 × the requested size (1.22 TiB at 16 MiB).
+const (
+	streamGrowEvery = 500
+	streamGrowMax   = 8
+)
+
+// streamPartLimit is the largest part of a stream of unknown length whose
+// parts start at base and come from a buffer pool of budget bytes:
+// streamGrowMax × base, but at most half the budget (so two parts of one
+// stream fit in it and a stream never starves the pool by itself) and at
+// most MaxPartSize, rounded down to a MiB multiple; never below base.
+func streamPartLimit(base, budget int64) int64 {
+	limit := min(streamGrowMax*base, budget/2, MaxPartSize) &^ (1<<20 - 1)
+	return max(limit, base)
+}
+
+// streamPartSize returns the size of part n (1-based) of a stream of unknown
+// length whose parts start at base and grow up to limit (see
+// streamGrowEvery). The schedule depends only on n, so part sizes never
+// shrink.
+func streamPartSize(base, limit int64, n int) int64 {
+	size := base
+	for i := (n - 1) / streamGrowEvery; i > 0 && size < limit; i-- {
+		size *= 2
+	}
+	return min(size, limit)
 }
 
 // StartMultipartUpload starts an upload at key.

@@ -103,68 +103,123 @@ type PartsOptions struct {
 	// BeforePartFunc runs before each part is read; an error (a cancel or
 	// shutdown request) stops the upload at a part boundary.
 	BeforePartFunc func() error
+	// GrowPartSize lets the parts of a sequential source (a stream of
+	// unknown length) grow from u.PartSize as the stream goes, so a long
+	// stream fits in 10,000 parts: see streamGrowEvery for the schedule.
+	// Ignored for random-access sources (their part size was fitted to
+	// their size) and on providers that need equal part sizes (R2). False
+	// keeps every part at u.PartSize.
+	GrowPartSize bool
+}
+
+// privatePool is the buffer pool of an upload given none: conc buffers of
+// the largest part it may read.
+func privatePool(conc int, partSize int64, grow bool) *BufferPool {
+	if grow {
+		partSize = min(streamGrowMax*partSize, MaxPartSize)
+	}
+	return NewBufferPool(int64(conc) * partSize)
 }
 
 // UploadParts uploads every part of src into u with bounded concurrency and
 // memory: at most Concurrency part buffers exist at once (from Buffers). It
 // returns after every part is uploaded, or with the first error once the
 // parts in flight have finished; u holds every part that succeeded.
+//
+// A source of exactly 10,000 parts completes: part 10,001 is refused only
+// once a read shows that it exists.
 func (s *S3) UploadParts(ctx context.Context, u *MultipartUpload, src PartSource, o PartsOptions) error {
 	conc := o.Concurrency
 	if conc <= 0 {
 		conc = DefaultPartConcurrency
 	}
+	seq := src.Sequential()
+	grow := o.GrowPartSize && seq && !s.c.quirks.equalParts
 	pool := o.Buffers
 	if pool == nil {
-		pool = NewBufferPool(int64(conc) * u.PartSize)
+		pool = privatePool(conc, u.PartSize, grow)
+	}
+	limit := streamPartLimit(u.PartSize, pool.Max())
+	partSize := func(n int) int64 {
+		if grow {
+			return streamPartSize(u.PartSize, limit, n)
+		}
+		// A random-access source locates part n at (n-1) × the buffer
+		// length: every buffer is one part size long.
+		return u.PartSize
 	}
 	ctx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
 
 	var (
-		mu    sync.Mutex // guards next, done and sequential reads
+		mu    sync.Mutex // guards next, done and first
 		next  = max(o.StartPart, 1)
 		done  bool
 		first error
-		wg    sync.WaitGroup
+		// readMu makes claiming and reading one step for a sequential
+		// source, so its parts are read in order. It is held while waiting
+		// for a buffer, but never together with mu's waits.
+		readMu sync.Mutex
+		wg     sync.WaitGroup
 	)
-	fail := func(err error) {
+	stop := func(err error) {
 		mu.Lock()
 		if first == nil {
 			first = err
 		}
 		done = true
 		mu.Unlock()
+	}
+	fail := func(err error) {
+		stop(err)
 		cancel(err)
 	}
-	// claim returns the next part to upload, read into buf when the source
-	// is sequential; n == 0 means nothing is left.
-	claim := func(buf []byte) (n, length int, err error) {
+	// claim returns the next part number to read, passing over the parts
+	// of a random-access source that Skip reports done; 0 means nothing is
+	// left.
+	claim := func() int {
 		mu.Lock()
 		defer mu.Unlock()
 		for !done {
-			n = next
+			n := next
 			next++
-			if n > MaxParts {
-				return 0, 0, fmt.Errorf("the source needs more than %d parts of %d bytes: raise the part size", MaxParts, u.PartSize)
+			if !seq && n <= MaxParts && o.Skip != nil && o.Skip(n) {
+				continue
 			}
-			skip := o.Skip != nil && o.Skip(n)
-			if !src.Sequential() {
-				if skip {
-					continue
-				}
-				return n, 0, nil
-			}
-			length, err = src.ReadPart(ctx, n, buf)
-			if errors.Is(err, io.EOF) {
-				done = true
-				return 0, 0, nil
-			}
-			if err != nil || !skip {
-				return n, length, err
-			}
+			return n
 		}
-		return 0, 0, nil
+		return 0
+	}
+	// read claims a part and reads it into a buffer from the pool. n == 0
+	// means nothing is left; buf is nil then and on error.
+	read := func() (n int, buf []byte, err error) {
+		if seq {
+			readMu.Lock()
+			defer readMu.Unlock()
+		}
+		if n = claim(); n == 0 {
+			return 0, nil, nil
+		}
+		buf, err = pool.Get(ctx, int(partSize(n)))
+		if err != nil {
+			return 0, nil, err
+		}
+		length, err := src.ReadPart(ctx, n, buf)
+		switch {
+		case errors.Is(err, io.EOF):
+			// The end: part n-1 was the last (with 10,000 parts, this
+			// is where part 10,001 turns out not to exist).
+			pool.Put(buf)
+			stop(nil)
+			return 0, nil, nil
+		case err != nil:
+			pool.Put(buf)
+			return 0, nil, err
+		case n > MaxParts:
+			pool.Put(buf)
+			return 0, nil, fmt.Errorf("the source needs more than %d parts (parts of %d bytes, up to %d for a stream): raise the part size", MaxParts, u.PartSize, partSize(n))
+		}
+		return n, buf[:length], nil
 	}
 	for range conc {
 		wg.Go(func() {
@@ -174,38 +229,23 @@ func (s *S3) UploadParts(ctx context.Context, u *MultipartUpload, src PartSource
 						// Stop claiming parts but let those in flight
 						// finish: a shutdown or cancel stops at a part
 						// boundary and loses no finished work.
-						mu.Lock()
-						if first == nil {
-							first = err
-						}
-						done = true
-						mu.Unlock()
+						stop(err)
 						return
 					}
 				}
-				buf, err := pool.Get(ctx, int(u.PartSize))
+				n, buf, err := read()
 				if err != nil {
-					fail(err)
-					return
-				}
-				n, length, err := claim(buf)
-				if err == nil && n > 0 && !src.Sequential() {
-					length, err = src.ReadPart(ctx, n, buf)
-					if errors.Is(err, io.EOF) {
-						pool.Put(buf)
-						return
-					}
-				}
-				if err != nil {
-					pool.Put(buf)
 					fail(err)
 					return
 				}
 				if n == 0 {
-					pool.Put(buf)
 					return
 				}
-				p, err := s.UploadPart(ctx, u, n, buf[:length])
+				if seq && o.Skip != nil && o.Skip(n) {
+					pool.Put(buf)
+					continue
+				}
+				p, err := s.UploadPart(ctx, u, n, buf)
 				pool.Put(buf)
 				if err == nil && o.OnPartFunc != nil {
 					err = o.OnPartFunc(p)
@@ -228,7 +268,10 @@ func (s *S3) UploadParts(ctx context.Context, u *MultipartUpload, src PartSource
 type LargeOptions struct {
 	ContentType string
 	Metadata    map[string]string
-	// PartSize: zero means DefaultPartSize (raised to fit Size in 10,000 parts).
+	// PartSize: zero means DefaultPartSize. It is raised to fit a known
+	// Size in 10,000 parts; the parts of a stream of unknown size grow from
+	// it (see streamGrowEvery), or on a provider that needs equal parts
+	// (R2) all have the largest size a stream may use.
 	PartSize int64
 	// Concurrency: parts in flight; zero means DefaultPartConcurrency.
 	Concurrency int
@@ -243,15 +286,30 @@ type LargeOptions struct {
 }
 
 // PutLarge uploads body with a multipart upload: parts run concurrently,
-// memory stays at Concurrency × PartSize whatever the size, and a stream of
-// unknown length is fine. A body shorter than one part is sent with a single
-// PutObject. On failure the upload is aborted; the returned error is a
+// memory stays at Concurrency part buffers whatever the size, and a stream
+// of unknown length is fine (its parts grow, so 1 TiB fits with the
+// defaults). A body shorter than one part is sent with a single PutObject.
+// On failure the upload is aborted; the returned error is a
 // *MultipartUploadError when the upload had started.
 func (s *S3) PutLarge(ctx context.Context, key string, body io.Reader, opts *LargeOptions) (StoredFile, error) {
 	if opts == nil {
 		opts = &LargeOptions{}
 	}
+	conc := opts.Concurrency
+	if conc <= 0 {
+		conc = DefaultPartConcurrency
+	}
 	ps := PartSizeFor(opts.Size, opts.PartSize)
+	// A stream of unknown length grows its parts: see streamGrowEvery.
+	stream := opts.Size <= 0
+	pool := opts.Buffers
+	if pool == nil {
+		pool = privatePool(conc, ps, stream)
+	}
+	if stream && s.c.quirks.equalParts {
+		// Parts cannot grow here: take the largest a stream may use.
+		ps = streamPartLimit(ps, pool.Max())
+	}
 	var src PartSource
 	if ra, ok := body.(io.ReaderAt); ok && opts.Size > 0 {
 		src = ReaderAtSource(ra, opts.Size)
@@ -271,10 +329,6 @@ func (s *S3) PutLarge(ctx context.Context, key string, body io.Reader, opts *Lar
 		return f, err
 	}
 	// Read part 1 first: a small body needs no multipart upload at all.
-	pool := opts.Buffers
-	if pool == nil {
-		pool = NewBufferPool(int64(max(opts.Concurrency, DefaultPartConcurrency)) * ps)
-	}
 	first, err := pool.Get(ctx, int(ps))
 	if err != nil {
 		return StoredFile{}, err
@@ -317,8 +371,8 @@ func (s *S3) PutLarge(ctx context.Context, key string, body io.Reader, opts *Lar
 	pool.Put(first)
 	if err == nil {
 		_ = onPart(Part{Number: 1, Size: int64(n)})
-		err = s.UploadParts(ctx, u, src, PartsOptions{Concurrency: opts.Concurrency, Buffers: pool,
-			StartPart: 2, OnPartFunc: onPart})
+		err = s.UploadParts(ctx, u, src, PartsOptions{Concurrency: conc, Buffers: pool,
+			StartPart: 2, OnPartFunc: onPart, GrowPartSize: stream})
 	}
 	var f StoredFile
 	if err == nil {

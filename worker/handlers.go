@@ -138,8 +138,10 @@ func (w *Worker) transfer(ctx context.Context, id string, t *asynq.Task, prog *p
 			return storage.StoredFile{}, err
 		}
 		defer rc.Close()
+		// A known length fits the part size to it; an unknown one (-1,
+		// passed as 0) lets the parts grow as the stream goes.
 		return dst.PutLarge(ctx, dstLoc.Key, rc, &storage.LargeOptions{ContentType: contentType, Metadata: meta,
-			PartSize: partSize, Concurrency: partConc, Buffers: w.buffers,
+			PartSize: partSize, Concurrency: partConc, Buffers: w.buffers, Size: max(src.size, 0),
 			ProgressFunc: func(done, _ int64) { prog.setDone(ctx, done) }})
 	}
 	return w.runUpload(ctx, &upload{taskID: id, profile: profileName(dstLoc.Profile), dst: dst, key: dstLoc.Key, src: src,

@@ -1,0 +1,124 @@
+package storage_test
+
+import (
+	"context"
+	"io"
+	"strings"
+	"testing"
+
+	"github.com/google/go-cmp/cmp"
+
+	"github.com/ferryhq/ferry/storage"
+)
+
+// TestPutLargeExactlyMaxParts proves an upload of exactly 10,000 parts
+// completes: the engine must learn that part 10,000 was the last before it
+// refuses a part 10,001 (it used to refuse first, so such uploads failed on
+// every retry and were then aborted).
+func TestPutLargeExactlyMaxParts(t *testing.T) {
+	t.Parallel()
+	const size = storage.MaxParts * storage.MinPartSize
+	for _, tc := range []struct {
+		desc string
+		body func() io.Reader
+	}{
+		{desc: "random access (a file)", body: func() io.Reader { return &zeros{n: size} }},
+		{desc: "stream of known size", body: func() io.Reader { return onlyReader{&zeros{n: size}} }},
+	} {
+		t.Run(tc.desc, func(t *testing.T) {
+			t.Parallel()
+			s, fake := fakeStorage(t, storage.ProviderAWS)
+			f, err := s.PutLarge(context.Background(), "big.bin", tc.body(), &storage.LargeOptions{Size: size, PartSize: storage.MinPartSize})
+			if err != nil {
+				t.Fatalf("PutLarge of exactly %d parts: %v", storage.MaxParts, err)
+			}
+			want := []string{"CreateMultipartUpload", "UploadPart×10000", "CompleteMultipartUpload", "HeadObject"}
+			if diff := cmp.Diff(want, fake.sequence()); diff != "" {
+				t.Errorf("S3 calls (-want +got):\n%s", diff)
+			}
+			if f.Size != size {
+				t.Errorf("stored size = %d, want %d", f.Size, size)
+			}
+		})
+	}
+}
+
+// TestUploadPartsRefusesPart10001 keeps the limit: a stream one byte longer
+// than 10,000 parts fails with a clear error after uploading 10,000 parts
+// and never sends part 10,001.
+func TestUploadPartsRefusesPart10001(t *testing.T) {
+	t.Parallel()
+	s, fake := fakeStorage(t, storage.ProviderAWS)
+	ctx := context.Background()
+	u, err := s.StartMultipartUpload(ctx, "big.bin", &storage.MultipartOptions{PartSize: storage.MinPartSize})
+	if err != nil {
+		t.Fatal(err)
+	}
+	src := storage.StreamSource(&zeros{n: storage.MaxParts*storage.MinPartSize + 1})
+	err = s.UploadParts(ctx, u, src, storage.PartsOptions{})
+	if err == nil || !strings.Contains(err.Error(), "more than 10000 parts") {
+		t.Fatalf("UploadParts of 10,000 parts and one byte: error = %v, want one saying more than 10000 parts", err)
+	}
+	want := []string{"CreateMultipartUpload", "UploadPart×10000"}
+	if diff := cmp.Diff(want, fake.sequence()); diff != "" {
+		t.Errorf("S3 calls (-want +got):\n%s", diff)
+	}
+}
+
+// TestPutLargeTebibyteStream streams 1 TiB of unknown length with default
+// settings through the engine (the fake discards parts unread). On a
+// provider that accepts mixed part sizes the parts grow as the stream goes;
+// on R2, which needs equal parts, every part but the last has one size.
+func TestPutLargeTebibyteStream(t *testing.T) {
+	t.Parallel()
+	const size = 1 << 40
+	for _, tc := range []struct {
+		desc     string
+		provider storage.Provider
+		equal    bool
+	}{
+		{desc: "aws grows part sizes", provider: storage.ProviderAWS},
+		{desc: "r2 keeps parts equal", provider: storage.ProviderR2, equal: true},
+	} {
+		t.Run(tc.desc, func(t *testing.T) {
+			t.Parallel()
+			s, fake := fakeStorage(t, tc.provider)
+			f, err := s.PutLarge(context.Background(), "stream.bin", onlyReader{&zeros{n: size}}, nil)
+			if err != nil {
+				t.Fatalf("PutLarge of a 1 TiB stream with default settings: %v", err)
+			}
+			if f.Size != size {
+				t.Errorf("stored size = %d, want %d", f.Size, size)
+			}
+			sizes := fake.partSizes()
+			seq := fake.sequence()
+			if len(seq) != 4 || seq[0] != "CreateMultipartUpload" || !strings.HasPrefix(seq[1], "UploadPart×") ||
+				seq[2] != "CompleteMultipartUpload" || seq[3] != "HeadObject" {
+				t.Errorf("S3 calls = %s, want CreateMultipartUpload, UploadPart×N, CompleteMultipartUpload, HeadObject", joinSeq(seq))
+			}
+			var sum int64
+			for i, sz := range sizes {
+				sum += sz
+				if i == len(sizes)-1 {
+					break
+				}
+				if sz > 128<<20 {
+					t.Fatalf("part %d is %d bytes, above the 128 MiB a default stream may use", i+1, sz)
+				}
+				if tc.equal && sz != sizes[0] {
+					t.Fatalf("part %d is %d bytes but part 1 is %d: %s needs equal parts", i+1, sz, sizes[0], tc.provider)
+				}
+				if !tc.equal && sz < sizes[max(i-1, 0)] {
+					t.Fatalf("part %d (%d bytes) is smaller than part %d (%d)", i+1, sz, i, sizes[i-1])
+				}
+			}
+			if sum != size {
+				t.Errorf("parts add up to %d bytes, want %d", sum, size)
+			}
+			if !tc.equal && sizes[0] != storage.DefaultPartSize {
+				t.Errorf("part 1 is %d bytes, want the default part size %d (small streams keep small parts)", sizes[0], storage.DefaultPartSize)
+			}
+			t.Logf("%d parts; first %d bytes, last full %d bytes", len(sizes), sizes[0], sizes[len(sizes)-2])
+		})
+	}
+}
