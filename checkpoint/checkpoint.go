@@ -21,11 +21,12 @@ var (
 	// ErrExists means Create found a plan already stored for the task. The
 	// stored plan is left unchanged; Load it to resume.
 	ErrExists = errors.New("checkpoint: a plan already exists for this task")
-	// ErrPlanMismatch means RecordPart does not fit the stored plan: the
-	// stored upload id differs from the one given (a stale worker, or the
-	// upload was restarted), or the part number is outside 1..PartCount
-	// (1..MaxParts when the total size is unknown). Nothing was written.
-	ErrPlanMismatch = errors.New("checkpoint: part does not match the stored plan")
+	// ErrPlanMismatch means RecordPart or Delete does not fit the stored
+	// plan: the stored upload id differs from the one given (a stale
+	// worker, or the upload was restarted), or the part number is outside
+	// 1..PartCount (1..MaxParts when the total size is unknown). Nothing
+	// was written or deleted.
+	ErrPlanMismatch = errors.New("checkpoint: does not match the stored plan")
 	// ErrInvalid means an argument is unusable (empty task id, a plan
 	// without upload id, a part without ETag...): a bug in the caller,
 	// retrying will not help.
@@ -126,7 +127,10 @@ type CorruptError struct {
 	TaskID string
 	Field  string
 	Value  string
-	Err    error
+	// UploadID is the stored upload_id field as it is ("" when missing):
+	// what Store.Delete needs to remove this checkpoint.
+	UploadID string
+	Err      error
 }
 
 func (e *CorruptError) Error() string {
@@ -143,7 +147,7 @@ var errMissing = errors.New("missing")
 // ignored, so a newer ferry may add plan fields without breaking an older one.
 func parse(taskID string, h map[string]string) (Checkpoint, error) {
 	corrupt := func(field string, err error) error {
-		return &CorruptError{TaskID: taskID, Field: field, Value: h[field], Err: err}
+		return &CorruptError{TaskID: taskID, Field: field, Value: h[field], UploadID: h[fieldUploadID], Err: err}
 	}
 	str := func(field string, nonEmpty bool) (string, error) {
 		v, ok := h[field]

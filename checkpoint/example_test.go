@@ -59,8 +59,9 @@ func Example() {
 		fmt.Printf("%d of %d bytes done\n", ckpt.BytesDone(), ckpt.Plan.TotalSize)
 	}
 
-	// After CompleteMultipartUpload (or AbortMultipartUpload):
-	if err := store.Delete(ctx, taskID); err != nil {
+	// After CompleteMultipartUpload (or AbortMultipartUpload) of this upload.
+	// ErrPlanMismatch: a newer run of the task owns the checkpoint now.
+	if err := store.Delete(ctx, taskID, ckpt.Plan.UploadID); err != nil {
 		log.Fatal(err)
 	}
 }

@@ -84,6 +84,27 @@ redis.call("PEXPIRE", KEYS[1], ARGV[5])
 return 1
 `)
 
+// deleteScript deletes a checkpoint only if it belongs to the given upload,
+// so a stale run of a task (its lease expired, another run replaced the
+// checkpoint with a new upload) cannot delete the live run's checkpoint.
+//
+//	KEYS[1] -> ferry:ckpt:{<task_id>}
+//	ARGV[1] -> upload id the caller completed or aborted ("" matches a
+//	           checkpoint without an upload_id field: a corrupt one)
+//
+// Returns 1 when deleted, 0 when no checkpoint exists, -1 when the stored
+// upload_id differs (nothing deleted).
+var deleteScript = redis.NewScript(`
+if redis.call("EXISTS", KEYS[1]) == 0 then
+	return 0
+end
+if (redis.call("HGET", KEYS[1], "upload_id") or "") ~= ARGV[1] then
+	return -1
+end
+redis.call("DEL", KEYS[1])
+return 1
+`)
+
 // pruneScript removes a task id from the index only if its score is still
 // the one the caller saw, so an id re-added by a concurrent Create is kept.
 //
@@ -205,19 +226,43 @@ func (s *Store) RecordPart(ctx context.Context, taskID, uploadID string, p Part)
 	return s.touchIndex(ctx, taskID)
 }
 
-// Delete removes the task's checkpoint and its index entry. Deleting a
-// missing checkpoint is not an error.
-func (s *Store) Delete(ctx context.Context, taskID string) error {
+// Delete removes the task's checkpoint and its index entry, only if the
+// checkpoint belongs to uploadID (the upload the caller completed or
+// aborted): a checkpoint of another upload — written by a newer run of the
+// task after this one's lease expired — is left intact and Delete returns
+// ErrPlanMismatch. Deleting a missing checkpoint is not an error. A corrupt
+// checkpoint is deleted with the UploadID its *CorruptError reports.
+func (s *Store) Delete(ctx context.Context, taskID, uploadID string) error {
 	if err := validTaskID(taskID); err != nil {
 		return err
 	}
-	// Hash first: if the ZREM fails the index holds a dead id, which List
-	// prunes; the reverse order could hide a live checkpoint from the janitor.
-	if err := s.rdb.Del(ctx, checkpointKey(taskID)).Err(); err != nil {
+	// The index lives in another Cluster slot, so it cannot be changed in
+	// the script. Read the entry's score first and remove it afterwards only
+	// if unchanged: an entry re-added by a new Create in between is kept.
+	score, err := s.rdb.ZScore(ctx, indexKey, taskID).Result()
+	if err != nil && !errors.Is(err, redis.Nil) {
+		return fmt.Errorf("checkpoint: task %q: delete: read index: %w", taskID, err)
+	}
+	indexed := err == nil
+	// Hash first: if the index update fails the index holds a dead id,
+	// which List prunes; the reverse order could hide a live checkpoint
+	// from the janitor.
+	n, err := deleteScript.Run(ctx, s.rdb, []string{checkpointKey(taskID)}, uploadID).Int()
+	if err != nil {
 		return fmt.Errorf("checkpoint: task %q: delete: %w", taskID, err)
 	}
-	if err := s.rdb.ZRem(ctx, indexKey, taskID).Err(); err != nil {
-		return fmt.Errorf("checkpoint: task %q: delete from index: %w", taskID, err)
+	switch n {
+	case 1, 0:
+	case -1:
+		return fmt.Errorf("checkpoint: task %q: delete: it belongs to another upload than %q (a newer run of the task); left intact: %w", taskID, uploadID, ErrPlanMismatch)
+	default:
+		return fmt.Errorf("checkpoint: task %q: delete: unexpected script result %d", taskID, n)
+	}
+	if indexed {
+		sc := strconv.FormatFloat(score, 'f', -1, 64)
+		if err := pruneScript.Run(ctx, s.rdb, []string{indexKey}, taskID, sc).Err(); err != nil {
+			return fmt.Errorf("checkpoint: task %q: delete from index: %w", taskID, err)
+		}
 	}
 	return nil
 }

@@ -282,7 +282,7 @@ func TestRecordPartRejected(t *testing.T) {
 				mustCreate(t, b, id, *tc.plan)
 			}
 			if tc.deleted {
-				if err := b.store.Delete(b.ctx, id); err != nil {
+				if err := b.store.Delete(b.ctx, id, tc.plan.UploadID); err != nil {
 					t.Fatal(err)
 				}
 			}
@@ -316,7 +316,7 @@ func TestDelete(t *testing.T) {
 	id := testenv.UniqueName("task")
 	mustCreate(t, b, id, knownPlan())
 	for i := range 2 { // idempotent
-		if err := b.store.Delete(b.ctx, id); err != nil {
+		if err := b.store.Delete(b.ctx, id, knownPlan().UploadID); err != nil {
 			t.Fatalf("Delete #%d: %v", i+1, err)
 		}
 	}
@@ -328,6 +328,40 @@ func TestDelete(t *testing.T) {
 	}
 	// A new plan may then be created for the same task.
 	mustCreate(t, b, id, knownPlan())
+}
+
+// TestDeleteChecksUploadID: run A of a task created a checkpoint for upload
+// U1; its lease expired and run B replaced it with upload U2. A's late
+// Delete (after its Complete or Abort of U1) must leave U2's checkpoint,
+// and its index entry, intact: deleting it would let the janitor abort B's
+// live upload and make B's next RecordPart fail.
+func TestDeleteChecksUploadID(t *testing.T) {
+	t.Parallel()
+	b := setup(t, checkpoint.Options{})
+	id := testenv.UniqueName("task")
+	u1, u2 := knownPlan(), knownPlan()
+	u1.UploadID, u2.UploadID = "upload-U1", "upload-U2"
+
+	mustCreate(t, b, id, u1) // run A starts
+	// Run B takes over: abandons U1's checkpoint and writes its own.
+	if err := b.store.Delete(b.ctx, id, u1.UploadID); err != nil {
+		t.Fatal(err)
+	}
+	mustCreate(t, b, id, u2)
+
+	// Run A, stale, deletes "its" checkpoint.
+	if err := b.store.Delete(b.ctx, id, u1.UploadID); !errors.Is(err, checkpoint.ErrPlanMismatch) {
+		t.Errorf("stale Delete(U1) error = %v, want ErrPlanMismatch", err)
+	}
+	if diff := cmp.Diff(checkpoint.Checkpoint{TaskID: id, Plan: u2}, mustLoad(t, b, id)); diff != "" {
+		t.Fatalf("U2's checkpoint after a stale Delete(U1) (-want +got):\n%s", diff)
+	}
+	if err := b.rdb.ZScore(b.ctx, indexKey, id).Err(); err != nil {
+		t.Errorf("ZSCORE index after a stale Delete(U1) = %v, want U2's entry kept", err)
+	}
+	if err := b.store.RecordPart(b.ctx, id, u2.UploadID, checkpoint.Part{Number: 1, ETag: `"b"`, Size: 8}); err != nil {
+		t.Errorf("run B's RecordPart after a stale Delete(U1): %v", err)
+	}
 }
 
 func TestTTL(t *testing.T) {
@@ -428,7 +462,7 @@ func TestList(t *testing.T) {
 	mustCreate(t, b, vanished, p)
 	b.rdb.Del(b.ctx, hashKey(vanished))
 	mustCreate(t, b, deleted, p)
-	if err := b.store.Delete(b.ctx, deleted); err != nil {
+	if err := b.store.Delete(b.ctx, deleted, p.UploadID); err != nil {
 		t.Fatal(err)
 	}
 	time.Sleep(400 * time.Millisecond)
@@ -460,7 +494,7 @@ func TestListReportsCorrupt(t *testing.T) {
 	mustCreate(t, b, good, knownPlan())
 	mustCreate(t, b, bad, knownPlan())
 	b.rdb.HSet(b.ctx, hashKey(bad), "part_size", "lots")
-	t.Cleanup(func() { _ = b.store.Delete(context.Background(), bad) })
+	t.Cleanup(func() { _ = b.store.Delete(context.Background(), bad, knownPlan().UploadID) })
 
 	got, err := b.store.List(b.ctx)
 	var ce *checkpoint.CorruptError
@@ -517,7 +551,6 @@ func TestLoadCorrupt(t *testing.T) {
 			b := setup(t, checkpoint.Options{})
 			id := testenv.UniqueName("task")
 			mustCreate(t, b, id, knownPlan())
-			t.Cleanup(func() { _ = b.store.Delete(context.Background(), id) })
 			if tc.value == nil {
 				b.rdb.HDel(b.ctx, hashKey(id), tc.field)
 			} else {
@@ -530,6 +563,20 @@ func TestLoadCorrupt(t *testing.T) {
 			}
 			if ce.TaskID != id || ce.Field != tc.field {
 				t.Errorf("CorruptError names task %q field %q, want %q %q", ce.TaskID, ce.Field, id, tc.field)
+			}
+			// The stored upload id is what deletes a corrupt checkpoint.
+			wantID := knownPlan().UploadID
+			if tc.field == "upload_id" {
+				wantID = ""
+			}
+			if ce.UploadID != wantID {
+				t.Errorf("CorruptError.UploadID = %q, want %q", ce.UploadID, wantID)
+			}
+			if err := b.store.Delete(b.ctx, id, ce.UploadID); err != nil {
+				t.Fatalf("Delete of the corrupt checkpoint: %v", err)
+			}
+			if n := b.rdb.Exists(b.ctx, hashKey(id)).Val(); n != 0 {
+				t.Errorf("corrupt checkpoint still exists after Delete(%q)", ce.UploadID)
 			}
 		})
 	}

@@ -88,7 +88,7 @@ func (w *Worker) Janitor(ctx context.Context, ttl time.Duration) (JanitorReport,
 		if c.Plan.CreatedAt.Before(cutoff) && !w.taskAlive(c.TaskID) {
 			rep.StaleCheckpoints++
 			w.metrics.checkpointOp("delete")
-			if err := w.ckpt.Delete(ctx, c.TaskID); err != nil {
+			if err := w.ckpt.Delete(ctx, c.TaskID, c.Plan.UploadID); err != nil {
 				rep.Errors = append(rep.Errors, err.Error())
 				owned[c.Plan.UploadID] = true
 			}

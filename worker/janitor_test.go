@@ -35,7 +35,7 @@ func TestJanitorAbortsOnlyOrphans(t *testing.T) {
 		Key: "j/owned", PartSize: storage.MinPartSize, TotalSize: -1, Fingerprint: "x", CreatedAt: time.Now()}); err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { _ = store.Delete(ctx, id) })
+	t.Cleanup(func() { _ = store.Delete(ctx, id, owned.UploadID) })
 	// The owner is a live task: pending in a queue no worker serves.
 	if _, err := b.client.Enqueue(ctx, asynq.NewTask(tasks.TypeUpload, nil), asynq.TaskID(id), asynq.Queue(testenv.UniqueName("idle"))); err != nil {
 		t.Fatal(err)

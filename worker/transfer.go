@@ -50,13 +50,13 @@ type upload struct {
 // for good, or runs out of retries. On shutdown it stops at a part boundary
 // and leaves the checkpoint for the next worker.
 func (w *Worker) runUpload(ctx context.Context, u *upload) (storage.StoredFile, error) {
-	mu, skip, err := w.resume(ctx, u)
+	mu, uploadID, skip, err := w.resume(ctx, u)
 	if err != nil {
 		return storage.StoredFile{}, err
 	}
 	if mu == nil {
 		// resume found the upload already completed by an earlier run.
-		return w.finishedEarlier(ctx, u)
+		return w.finishedEarlier(ctx, u, uploadID)
 	}
 	parts := int((u.src.size + mu.PartSize - 1) / mu.PartSize)
 	u.prog.setTotal(u.src.size, parts)
@@ -93,10 +93,10 @@ func (w *Worker) runUpload(ctx context.Context, u *upload) (storage.StoredFile, 
 		if errors.Is(err, storage.ErrUploadNotFound) {
 			// Our Complete may have succeeded with its answer lost, and a
 			// retried Complete finds the upload gone.
-			return w.finishedEarlier(ctx, u)
+			return w.finishedEarlier(ctx, u, mu.UploadID)
 		}
 		if err == nil {
-			w.deleteCheckpoint(ctx, u.taskID)
+			w.deleteCheckpoint(ctx, u.taskID, mu.UploadID)
 			return f, nil
 		}
 	}
@@ -105,25 +105,31 @@ func (w *Worker) runUpload(ctx context.Context, u *upload) (storage.StoredFile, 
 
 // resume returns the multipart upload to continue (a new one when there is
 // no usable checkpoint) and the part numbers to skip. It returns a nil
-// upload when the checkpoint's upload no longer exists but the object does
-// (see finishedEarlier).
-func (w *Worker) resume(ctx context.Context, u *upload) (*storage.MultipartUpload, map[int]bool, error) {
+// upload, with the checkpoint's upload id, when that upload no longer exists
+// but the object may (see finishedEarlier).
+func (w *Worker) resume(ctx context.Context, u *upload) (*storage.MultipartUpload, string, map[int]bool, error) {
+	start := func() (*storage.MultipartUpload, string, map[int]bool, error) {
+		mu, err := w.startUpload(ctx, u)
+		if err != nil {
+			return nil, "", nil, err
+		}
+		return mu, mu.UploadID, nil, nil
+	}
 	w.metrics.checkpointOp("load")
 	ck, err := w.ckpt.Load(ctx, u.taskID)
+	var corrupt *checkpoint.CorruptError
 	switch {
 	case errors.Is(err, checkpoint.ErrNotFound):
-		mu, err := w.startUpload(ctx, u)
-		return mu, nil, err
-	case errors.As(err, new(*checkpoint.CorruptError)):
+		return start()
+	case errors.As(err, &corrupt):
 		// Unreadable: it can never be resumed, and while it exists the
 		// janitor aborts nothing. Start over; the janitor collects the old
 		// upload once it is older than its TTL.
 		u.log.Warn("checkpoint is corrupt; starting the upload over", zap.Error(err))
-		w.deleteCheckpoint(ctx, u.taskID)
-		mu, err := w.startUpload(ctx, u)
-		return mu, nil, err
+		w.deleteCheckpoint(ctx, u.taskID, corrupt.UploadID)
+		return start()
 	case err != nil:
-		return nil, nil, fmt.Errorf("load checkpoint: %w", err)
+		return nil, "", nil, fmt.Errorf("load checkpoint: %w", err)
 	}
 	plan := ck.Plan
 	log := u.log.With(zap.String("upload_id", plan.UploadID))
@@ -131,17 +137,16 @@ func (w *Worker) resume(ctx context.Context, u *upload) (*storage.MultipartUploa
 		log.Info("source or destination changed since the checkpoint; aborting the old upload and starting over",
 			zap.String("was", plan.Fingerprint), zap.String("now", u.src.fingerprint))
 		if err := w.abandon(ctx, u, plan, "source-changed"); err != nil {
-			return nil, nil, err
+			return nil, "", nil, err
 		}
-		mu, err := w.startUpload(ctx, u)
-		return mu, nil, err
+		return start()
 	}
 	listed, err := u.dst.ListParts(ctx, u.key, plan.UploadID)
 	if errors.Is(err, storage.ErrUploadNotFound) {
-		return nil, nil, nil
+		return nil, plan.UploadID, nil, nil
 	}
 	if err != nil {
-		return nil, nil, fmt.Errorf("resume upload %s: %w", plan.UploadID, err)
+		return nil, "", nil, fmt.Errorf("resume upload %s: %w", plan.UploadID, err)
 	}
 	want := make(map[int]string, len(ck.Parts))
 	for _, p := range ck.Parts {
@@ -158,7 +163,7 @@ func (w *Worker) resume(ctx context.Context, u *upload) (*storage.MultipartUploa
 	w.metrics.partsResumed(len(agreed), len(ck.Parts)-len(agreed))
 	log.Info("resuming upload from its checkpoint", zap.Int("parts_done", len(agreed)),
 		zap.Int("parts_checkpointed", len(ck.Parts)), zap.Int("parts_listed", len(listed)))
-	return storage.NewMultipartUpload(u.key, plan.UploadID, plan.PartSize, agreed), skip, nil
+	return storage.NewMultipartUpload(u.key, plan.UploadID, plan.PartSize, agreed), plan.UploadID, skip, nil
 }
 
 // startUpload starts a multipart upload and writes its plan, once.
@@ -188,18 +193,19 @@ func (w *Worker) startUpload(ctx context.Context, u *upload) (*storage.Multipart
 	return mu, nil
 }
 
-// finishedEarlier handles an upload that vanished from the server: if the
-// destination object exists with our task id and the expected size, an
-// earlier Complete succeeded; otherwise the upload was lost (aborted by
-// someone else) and the task restarts from scratch on its next retry.
-func (w *Worker) finishedEarlier(ctx context.Context, u *upload) (storage.StoredFile, error) {
+// finishedEarlier handles an upload (uploadID) that vanished from the
+// server: if the destination object exists with our task id and the
+// expected size, an earlier Complete succeeded; otherwise the upload was
+// lost (aborted by someone else) and the task restarts from scratch on its
+// next retry.
+func (w *Worker) finishedEarlier(ctx context.Context, u *upload, uploadID string) (storage.StoredFile, error) {
 	f, err := u.dst.Info(ctx, u.key)
 	if err == nil && f.Metadata[metaTaskID] == u.taskID && f.Size == u.src.size {
 		u.log.Info("upload was already completed by an earlier attempt")
-		w.deleteCheckpoint(ctx, u.taskID)
+		w.deleteCheckpoint(ctx, u.taskID, uploadID)
 		return f, nil
 	}
-	w.deleteCheckpoint(ctx, u.taskID)
+	w.deleteCheckpoint(ctx, u.taskID, uploadID)
 	return storage.StoredFile{}, fmt.Errorf("the multipart upload of this task is gone from the server (aborted elsewhere?); it restarts on retry")
 }
 
@@ -253,13 +259,22 @@ func (w *Worker) abandon(ctx context.Context, u *upload, plan checkpoint.Plan, r
 	}
 	w.metrics.uploadAborted(reason)
 	u.log.Info("multipart upload aborted", zap.String("upload_id", plan.UploadID), zap.String("reason", reason))
-	w.deleteCheckpoint(actx, u.taskID)
+	w.deleteCheckpoint(actx, u.taskID, plan.UploadID)
 	return nil
 }
 
-func (w *Worker) deleteCheckpoint(ctx context.Context, taskID string) {
+// deleteCheckpoint deletes the task's checkpoint if it still belongs to
+// uploadID: after this run's lease expired another run may have replaced it
+// with its own upload, which must keep its checkpoint (else the janitor
+// could abort it and its parts could not be recorded).
+func (w *Worker) deleteCheckpoint(ctx context.Context, taskID, uploadID string) {
 	w.metrics.checkpointOp("delete")
-	if err := w.ckpt.Delete(context.WithoutCancel(ctx), taskID); err != nil {
+	err := w.ckpt.Delete(context.WithoutCancel(ctx), taskID, uploadID)
+	switch {
+	case errors.Is(err, checkpoint.ErrPlanMismatch):
+		w.log.Info("checkpoint belongs to a newer run of the task; left intact",
+			zap.String("task_id", taskID), zap.String("upload_id", uploadID))
+	case err != nil:
 		w.log.Warn("could not delete checkpoint", zap.String("task_id", taskID), zap.Error(err))
 	}
 }
