@@ -69,6 +69,12 @@ type Config struct {
 	// ForcePathStyle addresses buckets as http://host/bucket/key. It is
 	// always on for minio and generic providers.
 	ForcePathStyle bool `yaml:"force_path_style"`
+	// Integrity: nil means true: every part and PutObject carries a
+	// checksum the server verifies (Content-MD5, or CRC32C on AWS), every
+	// object records its CRC32C (MetaChecksum), and reads are verified.
+	// False turns all of it off; it exists to measure what integrity costs
+	// (docs/performance.md), not for production.
+	Integrity *bool `yaml:"integrity"`
 
 	// MultipartCopyThreshold: objects larger than this are copied with
 	// UploadPartCopy. Zero means MaxSingleCopySize (5 GiB); tests lower it.
@@ -105,6 +111,7 @@ func ValidateBucket(name string) error {
 
 func (c Config) useSSL() bool    { return c.UseSSL == nil || *c.UseSSL }
 func (c Config) verifySSL() bool { return c.VerifySSL == nil || *c.VerifySSL }
+func (c Config) integrity() bool { return c.Integrity == nil || *c.Integrity }
 
 func (c Config) provider() Provider {
 	if c.Provider != "" {
@@ -207,10 +214,18 @@ type quirks struct {
 	pathStyle bool
 	// defaultRegion when none is configured.
 	defaultRegion string
+	// crc32cHeader: parts and PutObjects carry x-amz-checksum-crc32c
+	// (computed by ferry from the source bytes, before the SDK sees them)
+	// instead of Content-MD5, and multipart uploads are created with a
+	// FULL_OBJECT CRC32C that the server checks at Complete. Cheaper than
+	// MD5 (one hash instead of two; docs/performance.md) but only where
+	// flexible checksums are known to work: AWS. Everyone else gets
+	// Content-MD5, which AWS, R2, B2, Spaces, MinIO and versitygw verify.
+	crc32cHeader bool
 }
 
 var providerTable = map[Provider]quirks{
-	ProviderAWS:     {defaultRegion: "us-east-1"},
+	ProviderAWS:     {defaultRegion: "us-east-1", crc32cHeader: true},
 	ProviderR2:      {checksumWhenRequired: true, equalParts: true, defaultRegion: "auto"},
 	ProviderB2:      {checksumWhenRequired: true, defaultRegion: "us-west-004"},
 	ProviderSpaces:  {checksumWhenRequired: true, defaultRegion: "us-east-1"},

@@ -30,7 +30,51 @@ var (
 	// ErrSourceChanged: a read or copy pinned to a source ETag found another
 	// version (412 on If-Match). Retrying starts over from the new version.
 	ErrSourceChanged = errors.New("the source object changed during the transfer")
+	// ErrIntegrity: bytes failed an integrity check. The server rejected
+	// what was sent (BadDigest: the Content-MD5 or checksum computed from the
+	// source does not match what arrived), or bytes read do not match the
+	// checksum recorded for them. The error is an *IntegrityError.
+	ErrIntegrity = errors.New("integrity check failed")
 )
+
+// IntegrityError reports bytes that failed an integrity check, and which.
+type IntegrityError struct {
+	// Op names what was checked: "upload part 3 of s3://b/k", "read s3://b/k".
+	Op string
+	// Check names the check: "Content-MD5", "x-amz-checksum-crc32c",
+	// MetaChecksum, "ETag (MD5)".
+	Check string
+	// Want and Got are the expected and computed values, when known (a
+	// server that rejects a part does not say what it computed).
+	Want, Got string
+	// Attempts is how many times the server rejected the bytes (each time
+	// re-read from the source and re-sent); zero for a read that did not
+	// match its checksum.
+	Attempts int
+	// Err is the server's answer (BadDigest...), if any.
+	Err error
+}
+
+func (e *IntegrityError) Error() string {
+	msg := fmt.Sprintf("%s: %v (%s)", e.Op, ErrIntegrity, e.Check)
+	if e.Attempts > 0 {
+		msg += fmt.Sprintf(": the server rejected the bytes %d times, each re-read from the source: they are corrupted between ferry and the server", e.Attempts)
+	}
+	if e.Want != "" || e.Got != "" {
+		msg += fmt.Sprintf(": want %s, got %s", e.Want, e.Got)
+	}
+	if e.Err != nil {
+		msg += ": " + e.Err.Error()
+	}
+	return msg
+}
+
+func (e *IntegrityError) Unwrap() []error {
+	if e.Err == nil {
+		return []error{ErrIntegrity}
+	}
+	return []error{ErrIntegrity, e.Err}
+}
 
 // ConfigError reports an invalid Config field and how to fix it.
 type ConfigError struct {
@@ -103,6 +147,12 @@ func translate(op string, kind opKind, err error) error {
 		}
 	case "BucketAlreadyOwnedByYou", "BucketAlreadyExists":
 		sentinel = ErrExists
+	case "BadDigest", "InvalidDigest", "XAmzContentSHA256Mismatch", "XAmzContentChecksumMismatch":
+		// The body that arrived does not match the Content-MD5, checksum or
+		// payload hash sent with it (AWS, MinIO, versitygw: BadDigest; a
+		// malformed or truncated header: InvalidDigest). The caller re-reads
+		// and re-sends; see UploadParts and Put.
+		sentinel = ErrIntegrity
 	}
 	if sentinel == nil {
 		switch status {
@@ -123,6 +173,16 @@ func translate(op string, kind opKind, err error) error {
 	return fmt.Errorf("%s: %w", op, err)
 }
 
+// serverAnswer is the server's error (code and message) inside err, for
+// messages that already say which request failed; err when there is none.
+func serverAnswer(err error) error {
+	var ae smithy.APIError
+	if errors.As(err, &ae) {
+		return ae
+	}
+	return err
+}
+
 // notFoundFor is the sentinel for a bare 404 or a generic "NotFound" code.
 func notFoundFor(kind opKind) error {
 	switch kind {
@@ -135,9 +195,16 @@ func notFoundFor(kind opKind) error {
 }
 
 // IsPermanent reports whether retrying err cannot help: missing objects or
-// buckets, denied access, bad keys or configuration. Callers (the worker) use
-// it to archive a task at once instead of retrying it.
+// buckets, denied access, bad keys or configuration, and bytes the server
+// rejected as corrupt on every one of IntegritySends attempts (each re-read
+// from the source) — a path that corrupts data so often must not be
+// retried for hours. A read that did not match its checksum is not
+// permanent: the next attempt reads again. Callers (the worker) use it to
+// archive a task at once instead of retrying it.
 func IsPermanent(err error) bool {
+	if ie := (*IntegrityError)(nil); errors.As(err, &ie) {
+		return ie.Attempts > 0
+	}
 	if errors.Is(err, ErrUploadNotFound) {
 		// The upload was aborted elsewhere (a lifecycle rule, the janitor):
 		// a retry starts a new one.

@@ -20,6 +20,10 @@ type Part struct {
 	Number int    `json:"number"`
 	ETag   string `json:"etag"`
 	Size   int64  `json:"size"`
+	// Checksum is the part's CRC32C (Checksum.String) as computed from the
+	// bytes sent, which the server verified; empty when unknown (integrity
+	// off, or a part listed by the server or checkpointed by an older ferry).
+	Checksum string `json:"checksum,omitempty"`
 }
 
 // MultipartUpload tracks one multipart upload. Parts are kept by number, so
@@ -31,6 +35,11 @@ type MultipartUpload struct {
 	// PartSize is the size of every part but the last; for a stream whose
 	// parts grow (PartsOptions.GrowUpTo) it is the size of the first ones.
 	PartSize int64
+	// Checksum is what the whole object must be (Checksum.String), as
+	// recorded in its MetaChecksum metadata at the start; empty when it was
+	// not known then. CompleteMultipartUpload refuses to complete an upload
+	// whose parts combine to another value.
+	Checksum string
 
 	mu    sync.Mutex
 	parts map[int]Part
@@ -154,15 +163,64 @@ func (s *S3) StartMultipartUpload(ctx context.Context, key string, opts *Multipa
 	if opts.ContentType != "" {
 		in.ContentType = &opts.ContentType
 	}
+	if s.c.cfg.integrity() && s.c.quirks.crc32cHeader {
+		in.ChecksumAlgorithm = types.ChecksumAlgorithmCrc32c
+		in.ChecksumType = types.ChecksumTypeFullObject
+	}
 	out, err := api.CreateMultipartUpload(ctx, in)
 	if err != nil {
 		return nil, translate("start multipart upload "+s.display(key), opObject, err)
 	}
-	return NewMultipartUpload(key, aws.ToString(out.UploadId), ps, nil), nil
+	u := NewMultipartUpload(key, aws.ToString(out.UploadId), ps, nil)
+	u.Checksum = opts.Metadata[MetaChecksum]
+	return u, nil
 }
 
-// UploadPart uploads part n (1..10000) of u and records it in u.
+// IntegritySends is how many times a part or a PutObject is sent when the
+// server rejects its bytes as corrupt (BadDigest); each send re-reads the
+// bytes from the source when it can. Then the transfer fails with an
+// *IntegrityError.
+const IntegritySends = 4
+
+// uploadPart sends part n, again when the server rejects its bytes as
+// corrupt: reread (nil: resend data as it is) fetches the part again from
+// the source before each new send.
+func (s *S3) uploadPart(ctx context.Context, u *MultipartUpload, n int, data []byte, reread func() ([]byte, error)) (Part, error) {
+	for attempt := 1; ; attempt++ {
+		p, err := s.sendPart(ctx, u, n, data)
+		if err == nil || !errors.Is(err, ErrIntegrity) {
+			return p, err
+		}
+		if attempt == IntegritySends {
+			return Part{}, &MultipartUploadError{Key: u.Key, UploadID: u.UploadID, Err: &IntegrityError{
+				Op: fmt.Sprintf("upload part %d of %s", n, s.display(u.Key)), Check: s.c.sendCheck(), Attempts: attempt, Err: serverAnswer(err)}}
+		}
+		if reread != nil {
+			if data, err = reread(); err != nil {
+				return Part{}, err
+			}
+		}
+	}
+}
+
+// sendCheck names the check the server makes on what ferry sends.
+func (c *Client) sendCheck() string {
+	if c.quirks.crc32cHeader {
+		return "x-amz-checksum-crc32c"
+	}
+	return "Content-MD5"
+}
+
+// UploadPart uploads part n (1..10000) of u and records it in u. The part
+// carries a checksum of data computed before the SDK sees it (Content-MD5,
+// or CRC32C on AWS) that the server verifies; a part it rejects as corrupt
+// is sent again, up to IntegritySends times in all.
 func (s *S3) UploadPart(ctx context.Context, u *MultipartUpload, n int, data []byte) (Part, error) {
+	return s.uploadPart(ctx, u, n, data, nil)
+}
+
+// sendPart is one UploadPart request.
+func (s *S3) sendPart(ctx context.Context, u *MultipartUpload, n int, data []byte) (Part, error) {
 	api, err := s.api()
 	if err != nil {
 		return Part{}, err
@@ -174,13 +232,26 @@ func (s *S3) UploadPart(ctx context.Context, u *MultipartUpload, n int, data []b
 	if err != nil {
 		return Part{}, err
 	}
-	out, err := api.UploadPart(ctx, &s3.UploadPartInput{Bucket: &s.bucket, Key: &full, UploadId: &u.UploadID,
-		PartNumber: aws.Int32(int32(n)), Body: bytes.NewReader(data), ContentLength: aws.Int64(int64(len(data)))})
+	in := &s3.UploadPartInput{Bucket: &s.bucket, Key: &full, UploadId: &u.UploadID,
+		PartNumber: aws.Int32(int32(n)), Body: bytes.NewReader(data), ContentLength: aws.Int64(int64(len(data)))}
+	sum := ""
+	if s.c.cfg.integrity() {
+		// Computed here, from the bytes as read from the source, before
+		// the SDK and the network: the server's check then covers every
+		// copy of the bytes after this one.
+		sum = ChecksumOf(data).String()
+		if s.c.quirks.crc32cHeader {
+			in.ChecksumCRC32C = &sum
+		} else {
+			in.ContentMD5 = aws.String(contentMD5(data))
+		}
+	}
+	out, err := api.UploadPart(ctx, in)
 	if err != nil {
 		return Part{}, &MultipartUploadError{Key: u.Key, UploadID: u.UploadID,
 			Err: translate(fmt.Sprintf("upload part %d of %s", n, s.display(u.Key)), opUpload, err)}
 	}
-	p := Part{Number: n, ETag: unquote(aws.ToString(out.ETag)), Size: int64(len(data))}
+	p := Part{Number: n, ETag: unquote(aws.ToString(out.ETag)), Size: int64(len(data)), Checksum: sum}
 	u.AddPart(p)
 	return p, nil
 }
@@ -234,14 +305,47 @@ func (s *S3) CompleteMultipartUpload(ctx context.Context, u *MultipartUpload) (S
 	for i, p := range parts {
 		cp[i] = types.CompletedPart{PartNumber: aws.Int32(int32(p.Number)), ETag: aws.String(`"` + p.ETag + `"`)}
 	}
+	in := &s3.CompleteMultipartUploadInput{Bucket: &s.bucket, Key: &full,
+		UploadId: &u.UploadID, MultipartUpload: &types.CompletedMultipartUpload{Parts: cp}}
+	sum, known := partsChecksum(parts)
+	if s.c.cfg.integrity() && known {
+		if u.Checksum != "" && u.Checksum != sum.String() {
+			// The bytes read from the source are not what its checksum
+			// says: never complete them as the object.
+			return StoredFile{}, &MultipartUploadError{Key: u.Key, UploadID: u.UploadID, Err: &IntegrityError{
+				Op: "complete upload of " + s.display(u.Key), Check: MetaChecksum, Want: u.Checksum, Got: sum.String()}}
+		}
+		if s.c.quirks.crc32cHeader {
+			in.ChecksumCRC32C = aws.String(sum.String())
+			in.ChecksumType = types.ChecksumTypeFullObject
+		}
+	}
 	// The SDK turns a 200 answer with an <Error> body into an error.
-	_, err = api.CompleteMultipartUpload(ctx, &s3.CompleteMultipartUploadInput{Bucket: &s.bucket, Key: &full,
-		UploadId: &u.UploadID, MultipartUpload: &types.CompletedMultipartUpload{Parts: cp}})
-	if err != nil {
+	if _, err = api.CompleteMultipartUpload(ctx, in); err != nil {
 		return StoredFile{}, &MultipartUploadError{Key: u.Key, UploadID: u.UploadID,
 			Err: translate("complete upload of "+s.display(u.Key), opUpload, err)}
 	}
-	return s.Info(ctx, u.Key)
+	f, err := s.Info(ctx, u.Key)
+	if err == nil && f.Checksum == "" && known && s.c.cfg.integrity() {
+		// Not in the metadata (unknown when the upload started), but
+		// exact: every part's CRC32C was computed from the bytes the
+		// server verified.
+		f.Checksum = sum.String()
+	}
+	return f, err
+}
+
+// partsChecksum combines the parts' checksums into the object's; known is
+// false when a part's is missing.
+func partsChecksum(parts []Part) (sum Checksum, known bool) {
+	for _, p := range parts {
+		c, err := ParseChecksum(p.Checksum, p.Size)
+		if err != nil {
+			return Checksum{}, false
+		}
+		sum = sum.Append(c)
+	}
+	return sum, true
 }
 
 // AbortMultipartUpload aborts an upload and frees its parts. Parts still in

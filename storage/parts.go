@@ -245,7 +245,18 @@ func (s *S3) UploadParts(ctx context.Context, u *MultipartUpload, src PartSource
 					pool.Put(buf)
 					continue
 				}
-				p, err := s.UploadPart(ctx, u, n, buf)
+				var reread func() ([]byte, error)
+				if !seq {
+					// A part the server rejects as corrupt is read again
+					// from the source: the corruption may be in this copy.
+					// (A pool buffer is one part long: cap is its length.)
+					reread = func() ([]byte, error) {
+						full := buf[:cap(buf)]
+						l, err := src.ReadPart(ctx, n, full)
+						return full[:l], err
+					}
+				}
+				p, err := s.uploadPart(ctx, u, n, buf, reread)
 				pool.Put(buf)
 				if err == nil && o.OnPartFunc != nil {
 					err = o.OnPartFunc(p)

@@ -3,8 +3,11 @@ package storage
 import (
 	"bytes"
 	"context"
+	"crypto/md5"
+	"encoding/base64"
 	"errors"
 	"fmt"
+	"hash/crc32"
 	"io"
 	"iter"
 	"maps"
@@ -33,6 +36,24 @@ type StoredFile struct {
 	// "aws:kms", "SSE-C"), empty when none or unknown (listings). With KMS
 	// or SSE-C the ETag is not the MD5 of the bytes.
 	Encryption string `json:"encryption,omitempty"`
+	// Checksum is the CRC32C of the whole object (Checksum.String) when
+	// known: recorded in its MetaChecksum metadata, reported by the server
+	// as a full-object CRC32C (AWS), or, in what an upload returns,
+	// combined from the parts the server verified. Empty when unknown
+	// (listings, objects not written by ferry).
+	Checksum string `json:"checksum,omitempty"`
+}
+
+// storedChecksum is what an object records about its bytes: ferry's
+// metadata, else the server's own full-object CRC32C.
+func storedChecksum(meta map[string]string, crc32c *string, typ types.ChecksumType) string {
+	if v := meta[MetaChecksum]; v != "" {
+		return v
+	}
+	if crc32c != nil && typ == types.ChecksumTypeFullObject {
+		return *crc32c
+	}
+	return ""
 }
 
 // ETagIsMD5 reports whether f's ETag can be compared as the MD5 of its
@@ -78,6 +99,14 @@ type PutOptions struct {
 // Put stores body at key with one PutObject. body should be seekable
 // (bytes.Reader, *os.File) so the SDK can sign and retry it; a stream of
 // unknown length belongs in PutLarge, which bounds memory.
+//
+// With integrity on (the default) Put reads body once to hash it, sends
+// the hash for the server to verify (Content-MD5, or CRC32C on AWS), sends
+// again from the start of body when the server rejects the bytes as
+// corrupt (up to IntegritySends times), and records the CRC32C in the
+// object's MetaChecksum metadata. When opts.Metadata already holds a
+// MetaChecksum (what a copy's source recorded) and body does not match it,
+// Put stores nothing and fails with an *IntegrityError.
 func (s *S3) Put(ctx context.Context, key string, body io.Reader, opts *PutOptions) (StoredFile, error) {
 	api, full, err := s.prepare(key)
 	if err != nil {
@@ -97,9 +126,31 @@ func (s *S3) Put(ctx context.Context, key string, body io.Reader, opts *PutOptio
 	if l, ok := body.(interface{ Len() int }); ok {
 		size = int64(l.Len()) // before the SDK reads it
 	}
+	var rewind func() error
+	if s.c.cfg.integrity() {
+		if rewind, size, err = s.signBody(key, in); err != nil {
+			return StoredFile{}, err
+		}
+	}
 	out, err := api.PutObject(ctx, in)
+	for attempt := 1; err != nil && rewind != nil; attempt++ {
+		err = translate("put "+s.display(key), opObject, err)
+		if !errors.Is(err, ErrIntegrity) {
+			break
+		}
+		if attempt == IntegritySends {
+			return StoredFile{}, &IntegrityError{Op: "put " + s.display(key), Check: s.c.sendCheck(), Attempts: attempt, Err: serverAnswer(err)}
+		}
+		if err = rewind(); err != nil {
+			return StoredFile{}, fmt.Errorf("put %s: read the body again: %w", s.display(key), err)
+		}
+		out, err = api.PutObject(ctx, in)
+	}
 	if err != nil {
-		return StoredFile{}, translate("put "+s.display(key), opObject, err)
+		if rewind == nil {
+			err = translate("put "+s.display(key), opObject, err)
+		}
+		return StoredFile{}, err
 	}
 	// The answer has the ETag and the server's Date, which is the object's
 	// LastModified (both have second precision): no HEAD needed when the
@@ -109,7 +160,58 @@ func (s *S3) Put(ctx context.Context, key string, body io.Reader, opts *PutOptio
 		return s.Info(ctx, key)
 	}
 	return StoredFile{Key: key, Size: size, ContentType: opts.ContentType, ETag: unquote(aws.ToString(out.ETag)),
-		LastModified: date, Metadata: maps.Clone(opts.Metadata), Encryption: encryption(out.ServerSideEncryption, out.SSECustomerAlgorithm)}, nil
+		LastModified: date, Metadata: maps.Clone(in.Metadata), Encryption: encryption(out.ServerSideEncryption, out.SSECustomerAlgorithm),
+		Checksum: in.Metadata[MetaChecksum]}, nil
+}
+
+// signBody hashes the body of a PutObject from where it stands, sets the
+// header the server verifies and the MetaChecksum metadata (refusing a body
+// that does not match one already there), and returns how to rewind the
+// body for another send, and its size. A body that cannot seek is read into
+// memory (Put is for objects of at most a part).
+func (s *S3) signBody(key string, in *s3.PutObjectInput) (rewind func() error, size int64, err error) {
+	rs, ok := in.Body.(io.ReadSeeker)
+	if !ok {
+		b, err := io.ReadAll(in.Body)
+		if err != nil {
+			return nil, 0, fmt.Errorf("put %s: read body: %w", s.display(key), err)
+		}
+		rs = bytes.NewReader(b)
+		in.Body = rs
+	}
+	start, err := rs.Seek(0, io.SeekCurrent)
+	if err != nil {
+		return nil, 0, fmt.Errorf("put %s: body: %w", s.display(key), err)
+	}
+	crc := crc32.New(castagnoli)
+	h := md5.New()
+	w := io.Writer(crc)
+	if !s.c.quirks.crc32cHeader {
+		w = io.MultiWriter(crc, h)
+	}
+	size, err = io.Copy(w, rs)
+	if err != nil {
+		return nil, 0, fmt.Errorf("put %s: read body: %w", s.display(key), err)
+	}
+	rewind = func() error { _, err := rs.Seek(start, io.SeekStart); return err }
+	if err := rewind(); err != nil {
+		return nil, 0, fmt.Errorf("put %s: body: %w", s.display(key), err)
+	}
+	sum := Checksum{CRC: crc.Sum32(), Size: size}.String()
+	if want := in.Metadata[MetaChecksum]; want != "" && want != sum {
+		return nil, 0, &IntegrityError{Op: "put " + s.display(key), Check: MetaChecksum, Want: want, Got: sum}
+	}
+	in.Metadata = maps.Clone(in.Metadata)
+	if in.Metadata == nil {
+		in.Metadata = map[string]string{}
+	}
+	in.Metadata[MetaChecksum] = sum
+	if s.c.quirks.crc32cHeader {
+		in.ChecksumCRC32C = &sum
+	} else {
+		in.ContentMD5 = aws.String(base64.StdEncoding.EncodeToString(h.Sum(nil)))
+	}
+	return rewind, size, nil
 }
 
 // encryption names an object's server-side encryption for StoredFile.
@@ -272,7 +374,11 @@ func (s *S3) Info(ctx context.Context, key string) (StoredFile, error) {
 	if err != nil {
 		return StoredFile{}, err
 	}
-	out, err := api.HeadObject(ctx, &s3.HeadObjectInput{Bucket: &s.bucket, Key: &full})
+	in := &s3.HeadObjectInput{Bucket: &s.bucket, Key: &full}
+	if s.c.cfg.integrity() && s.c.quirks.crc32cHeader {
+		in.ChecksumMode = types.ChecksumModeEnabled
+	}
+	out, err := api.HeadObject(ctx, in)
 	if err != nil {
 		err = translate("info "+s.display(key), opObject, err)
 		// A HEAD answer has no body, so a missing bucket looks like a
@@ -289,7 +395,8 @@ func (s *S3) Info(ctx context.Context, key string) (StoredFile, error) {
 	}
 	return StoredFile{Key: key, Size: aws.ToInt64(out.ContentLength), ContentType: aws.ToString(out.ContentType),
 		ETag: unquote(aws.ToString(out.ETag)), LastModified: aws.ToTime(out.LastModified),
-		Metadata: maps.Clone(out.Metadata), Encryption: encryption(out.ServerSideEncryption, out.SSECustomerAlgorithm)}, nil
+		Metadata: maps.Clone(out.Metadata), Encryption: encryption(out.ServerSideEncryption, out.SSECustomerAlgorithm),
+		Checksum: storedChecksum(out.Metadata, out.ChecksumCRC32C, out.ChecksumType)}, nil
 }
 
 // List yields the objects under prefix in key order, paging transparently;

@@ -332,12 +332,16 @@ func conformance(t *testing.T, srv *testenv.S3Server, fake bool) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if diff := cmp.Diff(u.Parts(), listed); diff != "" {
+		// The server lists no checksums: ferry keeps its own (checkpoints).
+		if diff := cmp.Diff(u.Parts(), listed, cmpopts.IgnoreFields(storage.Part{}, "Checksum")); diff != "" {
 			t.Errorf("ListParts differs from recorded parts (-recorded +listed):\n%s", diff)
 		}
 		f, err := s.CompleteMultipartUpload(ctx, u)
 		if err != nil {
 			t.Fatal(err)
+		}
+		if want := storage.ChecksumOf(data).String(); f.Checksum != want {
+			t.Errorf("completed object's checksum %q, want the CRC32C of its bytes %q (combined from its parts)", f.Checksum, want)
 		}
 		if f.Size != int64(len(data)) || f.Metadata["k"] != "v" || f.ContentType != "application/x-test" {
 			t.Errorf("completed object %+v", f)

@@ -2,10 +2,17 @@ package faulttest
 
 import (
 	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	crand "crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
 	"errors"
 	"fmt"
 	"io"
 	"log"
+	"math/big"
 	"math/rand/v2"
 	"net"
 	"net/http"
@@ -30,6 +37,15 @@ type Faults struct {
 	// (an UploadPart, a PutObject) after reading about half of it; for a
 	// GET after forwarding about half of the response body.
 	Reset float64
+	// FlipRequest flips one bit, at a random offset, in the body of a
+	// request that has one (an UploadPart, a PutObject) and forwards it:
+	// what a faulty TLS-terminating middlebox, NIC or RAM does. Over https
+	// the SDK signs no payload hash (UNSIGNED-PAYLOAD), so only a checksum
+	// computed by the client before sending can catch it.
+	FlipRequest float64
+	// FlipResponse flips one bit, at a random offset, in the body of a GET
+	// response.
+	FlipResponse float64
 	// Latency delays a request by a random duration up to Latency, with
 	// probability LatencyProb (1 when zero and Latency is set).
 	Latency     time.Duration
@@ -46,13 +62,16 @@ const (
 	KindResetBody   = "reset_mid_request_body"
 	KindResetGet    = "reset_mid_response_body"
 	KindLatency     = "latency"
+	KindFlipRequest = "bitflip_request_body"
+	KindFlipGet     = "bitflip_response_body"
 )
 
 // Proxy is a reverse proxy in front of an S3 server that injects faults. It
 // keeps the client's Host header, so SigV4 signatures made for the proxy's
 // address stay valid upstream.
 type Proxy struct {
-	// URL is the proxy's address, http://127.0.0.1:port.
+	// URL is the proxy's address, http://127.0.0.1:port (https:// for
+	// NewTLSProxy).
 	URL string
 
 	target *url.URL
@@ -68,10 +87,20 @@ type Proxy struct {
 	counts  map[string]int64
 }
 
-type cutKey struct{}
+// faultKey marks a request whose response body gets a fault (its value is
+// the kind: KindResetGet or KindFlipGet).
+type faultKey struct{}
 
 // NewProxy starts a proxy to target (http://host:port) on a free loopback port.
-func NewProxy(target string, f Faults) (*Proxy, error) {
+func NewProxy(target string, f Faults) (*Proxy, error) { return newProxy(target, f, false) }
+
+// NewTLSProxy is NewProxy serving https with a self-signed certificate for
+// 127.0.0.1 and localhost (clients skip verification: storage.Config
+// VerifySSL false): a TLS-terminating middlebox. Over https the SDK sends
+// parts unsigned, so bit flips it injects are caught only by checksums.
+func NewTLSProxy(target string, f Faults) (*Proxy, error) { return newProxy(target, f, true) }
+
+func newProxy(target string, f Faults, useTLS bool) (*Proxy, error) {
 	u, err := url.Parse(target)
 	if err != nil {
 		return nil, fmt.Errorf("proxy target: %w", err)
@@ -80,7 +109,17 @@ func NewProxy(target string, f Faults) (*Proxy, error) {
 	if err != nil {
 		return nil, fmt.Errorf("proxy listen: %w", err)
 	}
-	p := &Proxy{URL: "http://" + ln.Addr().String(), target: u, ln: ln, faults: f,
+	scheme := "http://"
+	if useTLS {
+		cert, err := selfSigned()
+		if err != nil {
+			ln.Close()
+			return nil, err
+		}
+		ln = tls.NewListener(ln, &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12})
+		scheme = "https://"
+	}
+	p := &Proxy{URL: scheme + ln.Addr().String(), target: u, ln: ln, faults: f,
 		rng: rand.New(rand.NewPCG(rand.Uint64(), rand.Uint64())), counts: map[string]int64{}}
 	p.rp = httputil.NewSingleHostReverseProxy(u)
 	p.rp.Transport = &http.Transport{MaxIdleConnsPerHost: 64, IdleConnTimeout: 30 * time.Second,
@@ -88,8 +127,16 @@ func NewProxy(target string, f Faults) (*Proxy, error) {
 	// Injected faults make the proxy complain; that is the point.
 	p.rp.ErrorLog = log.New(io.Discard, "", 0)
 	p.rp.ModifyResponse = func(resp *http.Response) error {
-		if resp.Request.Context().Value(cutKey{}) != nil && resp.ContentLength > 1 {
-			resp.Body = &cutReader{rc: resp.Body, left: resp.ContentLength / 2}
+		switch resp.Request.Context().Value(faultKey{}) {
+		case KindResetGet:
+			if resp.ContentLength > 1 {
+				resp.Body = &cutReader{rc: resp.Body, left: resp.ContentLength / 2}
+			}
+		case KindFlipGet:
+			if resp.ContentLength > 0 && resp.StatusCode/100 == 2 {
+				p.count(KindFlipGet)
+				resp.Body = p.flipper(resp.Body, resp.ContentLength)
+			}
 		}
 		return nil
 	}
@@ -120,7 +167,7 @@ func (p *Proxy) Counts() map[string]int64 {
 // Injected is the number of faults injected so far (latency not counted).
 func (p *Proxy) Injected() int64 {
 	c := p.Counts()
-	return c[KindSlowDown] + c[KindServerError] + c[KindResetBody] + c[KindResetGet]
+	return c[KindSlowDown] + c[KindServerError] + c[KindResetBody] + c[KindResetGet] + c[KindFlipRequest] + c[KindFlipGet]
 }
 
 // String formats Counts for a log line, sorted.
@@ -179,6 +226,14 @@ func (p *Proxy) decide(r *http.Request) (kind string, delay time.Duration) {
 		if r.ContentLength > 1 {
 			return KindResetBody, delay
 		}
+	case x < f.SlowDown+f.ServerError+f.Reset+f.FlipRequest:
+		if r.ContentLength > 0 && (r.Method == http.MethodPut || r.Method == http.MethodPost) {
+			return KindFlipRequest, delay
+		}
+	case x < f.SlowDown+f.ServerError+f.Reset+f.FlipRequest+f.FlipResponse:
+		if r.Method == http.MethodGet {
+			return KindFlipGet, delay
+		}
 	}
 	return "", delay
 }
@@ -203,7 +258,14 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		resetConn(w)
 	case KindResetGet:
 		p.count(kind)
-		p.rp.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), cutKey{}, true)))
+		p.rp.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), faultKey{}, kind)))
+	case KindFlipRequest:
+		p.count(kind)
+		r.Body = p.flipper(r.Body, r.ContentLength)
+		p.rp.ServeHTTP(w, r)
+	case KindFlipGet:
+		// Counted when the response has a body to flip.
+		p.rp.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), faultKey{}, kind)))
 	default:
 		p.rp.ServeHTTP(w, r)
 	}
@@ -256,3 +318,47 @@ func (c *cutReader) Read(b []byte) (int, error) {
 }
 
 func (c *cutReader) Close() error { return c.rc.Close() }
+
+// flipper returns body with one bit flipped at a random offset below size.
+func (p *Proxy) flipper(body io.ReadCloser, size int64) io.ReadCloser {
+	p.mu.Lock()
+	at, bit := p.rng.Int64N(size), byte(1)<<p.rng.IntN(8)
+	p.mu.Unlock()
+	return &flipReader{rc: body, at: at, bit: bit}
+}
+
+// flipReader flips bit in the byte at offset at of the stream.
+type flipReader struct {
+	rc  io.ReadCloser
+	off int64
+	at  int64
+	bit byte
+}
+
+func (f *flipReader) Read(b []byte) (int, error) {
+	n, err := f.rc.Read(b)
+	if f.at >= f.off && f.at < f.off+int64(n) {
+		b[f.at-f.off] ^= f.bit
+	}
+	f.off += int64(n)
+	return n, err
+}
+
+func (f *flipReader) Close() error { return f.rc.Close() }
+
+// selfSigned makes a certificate for 127.0.0.1 and localhost, valid a day.
+func selfSigned() (tls.Certificate, error) {
+	key, err := ecdsa.GenerateKey(elliptic.P256(), crand.Reader)
+	if err != nil {
+		return tls.Certificate{}, fmt.Errorf("proxy certificate: %w", err)
+	}
+	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "faulttest proxy"},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(24 * time.Hour),
+		KeyUsage: x509.KeyUsageDigitalSignature, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+		DNSNames: []string{"localhost"}, IPAddresses: []net.IP{net.IPv4(127, 0, 0, 1)}}
+	der, err := x509.CreateCertificate(crand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		return tls.Certificate{}, fmt.Errorf("proxy certificate: %w", err)
+	}
+	return tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key}, nil
+}

@@ -60,7 +60,10 @@ type suite struct {
 	client *tasks.Client
 	// endpoint is what workers use to reach S3 (a Proxy, usually).
 	endpoint string
-	nchild   atomic.Int64
+	// destProfile is the destination profile of copies and moves; empty
+	// picks "default" (server-side) or "other" (streamed) at random.
+	destProfile string
+	nchild      atomic.Int64
 }
 
 func newSuite(t *testing.T, redisArgs ...string) *suite {
@@ -92,11 +95,27 @@ func (s *suite) proxy(f Faults) *Proxy {
 	return p
 }
 
+// tlsProxy puts a fault-injecting TLS-terminating proxy (a middlebox with
+// a self-signed certificate the profiles accept) between the workers and S3.
+func (s *suite) tlsProxy(f Faults) *Proxy {
+	s.t.Helper()
+	p, err := NewTLSProxy(s.s3.Endpoint, f)
+	if err != nil {
+		s.t.Fatal(err)
+	}
+	s.t.Cleanup(func() { _ = p.Close() })
+	s.endpoint = p.URL
+	return p
+}
+
 // profiles: "default" and "other" reach the same server by two host names,
 // so copies between them take the streamed, checkpointed path.
 func (s *suite) profiles() map[string]storage.Config {
 	p := s.s3.Profile()
 	p.EndpointURL = s.endpoint // through the fault proxy when there is one
+	if strings.HasPrefix(s.endpoint, "https://") {
+		p.VerifySSL = aws.Bool(false) // the proxy's self-signed certificate
+	}
 	o := p
 	o.EndpointURL = strings.Replace(s.endpoint, "127.0.0.1", "localhost", 1)
 	return map[string]storage.Config{"default": p, "other": o}
@@ -167,7 +186,10 @@ func (s *suite) putSource(key string, data []byte) {
 func (s *suite) newOp(kind string, n int64, lo, hi int64) (*op, *asynq.Task, error) {
 	data := randomBytes(randSize(lo, hi))
 	o := &op{kind: kind, sum: sha256.Sum256(data), size: int64(len(data)), dst: fmt.Sprintf("dst/%s-%04d", kind, n)}
-	prof := []string{"default", "other"}[mrand.IntN(2)]
+	prof := s.destProfile
+	if prof == "" {
+		prof = []string{"default", "other"}[mrand.IntN(2)]
+	}
 	switch kind {
 	case "upload", "put":
 		o.src = filepath.Join(s.dir, fmt.Sprintf("%s-%04d.bin", kind, n))
