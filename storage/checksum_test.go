@@ -115,7 +115,7 @@ func (f *fakeS3) CreateMultipartUpload(_ context.Context, in *s3.CreateMultipart
 	return &s3.CreateMultipartUploadOutput{UploadId: aws.String("up")}, nil
 }
 
-func fakeStorage(t *testing.T, provider storage.Provider, api storage.S3API) *storage.S3 {
+func integrityStorage(t *testing.T, provider storage.Provider, api storage.S3API) *storage.S3 {
 	t.Helper()
 	cfg := storage.Config{Provider: provider, EndpointURL: "https://s3.example"}
 	c, err := storage.NewClientWithAPI(cfg, api)
@@ -157,7 +157,7 @@ func TestPartIntegrityHeaders(t *testing.T) {
 		t.Run(tc.desc, func(t *testing.T) {
 			t.Parallel()
 			f := &fakeS3{reject: tc.reject}
-			s := fakeStorage(t, tc.provider, f)
+			s := integrityStorage(t, tc.provider, f)
 			var err error
 			if tc.put {
 				_, err = s.Put(ctx, "k", bytes.NewReader(data), nil)
@@ -215,7 +215,7 @@ func TestPartIntegrityHeaders(t *testing.T) {
 func TestPutRefusesBytesThatDoNotMatchTheirChecksum(t *testing.T) {
 	t.Parallel()
 	f := &fakeS3{}
-	s := fakeStorage(t, storage.ProviderGeneric, f)
+	s := integrityStorage(t, storage.ProviderGeneric, f)
 	want := storage.ChecksumOf([]byte("what the source recorded")).String()
 	_, err := s.Put(context.Background(), "k", bytes.NewReader([]byte("what was read")), &storage.PutOptions{Metadata: map[string]string{storage.MetaChecksum: want}})
 	if !errors.Is(err, storage.ErrIntegrity) || storage.IsPermanent(err) {
