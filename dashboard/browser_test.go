@@ -88,7 +88,7 @@ func screenshot(t *testing.T, ctx context.Context, name string) {
 // token, entered once with ?token= as an operator would.
 func TestBrowser(t *testing.T) {
 	t.Parallel()
-	const token = "browser-token"
+	const token = testToken
 	b := setup(t, func(c *dashboard.Config) { c.AuthToken = token })
 	ctx := browser(t)
 

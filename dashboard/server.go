@@ -2,12 +2,9 @@ package dashboard
 
 import (
 	"context"
-	"crypto/sha256"
-	"crypto/subtle"
 	"errors"
+	"fmt"
 	"net/http"
-	"net/url"
-	"strings"
 	"sync"
 	"time"
 
@@ -42,12 +39,27 @@ type Config struct {
 	// Cluster client). Required. The dashboard never closes it.
 	Redis redis.UniversalClient
 	// ReadOnly hides and refuses actions: cancel answers 403 and asynqmon
-	// runs read-only. False allows them.
+	// runs read-only. False allows them (asynqmon's only with AuthToken).
 	ReadOnly bool
 	// AuthToken, when set, is required on every request but /healthz and
 	// /readyz: "Authorization: Bearer <token>", or the cookie set by visiting
-	// any page with ?token=<token>. Empty means no authentication.
+	// any page with ?token=<token>. It must pass CheckToken. Empty means no
+	// authentication, which New allows only when Addr is loopback, and
+	// asynqmon then runs read-only: its actions (delete, archive, pause a
+	// queue) are for whoever holds the token.
 	AuthToken string
+	// Addr is the address the dashboard is served on (host:port, as given
+	// to net.Listen). It decides which Host headers are the dashboard's own
+	// (see PublicNames) and whether AuthToken is required (any address but
+	// loopback). Empty means a loopback address.
+	Addr string
+	// PublicNames are the further host names the dashboard answers to,
+	// e.g. "dash.example.com" behind a reverse proxy or an ingress, or
+	// "dash.example.com:8443" for that port only. A request with any other
+	// Host is refused with 421, to defeat DNS rebinding; loopback names,
+	// and IP addresses when Addr listens on every interface, are always
+	// allowed. Nil means none.
+	PublicNames []string
 	// Logger receives the dashboard's logs. Nil means zap.NewNop().
 	Logger *zap.Logger
 	// Registry holds extra collectors (the worker's, Go and process
@@ -71,6 +83,9 @@ func (c *Config) validate() error {
 	if c.MaxIndexed < 0 {
 		return errors.New("dashboard: Config.MaxIndexed is negative: use 0 for the default")
 	}
+	if err := CheckAccess(c.Addr, c.AuthToken, c.PublicNames); err != nil {
+		return fmt.Errorf("dashboard: %w", err)
+	}
 	if c.Logger == nil {
 		c.Logger = zap.NewNop()
 	}
@@ -87,6 +102,7 @@ func (c *Config) validate() error {
 // goroutines and end open event streams.
 type Server struct {
 	cfg     Config
+	hosts   hostPolicy
 	log     *zap.Logger
 	client  *tasks.Client
 	hub     *hub
@@ -106,6 +122,10 @@ func New(cfg Config) (*Server, error) {
 	if err := cfg.validate(); err != nil {
 		return nil, err
 	}
+	hosts, err := newHostPolicy(cfg.Addr, cfg.PublicNames)
+	if err != nil {
+		return nil, fmt.Errorf("dashboard: %w", err)
+	}
 	pg, err := newPages()
 	if err != nil {
 		return nil, err
@@ -113,6 +133,7 @@ func New(cfg Config) (*Server, error) {
 	ctx, cancel := context.WithCancel(context.Background())
 	s := &Server{
 		cfg:     cfg,
+		hosts:   hosts,
 		log:     cfg.Logger,
 		client:  tasks.NewClient(cfg.Redis),
 		pages:   pg,
@@ -174,7 +195,7 @@ func (s *Server) routes() http.Handler {
 	mux.HandleFunc("GET /readyz", s.handleReadyz)
 
 	cop := http.NewCrossOriginProtection()
-	return securityHeaders(s.authenticate(cop.Handler(mux)))
+	return securityHeaders(hostCheck(s.hosts, tokenAuth(s.cfg.AuthToken, cop.Handler(mux))))
 }
 
 // monitoring is asynqmon on the shared Redis client. asynqmon builds its
@@ -182,14 +203,31 @@ func (s *Server) routes() http.Handler {
 // already have (its concrete type, so asynqmon's Redis info page works).
 // The asynqmon handler is never Closed: that would close Config.Redis, and it
 // holds nothing else.
+//
+// asynqmon is read-only with ReadOnly and without an AuthToken: its actions
+// delete and archive tasks and pause or delete queues, so they are for
+// whoever holds the token. asynqmon then hides its buttons and answers 405 on
+// its API; readOnlyActions refuses every non-GET request under
+// /monitoring/ first, with the reason.
 func (s *Server) monitoring() http.Handler {
-	return asynqmon.New(asynqmon.Options{
+	why := ""
+	switch {
+	case s.cfg.ReadOnly:
+		why = "the dashboard is read-only: asynqmon's actions are disabled"
+	case s.cfg.AuthToken == "":
+		why = "asynqmon is read-only because the dashboard has no auth token: start it with one (FERRY_DASHBOARD_TOKEN) to use asynqmon's actions"
+	}
+	h := asynqmon.New(asynqmon.Options{
 		RootPath:         MonitoringPath,
 		RedisConnOpt:     sharedConnOpt{s.cfg.Redis},
 		PayloadFormatter: PayloadFormatter,
 		ResultFormatter:  ResultFormatter,
-		ReadOnly:         s.cfg.ReadOnly,
+		ReadOnly:         why != "",
 	})
+	if why != "" {
+		return readOnlyActions(why, h)
+	}
+	return h
 }
 
 // sharedConnOpt is an asynq.RedisConnOpt that returns an existing client
@@ -212,54 +250,6 @@ func (s *Server) handleReadyz(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	_, _ = w.Write([]byte("ok\n"))
-}
-
-// authenticate requires cfg.AuthToken, when set, on every request but the
-// health checks. A valid ?token= sets a cookie and redirects to the same URL
-// without the token, so it stays out of history and logs.
-func (s *Server) authenticate(next http.Handler) http.Handler {
-	if s.cfg.AuthToken == "" {
-		return next
-	}
-	want := sha256.Sum256([]byte(s.cfg.AuthToken))
-	valid := func(got string) bool {
-		h := sha256.Sum256([]byte(got))
-		return got != "" && subtle.ConstantTimeCompare(h[:], want[:]) == 1
-	}
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if r.URL.Path == "/healthz" || r.URL.Path == "/readyz" {
-			next.ServeHTTP(w, r)
-			return
-		}
-		if auth, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer "); ok && valid(auth) {
-			next.ServeHTTP(w, r)
-			return
-		}
-		if c, err := r.Cookie(tokenCookie); err == nil && valid(c.Value) {
-			next.ServeHTTP(w, r)
-			return
-		}
-		if q := r.URL.Query(); q.Has("token") && valid(q.Get("token")) {
-			http.SetCookie(w, &http.Cookie{
-				Name:     tokenCookie,
-				Value:    q.Get("token"),
-				Path:     "/",
-				HttpOnly: true,
-				Secure:   r.TLS != nil,
-				SameSite: http.SameSiteStrictMode,
-			})
-			if r.Method == http.MethodGet || r.Method == http.MethodHead {
-				q.Del("token")
-				u := url.URL{Path: r.URL.Path, RawPath: r.URL.RawPath, RawQuery: q.Encode()}
-				http.Redirect(w, r, u.String(), http.StatusSeeOther)
-				return
-			}
-			next.ServeHTTP(w, r)
-			return
-		}
-		w.Header().Set("WWW-Authenticate", `Bearer realm="ferry dashboard"`)
-		http.Error(w, "unauthorized: send Authorization: Bearer <token>, or open the dashboard once with ?token=<token>", http.StatusUnauthorized)
-	})
 }
 
 // securityHeaders sets headers every response should carry.

@@ -22,6 +22,9 @@ import (
 	"github.com/ferryhq/ferry/tasks"
 )
 
+// testToken is an auth token CheckToken accepts.
+const testToken = "9f3c1a7e5b2d4c6f8a0b1c2d3e4f5a6b"
+
 // bundle is what setup returns.
 type bundle struct {
 	rdb    *redis.Client
@@ -62,6 +65,10 @@ func (b *bundle) do(t *testing.T, method, path string, hdr ...string) (*http.Res
 		t.Fatal(err)
 	}
 	for i := 0; i+1 < len(hdr); i += 2 {
+		if strings.EqualFold(hdr[i], "Host") {
+			req.Host = hdr[i+1] // the client ignores a Host header
+			continue
+		}
 		req.Header.Set(hdr[i], hdr[i+1])
 	}
 	c := &http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
@@ -353,15 +360,19 @@ func TestReadOnly(t *testing.T) {
 	if _, body := b.get(t, "/transfers/"+id); !strings.Contains(body, `disabled title="read-only dashboard"`) {
 		t.Error("the detail page's cancel button is not disabled")
 	}
-	// asynqmon is read-only too.
-	if resp, body := b.do(t, http.MethodDelete, "/monitoring/api/queues/"+queue+"/pending_tasks/"+id); resp.StatusCode != http.StatusMethodNotAllowed {
-		t.Errorf("asynqmon delete when read-only: %d %s; want 405", resp.StatusCode, body)
+	// asynqmon is read-only too, even with a token.
+	tb := setup(t, func(c *dashboard.Config) { c.ReadOnly, c.AuthToken = true, testToken })
+	if resp, body := tb.do(t, http.MethodDelete, "/monitoring/api/queues/"+queue+"/pending_tasks/"+id, "Authorization", "Bearer "+testToken); resp.StatusCode != http.StatusForbidden || !strings.Contains(body, "read-only") {
+		t.Errorf("asynqmon delete when read-only: %d %s; want 403", resp.StatusCode, body)
+	}
+	if info, err := b.client.Inspector().GetTaskInfo(queue, id); err != nil || info.State != asynq.TaskStatePending {
+		t.Errorf("task after a refused asynqmon delete: %v, %v; want pending", info, err)
 	}
 }
 
 func TestAuthToken(t *testing.T) {
 	t.Parallel()
-	const token = "s3cret-token"
+	const token = testToken
 	b := setup(t, func(c *dashboard.Config) { c.AuthToken = token })
 	for _, path := range []string{"/", "/api/transfers", "/api/events", "/metrics", "/monitoring/", "/monitoring/api/queues", "/static/app.js"} {
 		if resp, _ := b.get(t, path); resp.StatusCode != http.StatusUnauthorized {

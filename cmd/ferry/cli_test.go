@@ -2,15 +2,19 @@ package main
 
 import (
 	"bytes"
+	"context"
 	"crypto/rand"
 	"errors"
 	"io"
+	"net"
 	"net/http"
+	"os/exec"
 	"path/filepath"
 	"regexp"
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
@@ -574,32 +578,147 @@ func TestHelp(t *testing.T) {
 	}
 }
 
+// dashToken is a dashboard token the dashboard accepts.
+const dashToken = "5e0c9b1f7a3d4e2c8b6a0f1e2d3c4b5a"
+
+// dashGet GETs path on addr with Host host ("" for addr) and the token
+// ("" for none), and returns the status and body.
+func dashGet(t *testing.T, addr, host, token, path string) (int, string) {
+	t.Helper()
+	req, err := http.NewRequestWithContext(t.Context(), http.MethodGet, "http://"+addr+path, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Host = host
+	if token != "" {
+		req.Header.Set("Authorization", "Bearer "+token)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(body)
+}
+
 // TestDashboardAuthToken: with --auth-token the API needs the token.
 func TestDashboardAuthToken(t *testing.T) {
 	t.Parallel()
 	b := setup(t)
+	addr := freeAddr(t, "127.0.0.1")
+	b.start(t, "dashboard listening", "dashboard", "--addr", addr, "--auth-token", dashToken, "--log-format", "json")
+	if code, body := dashGet(t, addr, "", "", "/api/transfers"); code != http.StatusUnauthorized {
+		t.Errorf("without the token: %d %s, want 401", code, body)
+	}
+	if code, body := dashGet(t, addr, "", dashToken, "/api/transfers"); code != http.StatusOK {
+		t.Errorf("with the token: %d %s, want 200", code, body)
+	}
+}
+
+// TestDashboardExposed: on every interface with a real token and a public
+// name from the environment, the dashboard starts; it refuses a DNS
+// rebinding Host, answers to its public name, its loopback names and IPs.
+func TestDashboardExposed(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	addr := freeAddr(t, "0.0.0.0")
+	port := strings.Split(addr, ":")[1]
+	local := "127.0.0.1:" + port
+	b.startEnv(t, []string{envDashToken + "=" + dashToken, envDashPublicNames + "=dash.example.test, ops.example.test"},
+		"dashboard listening", "dashboard", "--addr", addr, "--log-format", "json")
+	for host, want := range map[string]int{
+		"evil.example:" + port:       http.StatusMisdirectedRequest,
+		"dash.example.test":          http.StatusOK,
+		"ops.example.test:" + port:   http.StatusOK,
+		"localhost:" + port:          http.StatusOK,
+		local:                        http.StatusOK,
+		"192.0.2.7:" + port:          http.StatusOK,
+		"dash.example.test.evil.net": http.StatusMisdirectedRequest,
+	} {
+		code, body := dashGet(t, local, host, dashToken, "/api/transfers")
+		if code != want {
+			t.Errorf("Host %s: %d %.300s; want %d", host, code, body, want)
+		}
+		if code == http.StatusMisdirectedRequest && !strings.Contains(body, "--public-name") {
+			t.Errorf("Host %s: the refusal does not say how to allow the name: %s", host, body)
+		}
+	}
+	// --public-name replaces the environment's list.
+	addr2 := freeAddr(t, "127.0.0.1")
+	b.startEnv(t, []string{envDashPublicNames + "=dash.example.test"}, "dashboard listening",
+		"dashboard", "--addr", addr2, "--public-name", "other.example.test", "--log-format", "json")
+	if code, _ := dashGet(t, addr2, "other.example.test", "", "/api/transfers"); code != http.StatusOK {
+		t.Errorf("--public-name other.example.test: %d; want 200", code)
+	}
+	if code, _ := dashGet(t, addr2, "dash.example.test", "", "/api/transfers"); code != http.StatusMisdirectedRequest {
+		t.Errorf("a name only in the environment, with --public-name given: %d; want 421", code)
+	}
+}
+
+// freeAddr is host:port with a free port.
+func freeAddr(t *testing.T, host string) string {
+	t.Helper()
 	p, err := testenv.FreePort()
 	if err != nil {
 		t.Fatal(err)
 	}
-	addr := "127.0.0.1:" + strconv.Itoa(p)
-	b.start(t, "dashboard listening", "dashboard", "--addr", addr, "--auth-token", "t0ken", "--log-format", "json")
-	resp, err := http.Get("http://" + addr + "/api/transfers")
-	if err != nil {
-		t.Fatal(err)
+	return net.JoinHostPort(host, strconv.Itoa(p))
+}
+
+// runBriefly runs ferry and reports whether it exited within d; a server
+// that started is stopped with SIGKILL (a refusal to start exits at once).
+func runBriefly(t *testing.T, dir string, env []string, d time.Duration, argv ...string) (result, bool) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(t.Context(), d)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, ferryBin, argv...)
+	cmd.Dir = dir
+	cmd.Env = append(baseEnv(dir), env...)
+	var out, errb bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &errb
+	err := cmd.Run()
+	r := result{stdout: out.String(), stderr: errb.String()}
+	if ee, ok := err.(*exec.ExitError); ok {
+		r.code = ee.ExitCode()
 	}
-	resp.Body.Close()
-	if resp.StatusCode != http.StatusUnauthorized {
-		t.Errorf("without the token: %s, want 401", resp.Status)
-	}
-	req, _ := http.NewRequest(http.MethodGet, "http://"+addr+"/api/transfers", nil)
-	req.Header.Set("Authorization", "Bearer t0ken")
-	resp, err = http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		t.Errorf("with the token: %s, want 200", resp.Status)
+	return r, ctx.Err() == nil
+}
+
+// TestDashboardRefusesExposureWithoutToken: a dashboard listening beyond
+// loopback without a real token does not start, and says how to set one.
+func TestDashboardRefusesExposureWithoutToken(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	for _, c := range []struct {
+		name, addr, token string
+		want              []string
+	}{
+		{"no token, all interfaces", freeAddr(t, "0.0.0.0"), "", []string{"not a loopback address", "openssl rand -hex 32", envDashToken}},
+		{"no token, port only", ":" + strings.Split(freeAddr(t, "0.0.0.0"), ":")[1], "", []string{"openssl rand -hex 32", envDashToken}},
+		{"placeholder", freeAddr(t, "0.0.0.0"), "REPLACE-ME", []string{"placeholder", "openssl rand -hex 32", envDashToken}},
+		{"long placeholder", freeAddr(t, "0.0.0.0"), "changeme-changeme-changeme", []string{"placeholder", envDashToken}},
+		{"short", freeAddr(t, "0.0.0.0"), "t0ken", []string{"at least 16", envDashToken}},
+		{"placeholder on loopback", freeAddr(t, "127.0.0.1"), "REPLACE-ME", []string{"placeholder", envDashToken}},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			t.Parallel()
+			env := []string{envConfig + "=" + b.config}
+			if c.token != "" {
+				env = append(env, envDashToken+"="+c.token)
+			}
+			r, exited := runBriefly(t, b.dir, env, 10*time.Second, "dashboard", "--addr", c.addr)
+			if !exited || r.code != exitError {
+				t.Fatalf("dashboard --addr %s with token %q started (exited %v); want a refusal:\n%s", c.addr, c.token, exited, r)
+			}
+			for _, w := range c.want {
+				if !strings.Contains(r.stderr, w) {
+					t.Errorf("the refusal does not say %q:\n%s", w, r.stderr)
+				}
+			}
+			if c.token != "" && strings.Contains(r.stderr, c.token) {
+				t.Errorf("the refusal prints the token:\n%s", r.stderr)
+			}
+		})
 	}
 }

@@ -26,6 +26,9 @@ const (
 	envRedisURL      = "FERRY_REDIS_URL"
 	envRedisPassword = "FERRY_REDIS_PASSWORD"
 	envDashToken     = "FERRY_DASHBOARD_TOKEN"
+	// envDashPublicNames is a comma-separated list of the dashboard's public
+	// names (dashboard.public_names, --public-name).
+	envDashPublicNames = "FERRY_DASHBOARD_PUBLIC_NAMES"
 	// envProfilePrefix + NAME + one of the suffixes below carries a profile's
 	// secrets: FERRY_PROFILE_<NAME>_ACCESS_KEY_ID, NAME upper-cased, '-' and
 	// '.' as '_'.
@@ -148,10 +151,17 @@ type workerConfig struct {
 // dashboardConfig is the `dashboard:` section; `ferry dashboard` flags
 // override it.
 type dashboardConfig struct {
+	// Addr is the listen address; empty means --addr's default,
+	// 127.0.0.1:8080.
 	Addr     string `yaml:"addr"`
 	ReadOnly bool   `yaml:"read_only"`
-	// AuthToken; FERRY_DASHBOARD_TOKEN overrides it.
+	// AuthToken; FERRY_DASHBOARD_TOKEN overrides it. Empty means none,
+	// allowed only on a loopback Addr.
 	AuthToken string `yaml:"auth_token"`
+	// PublicNames are the host names the dashboard answers to besides
+	// loopback (and IPs when it listens on every interface);
+	// FERRY_DASHBOARD_PUBLIC_NAMES overrides them. Empty means none.
+	PublicNames []string `yaml:"public_names"`
 }
 
 // duration decodes "90s", "15m", "1h30m".
@@ -259,6 +269,9 @@ func loadConfig(flagConfig, flagRedis string, getenv func(string) string) (*conf
 	if tok := getenv(envDashToken); tok != "" {
 		c.Dashboard.AuthToken = tok
 	}
+	if names := getenv(envDashPublicNames); names != "" {
+		c.Dashboard.PublicNames = splitList(names)
+	}
 	// Relative allow_dirs are relative to the config file.
 	for i, d := range c.Worker.AllowDirs {
 		if !filepath.IsAbs(d) && path != "" {
@@ -266,6 +279,17 @@ func loadConfig(flagConfig, flagRedis string, getenv func(string) string) (*conf
 		}
 	}
 	return c, nil
+}
+
+// splitList splits a comma-separated list, dropping blanks.
+func splitList(s string) []string {
+	var out []string
+	for item := range strings.SplitSeq(s, ",") {
+		if item = strings.TrimSpace(item); item != "" {
+			out = append(out, item)
+		}
+	}
+	return out
 }
 
 func decodeConfig(r io.Reader, fc *fileConfig) error {

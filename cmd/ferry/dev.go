@@ -181,6 +181,10 @@ func runDev(ctx context.Context, a *app, f *devFlags) error {
 		return err
 	}
 	a.cfg = c
+	// --addr beyond loopback needs FERRY_DASHBOARD_TOKEN, as ferry dashboard.
+	if err := checkDashboardAccess(c.Dashboard); err != nil {
+		return err
+	}
 	rdb, err := a.redis(ctx)
 	if err != nil {
 		return err

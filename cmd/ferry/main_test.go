@@ -170,9 +170,15 @@ func (b bundle) startWorker(t *testing.T, extra ...string) *syncBuffer {
 // SIGTERM, and SIGKILL after 30s), once its log contains ready.
 func (b bundle) start(t *testing.T, ready string, argv ...string) *syncBuffer {
 	t.Helper()
+	return b.startEnv(t, nil, ready, argv...)
+}
+
+// startEnv is start with env added to the environment.
+func (b bundle) startEnv(t *testing.T, env []string, ready string, argv ...string) *syncBuffer {
+	t.Helper()
 	cmd := exec.Command(ferryBin, argv...)
 	cmd.Dir = b.dir
-	cmd.Env = append(baseEnv(b.dir), envConfig+"="+b.config)
+	cmd.Env = append(append(baseEnv(b.dir), envConfig+"="+b.config), env...)
 	logs := &syncBuffer{}
 	cmd.Stdout, cmd.Stderr = logs, logs
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}

@@ -89,11 +89,7 @@ func applyWorkerFlags(cmd *cobra.Command, f *workerFlags, wc workerConfig) (work
 // parseQueues parses "critical=6,default=3,low=1" (a bare name weighs 1).
 func parseQueues(s string) (map[string]int, error) {
 	q := map[string]int{}
-	for item := range strings.SplitSeq(s, ",") {
-		item = strings.TrimSpace(item)
-		if item == "" {
-			continue
-		}
+	for _, item := range splitList(s) {
 		name, w, hasW := strings.Cut(item, "=")
 		weight := 1
 		if hasW {
@@ -143,9 +139,26 @@ func newWorkerConfig(c *config, wc workerConfig, rdb redis.UniversalClient, log 
 	}
 }
 
+// checkDashboardAccess refuses, before anything connects or listens, a
+// dashboard that others could reach without a real token, and says how to
+// set one. ferry dashboard and ferry dev both call it.
+func checkDashboardAccess(dc dashboardConfig) error {
+	err := dashboard.CheckAccess(dc.Addr, dc.AuthToken, dc.PublicNames)
+	if errors.Is(err, dashboard.ErrTokenRequired) || errors.Is(err, dashboard.ErrWeakToken) {
+		return fmt.Errorf("dashboard: %w\nto set one: export %s=\"$(openssl rand -hex 32)\" "+
+			"(ferry dashboard also reads dashboard.auth_token from the config file, and --auth-token, which the process list shows to every user)",
+			err, envDashToken)
+	}
+	if err != nil {
+		return usageErrorf("dashboard: %v", err)
+	}
+	return nil
+}
+
 // newDashboardConfig builds dashboard.Config; shared with ferry dev.
 func newDashboardConfig(dc dashboardConfig, rdb redis.UniversalClient, log *zap.Logger, reg *prometheus.Registry) dashboard.Config {
-	return dashboard.Config{Redis: rdb, ReadOnly: dc.ReadOnly, AuthToken: dc.AuthToken, Logger: log, Registry: reg}
+	return dashboard.Config{Redis: rdb, ReadOnly: dc.ReadOnly, AuthToken: dc.AuthToken, Addr: dc.Addr,
+		PublicNames: slices.Clone(dc.PublicNames), Logger: log, Registry: reg}
 }
 
 // newRegistry is a Prometheus registry with the Go and process collectors.
@@ -288,6 +301,7 @@ func dashboardCmd(a *app) *cobra.Command {
 	var (
 		addr, token string
 		readOnly    bool
+		publicNames []string
 	)
 	cmd := &cobra.Command{
 		Use:   "dashboard",
@@ -295,13 +309,20 @@ func dashboardCmd(a *app) *cobra.Command {
 		Long: `Serve the dashboard until SIGINT or SIGTERM: live transfers at /, asynqmon at
 /monitoring/, Prometheus metrics at /metrics, /healthz and /readyz.
 
-Without an auth token (--auth-token, FERRY_DASHBOARD_TOKEN, or
-dashboard.auth_token in the config file) anyone who reaches the address can
-cancel transfers: keep the default 127.0.0.1 address, set a token, or pass
---read-only. Prefer the environment variable to the flag: a flag's value is
-visible to every user of the machine in the process list.`,
+It is safe by default. It listens on 127.0.0.1. An address other machines
+can reach (--addr :8080) needs an auth token of at least 16 random
+characters: set FERRY_DASHBOARD_TOKEN (or dashboard.auth_token in the config
+file; --auth-token works, but a flag's value is visible to every user of the
+machine in the process list); without one, or with a placeholder such as
+REPLACE-ME, it refuses to start. Without a token asynqmon is read-only.
+
+It answers only to its own names: localhost, 127.0.0.1, [::1], IP addresses
+when it listens on every interface, and the names given with --public-name
+(FERRY_DASHBOARD_PUBLIC_NAMES=a,b or dashboard.public_names). Any other Host
+header gets 421: that stops a web page from reaching it through DNS
+rebinding. Behind a reverse proxy or an ingress, add the name browsers use.`,
 		Example: `  ferry dashboard
-  FERRY_DASHBOARD_TOKEN=s3cret ferry dashboard --addr :8080
+  FERRY_DASHBOARD_TOKEN=$(openssl rand -hex 32) ferry dashboard --addr :8080 --public-name dash.example.com
   ferry dashboard --read-only`,
 		Args: args(cobra.NoArgs),
 		RunE: func(cmd *cobra.Command, _ []string) error {
@@ -320,6 +341,12 @@ visible to every user of the machine in the process list.`,
 			if cmd.Flags().Changed("auth-token") {
 				dc.AuthToken = token
 			}
+			if cmd.Flags().Changed("public-name") {
+				dc.PublicNames = publicNames
+			}
+			if err := checkDashboardAccess(dc); err != nil {
+				return err
+			}
 			log, err := a.logger()
 			if err != nil {
 				return err
@@ -334,23 +361,12 @@ visible to every user of the machine in the process list.`,
 				return err
 			}
 			defer srv.Close()
-			if dc.AuthToken == "" && !dc.ReadOnly && !isLoopback(dc.Addr) {
-				log.Warn("the dashboard has no auth token and allows actions: set FERRY_DASHBOARD_TOKEN or pass --read-only", zap.String("addr", dc.Addr))
-			}
 			return serveHTTP(ctx, dc.Addr, srv, log, "dashboard")
 		},
 	}
 	cmd.Flags().StringVar(&addr, "addr", "127.0.0.1:8080", "address to listen on")
 	cmd.Flags().BoolVar(&readOnly, "read-only", false, "refuse actions (cancel, asynqmon's) and hide their buttons")
-	cmd.Flags().StringVar(&token, "auth-token", "", "require this token (Authorization: Bearer, or ?token= once in a browser); prefer $"+envDashToken)
+	cmd.Flags().StringVar(&token, "auth-token", "", "require this token (Authorization: Bearer, or ?token= once in a browser); required beyond loopback; prefer $"+envDashToken)
+	cmd.Flags().StringArrayVar(&publicNames, "public-name", nil, "a host name the dashboard answers to, e.g. dash.example.com behind a proxy (repeatable; or $"+envDashPublicNames+"=a,b)")
 	return cmd
-}
-
-func isLoopback(addr string) bool {
-	host, _, err := net.SplitHostPort(addr)
-	if err != nil {
-		return false
-	}
-	ip := net.ParseIP(host)
-	return host == "localhost" || (ip != nil && ip.IsLoopback())
 }
