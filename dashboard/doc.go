@@ -15,7 +15,7 @@
 //	GET  /api/transfers/{id}            JSON of one transfer
 //	GET  /api/events                    Server-Sent Events: every progress update
 //	POST /api/transfers/{id}/cancel     cancel (403 with ReadOnly)
-//	     /monitoring/                   asynqmon
+//	     /monitoring/                   asynqmon (read-only without AuthToken)
 //	GET  /metrics                       Prometheus: asynq queue metrics, the dashboard's own, Config.Registry
 //	GET  /healthz                       the process is up
 //	GET  /readyz                        Redis answers PING
@@ -33,10 +33,14 @@
 // MaxIndexed transfers, keeping active ones first and then the most
 // recently updated.
 //
-// # Considerations
+// # Safe by default
 //
-// Bind the dashboard to 127.0.0.1 or set AuthToken: without it anyone who
-// reaches the port can cancel transfers (unless ReadOnly) and use asynqmon's
-// actions. Cross-origin POSTs are refused (http.CrossOriginProtection), so
-// another web site cannot drive a browser that is logged in.
+// Every route sits behind three middlewares (guard.go): a Host check that
+// answers only to the dashboard's own names (loopback spellings, IPs when
+// Config.Addr listens on every interface, Config.PublicNames) and refuses
+// others with 421, which defeats DNS rebinding; the token (AuthToken), when
+// set; and http.CrossOriginProtection against cross-site POSTs. New refuses
+// (CheckAccess) an Addr beyond loopback without a token and a token that is
+// a placeholder or too short (CheckToken). Without a token asynqmon is
+// read-only. Routes added to the mux get all of it.
 package dashboard

@@ -17,6 +17,8 @@ import (
 	"time"
 
 	"go.yaml.in/yaml/v3"
+
+	"github.com/ferryhq/ferry/dashboard"
 )
 
 // decodeAll decodes every document of a YAML file.
@@ -204,6 +206,80 @@ func TestCompose(t *testing.T) {
 	}
 	if at(t, services, "dashboard", "ports") == nil {
 		t.Error("dashboard publishes no port")
+	}
+}
+
+// TestDashboardTokenRequired: the shipped set-ups make a real dashboard
+// token part of set-up. docker-compose.yml refuses to run without
+// FERRY_DASHBOARD_TOKEN (no default); the Kubernetes dashboard reads it from
+// a Secret that is required and that no manifest ships (so kubectl apply -k
+// never overwrites the real one); any token value a manifest does carry is
+// one the dashboard refuses. Both listen beyond loopback, where the
+// dashboard refuses to start without a token.
+func TestDashboardTokenRequired(t *testing.T) {
+	t.Parallel()
+	required := regexp.MustCompile(`^\$\{FERRY_DASHBOARD_TOKEN:\?[^}]*openssl rand[^}]*\}$`)
+	c := decodeAll(t, filepath.Join("..", "docker-compose.yml"))[0]
+	services := c["services"].(map[string]any)
+	env, _ := at(t, services, "dashboard", "environment").(map[string]any)
+	if v, _ := env["FERRY_DASHBOARD_TOKEN"].(string); !required.MatchString(v) {
+		t.Errorf("docker-compose.yml dashboard FERRY_DASHBOARD_TOKEN = %q; want ${FERRY_DASHBOARD_TOKEN:?...openssl rand...}: required, no default", v)
+	}
+	for _, p := range toStrings(at(t, services, "dashboard", "ports")) {
+		if !strings.HasPrefix(p, "127.0.0.1:") {
+			t.Errorf("docker-compose.yml publishes the dashboard on %q; want 127.0.0.1 only", p)
+		}
+	}
+	for _, f := range []string{filepath.Join("compose", "ferry.yaml"), filepath.Join("kubernetes", "ferry.yaml")} {
+		addr, _ := at(t, decodeAll(t, f)[0], "dashboard", "addr").(string)
+		if err := dashboard.CheckAccess(addr, "", nil); !errors.Is(err, dashboard.ErrTokenRequired) {
+			t.Errorf("%s: dashboard.addr %q without a token: %v; the test assumes an address that requires one", f, addr, err)
+		}
+	}
+
+	dir := "kubernetes"
+	k := decodeAll(t, filepath.Join(dir, "kustomization.yaml"))[0]
+	secrets := map[string]map[string]any{}
+	var dash map[string]any
+	for _, r := range k["resources"].([]any) {
+		for _, doc := range decodeAll(t, filepath.Join(dir, r.(string))) {
+			name, _ := at(t, doc, "metadata", "name").(string)
+			switch doc["kind"] {
+			case "Secret":
+				secrets[name] = doc
+			case "Deployment":
+				if name == "ferry-dashboard" {
+					dash = doc
+				}
+			}
+		}
+	}
+	if dash == nil {
+		t.Fatal("no Deployment/ferry-dashboard")
+	}
+	var ref map[string]any
+	for _, e := range at(t, dash, "spec", "template", "spec", "containers", 0, "env").([]any) {
+		if at(t, e, "name") == "FERRY_DASHBOARD_TOKEN" {
+			ref, _ = at(t, e, "valueFrom", "secretKeyRef").(map[string]any)
+		}
+	}
+	if ref == nil {
+		t.Fatal("the dashboard Deployment does not take FERRY_DASHBOARD_TOKEN from a Secret")
+	}
+	if ref["optional"] == true {
+		t.Error("the dashboard's token Secret is optional; want required")
+	}
+	if _, shipped := secrets[ref["name"].(string)]; shipped {
+		t.Errorf("Secret %v is among the resources: kubectl apply -k would overwrite the real token", ref["name"])
+	}
+	// Whatever token value a shipped Secret carries, the dashboard refuses it.
+	for name, s := range secrets {
+		for _, field := range []string{"stringData", "data"} {
+			m, _ := s[field].(map[string]any)
+			if v, ok := m["FERRY_DASHBOARD_TOKEN"].(string); ok && dashboard.CheckToken(v) == nil {
+				t.Errorf("Secret %s ships a FERRY_DASHBOARD_TOKEN the dashboard would accept", name)
+			}
+		}
 	}
 }
 
