@@ -73,6 +73,9 @@ type UploadPayload struct {
 	Source Location `json:"source"`
 	Dest   Location `json:"dest"`
 	// PartSize in bytes; 0 means the worker's default, else 5 MiB..5 GiB.
+	// With Size given, a PartSize that splits it into more than 10,000
+	// parts is refused; otherwise the worker raises the part size to fit
+	// the source (and logs it). A stream of unknown length grows its parts.
 	PartSize int64 `json:"part_size,omitempty"`
 	// PartConcurrency is the number of parts in flight; 0 means the
 	// worker's default, else 1..64.
@@ -109,6 +112,9 @@ type CopyPayload struct {
 	Source Location `json:"source"`
 	Dest   Location `json:"dest"`
 	// PartSize in bytes; 0 means the worker's default, else 5 MiB..5 GiB.
+	// With Size given, a PartSize that splits it into more than 10,000
+	// parts is refused; otherwise the worker raises the part size to fit
+	// the source (and logs it). A stream of unknown length grows its parts.
 	PartSize int64 `json:"part_size,omitempty"`
 	// PartConcurrency is the number of parts in flight; 0 means the
 	// worker's default, else 1..64.
@@ -192,6 +198,10 @@ func validateTransfer(what string, src, dst Location, partSize int64, partConcur
 	return validateParts(partSize, partConcurrency, size)
 }
 
+// validateParts checks the part settings a producer gave. A part_size too
+// small for a known size is refused rather than silently raised: it was set
+// explicitly, and the producer should know it is not what will be used. The
+// default (0) always works: the worker fits it to the source.
 func validateParts(partSize int64, partConcurrency int, size int64) error {
 	if partSize != 0 && (partSize < MinPartSize || partSize > MaxPartSize) {
 		return fmt.Errorf("part_size %d is out of range: use 0 for the worker's default, or 5 MiB (%d) to 5 GiB (%d)", partSize, MinPartSize, MaxPartSize)
@@ -319,7 +329,8 @@ type MigratePayload struct {
 	// Window caps the copies of this migration pending or running at once;
 	// 0 means 64. It keeps Redis memory flat for any number of objects.
 	Window int `json:"window,omitempty"`
-	// PartSize and PartConcurrency are passed to each copy.
+	// PartSize and PartConcurrency are passed to each copy; PartSize is
+	// raised for an object it would split into more than 10,000 parts.
 	PartSize        int64 `json:"part_size,omitempty"`
 	PartConcurrency int   `json:"part_concurrency,omitempty"`
 }

@@ -303,10 +303,17 @@ func (m *migration) childID(f storage.StoredFile, dstKey string) string {
 // task id, for the caller to add to the window.
 func (m *migration) enqueueCopy(ctx context.Context, f storage.StoredFile, dstKey string) (string, error) {
 	cid := m.childID(f, dstKey)
+	partSize := m.p.PartSize
+	if partSize > 0 {
+		// The migration's part_size is one preference for a whole tree:
+		// raised for an object it would split into more than 10,000 parts
+		// (as the worker would), instead of a copy refused at enqueue.
+		partSize = storage.PartSizeFor(f.Size, partSize)
+	}
 	task, err := tasks.NewCopyTask(tasks.CopyPayload{
 		Source:   tasks.Location{Profile: m.p.Source.Profile, Bucket: m.p.Source.Bucket, Key: f.Key},
 		Dest:     tasks.Location{Profile: m.p.Dest.Profile, Bucket: m.p.Dest.Bucket, Key: dstKey},
-		PartSize: m.p.PartSize, PartConcurrency: m.p.PartConcurrency, Size: f.Size, Migration: m.id},
+		PartSize: partSize, PartConcurrency: m.p.PartConcurrency, Size: f.Size, Migration: m.id},
 		asynq.TaskID(cid), asynq.Queue(m.queue))
 	if err != nil {
 		return "", permanent(fmt.Errorf("copy task for %s: %w", f.Key, err))

@@ -169,6 +169,13 @@ func (w *Worker) resume(ctx context.Context, u *upload) (*storage.MultipartUploa
 // startUpload starts a multipart upload and writes its plan, once.
 func (w *Worker) startUpload(ctx context.Context, u *upload) (*storage.MultipartUpload, error) {
 	ps := storage.PartSizeFor(u.src.size, u.partSize)
+	if ps != u.partSize {
+		// A task that set part_size with its size is refused at enqueue
+		// when it is too small; here the size was unknown to the producer
+		// (or the default part size is too small for this source).
+		u.log.Info("part size raised to fit the source in 10,000 parts", zap.Int64("requested", u.partSize),
+			zap.Int64("part_size", ps), zap.Int64("size", u.src.size))
+	}
 	meta := maps.Clone(u.metadata)
 	if meta == nil {
 		meta = map[string]string{}
