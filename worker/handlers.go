@@ -5,7 +5,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"maps"
 	"strconv"
 
@@ -96,8 +95,13 @@ func (w *Worker) handleUpload(ctx context.Context, t *asynq.Task) error {
 // part size, a checkpointed multipart upload above it (or a streamed one
 // when the source cannot be read by range).
 func (w *Worker) transfer(ctx context.Context, id string, t *asynq.Task, prog *progress, src *source, dstLoc tasks.Location,
-	dst *storage.S3, partSize int64, partConc int, contentType string, meta map[string]string) (storage.StoredFile, error) {
+	dst *storage.S3, partSize int64, partConc int, contentType string, meta map[string]string) (_ storage.StoredFile, err error) {
 	defer src.Close()
+	defer func() {
+		if errors.Is(err, storage.ErrSourceChanged) {
+			err = w.sourceChanged(ctx, id, err)
+		}
+	}()
 	if contentType == "" {
 		contentType = src.contentType
 	}
@@ -122,6 +126,9 @@ func (w *Worker) transfer(ctx context.Context, id string, t *asynq.Task, prog *p
 		n, err := readSmall(ctx, src, buf)
 		if err != nil {
 			return storage.StoredFile{}, fmt.Errorf("read %s: %w", src.display, err)
+		}
+		if err := src.check(); err != nil {
+			return storage.StoredFile{}, err
 		}
 		f, err := dst.Put(ctx, dstLoc.Key, bytes.NewReader(buf[:n]), &storage.PutOptions{ContentType: contentType, Metadata: meta})
 		if err == nil {
@@ -162,7 +169,7 @@ func readSmall(ctx context.Context, src *source, buf []byte) (int, error) {
 		return 0, err
 	}
 	defer rc.Close()
-	return io.ReadFull(rc, buf[:src.size])
+	return readExactly(rc, buf[:src.size])
 }
 
 func profileName(p string) string {

@@ -21,3 +21,8 @@ func migrateFailuresKey(id string) string { return "ferry:migrate:{" + id + "}:f
 // migrateBackoffKey, while it exists, holds back every copy of the
 // migration: set with a PX expiry when one of them is throttled (SlowDown).
 func migrateBackoffKey(id string) string { return "ferry:migrate:{" + id + "}:backoff" }
+
+// sourceChangesKey counts how often a task started over because its source
+// changed mid-transfer (see maxSourceRestarts); it expires a day after the
+// last change.
+func sourceChangesKey(id string) string { return "ferry:srcchanged:{" + id + "}" }

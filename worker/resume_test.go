@@ -14,6 +14,7 @@ import (
 	"github.com/ferryhq/ferry/checkpoint"
 	"github.com/ferryhq/ferry/storage"
 	"github.com/ferryhq/ferry/tasks"
+	"github.com/ferryhq/ferry/worker"
 )
 
 // bigUpload writes a file of size bytes in the allowed dir and enqueues its
@@ -173,7 +174,6 @@ func TestLostCompleteIsRecognised(t *testing.T) {
 	s := b.storage(t)
 	path, data := writeFile(t, b.dir, "lost.bin", storage.MinPartSize+10)
 	id := "lost-" + fmt.Sprint(time.Now().UnixNano())
-	st, _ := os.Stat(path)
 	u, err := s.StartMultipartUpload(ctx, "resume/lost.bin", &storage.MultipartOptions{PartSize: storage.MinPartSize,
 		Metadata: map[string]string{"ferry-task-id": id}})
 	if err != nil {
@@ -182,7 +182,7 @@ func TestLostCompleteIsRecognised(t *testing.T) {
 	store := checkpoint.New(b.rdb, checkpoint.Options{})
 	if err := store.Create(ctx, id, checkpoint.Plan{UploadID: u.UploadID, Profile: "default", Bucket: b.bucket,
 		Key: "resume/lost.bin", PartSize: storage.MinPartSize, PartCount: 2, TotalSize: int64(len(data)),
-		Fingerprint: fmt.Sprintf("file:%d:%d", st.Size(), st.ModTime().UnixNano()), CreatedAt: time.Now()}); err != nil {
+		Fingerprint: worker.FileFingerprint(t, path), CreatedAt: time.Now()}); err != nil {
 		t.Fatal(err)
 	}
 	for n, chunk := range [][]byte{data[:storage.MinPartSize], data[storage.MinPartSize:]} {

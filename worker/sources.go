@@ -14,6 +14,10 @@ import (
 	"strconv"
 	"strings"
 	"syscall"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+	"go.uber.org/zap"
 
 	"github.com/ferryhq/ferry/storage"
 	"github.com/ferryhq/ferry/tasks"
@@ -36,8 +40,13 @@ type source struct {
 	// parts reads parts by offset; nil when the source can only stream.
 	parts storage.PartSource
 	// open streams the whole source.
-	open  func(ctx context.Context) (io.ReadCloser, error)
-	close func() error
+	open func(ctx context.Context) (io.ReadCloser, error)
+	// verify, when set, reports (wrapping storage.ErrSourceChanged) that
+	// the source may have changed since it was opened, so bytes read from
+	// it may mix two versions. Sources whose every read is pinned to one
+	// version (S3 If-Match, https validators) need none.
+	verify func() error
+	close  func() error
 }
 
 func (s *source) Close() error {
@@ -45,6 +54,16 @@ func (s *source) Close() error {
 		return s.close()
 	}
 	return nil
+}
+
+// check is called after the last byte is read and before the object is
+// made visible (Complete, or the single PutObject): a source that changed
+// meanwhile fails the attempt instead of completing a mixed object.
+func (s *source) check() error {
+	if s.verify == nil {
+		return nil
+	}
+	return s.verify()
 }
 
 // sources opens sources within the worker's allowed directories and hosts.
@@ -116,16 +135,86 @@ func (s *sources) openFile(path string) (*source, error) {
 			f.Close()
 			return nil, fmt.Errorf("source %s is not a regular file: %w", path, errNotAllowed)
 		}
-		return &source{display: path, size: st.Size(),
-			fingerprint: fmt.Sprintf("file:%d:%d", st.Size(), st.ModTime().UnixNano()),
-			parts:       storage.ReaderAtSource(f, st.Size()),
+		v := versionOf(st)
+		root := s.roots[d]
+		return &source{display: path, size: st.Size(), fingerprint: v.fingerprint(),
+			parts: storage.ReaderAtSource(f, st.Size()),
 			open: func(context.Context) (io.ReadCloser, error) {
 				return io.NopCloser(io.NewSectionReader(f, 0, st.Size())), nil
 			},
-			close: f.Close}, nil
+			verify: func() error { return v.unchanged(path, f, root, rel) },
+			close:  f.Close}, nil
 	}
 	return nil, fmt.Errorf("source %s is outside the worker's allowed directories (%s): %w; add --allow-dir or move the file",
 		path, strings.Join(s.dirs, ", "), errNotAllowed)
+}
+
+// fileVersion identifies one version of a local file. Size and mtime alone
+// miss a file replaced by another of the same size with its mtime restored
+// (rsync -t, cp -p, tar x): the inode catches the replacement, and the
+// ctime, which nothing can set back, an in-place rewrite that restored the
+// mtime.
+type fileVersion struct {
+	size  int64
+	mtime int64 // ns
+	ctime int64 // ns; 0 where unknown
+	inode uint64
+}
+
+func versionOf(st fs.FileInfo) fileVersion {
+	ino, ctime := fileIdentity(st)
+	return fileVersion{size: st.Size(), mtime: st.ModTime().UnixNano(), ctime: ctime, inode: ino}
+}
+
+// fingerprint is the checkpoint's source fingerprint: a resume whose file
+// has another one starts over.
+func (v fileVersion) fingerprint() string {
+	return fmt.Sprintf("file:%d:%d:%d:%d", v.size, v.mtime, v.ctime, v.inode)
+}
+
+// unchanged checks the path (replaced or removed?) and the open file
+// (written in place?) against v.
+func (v fileVersion) unchanged(path string, f *os.File, root *os.Root, rel string) error {
+	st, err := root.Stat(rel)
+	if errors.Is(err, fs.ErrNotExist) {
+		return fmt.Errorf("source file %s was removed while it was read: %w", path, storage.ErrSourceChanged)
+	}
+	if err == nil {
+		st2, err2 := f.Stat()
+		if err2 == nil && versionOf(st) == v {
+			st = st2 // the path is the file read: did it change under us?
+		}
+		err = err2
+	}
+	if err != nil {
+		return fmt.Errorf("stat source %s: %w", path, err)
+	}
+	if now := versionOf(st); now != v {
+		how := "written"
+		if now.inode != v.inode {
+			how = "replaced"
+		}
+		return fmt.Errorf("source file %s was %s while it was read (%s): %w", path, how, v.diff(now), storage.ErrSourceChanged)
+	}
+	return nil
+}
+
+// diff says what differs between v and now, for an error message.
+func (v fileVersion) diff(now fileVersion) string {
+	var d []string
+	if v.size != now.size {
+		d = append(d, fmt.Sprintf("size %d, now %d", v.size, now.size))
+	}
+	if v.mtime != now.mtime {
+		d = append(d, fmt.Sprintf("mtime %s, now %s", time.Unix(0, v.mtime).UTC().Format(time.RFC3339Nano), time.Unix(0, now.mtime).UTC().Format(time.RFC3339Nano)))
+	}
+	if v.inode != now.inode {
+		d = append(d, fmt.Sprintf("inode %d, now %d", v.inode, now.inode))
+	}
+	if len(d) == 0 && v.ctime != now.ctime {
+		d = append(d, "ctime changed")
+	}
+	return strings.Join(d, "; ")
 }
 
 // openHTTP checks the host against the allowlist and HEADs the URL.
@@ -138,64 +227,209 @@ func (s *sources) openHTTP(ctx context.Context, raw string) (*source, error) {
 	if !slices.Contains(s.hosts, u.Hostname()) {
 		return nil, fmt.Errorf("source host %q is %w: the worker's allow_url_hosts are [%s]", u.Hostname(), errNotAllowed, strings.Join(s.hosts, ", "))
 	}
-	display := u.Scheme + "://" + u.Host + u.Path // no query: it may hold a signature
-	req, err := http.NewRequestWithContext(ctx, http.MethodHead, raw, nil)
+	h := &httpVersion{client: s.http, raw: raw, display: u.Scheme + "://" + u.Host + u.Path} // no query: it may hold a signature
+	resp, err := h.do(ctx, http.MethodHead, "")
 	if err != nil {
-		return nil, fmt.Errorf("source %s: %w", display, err)
-	}
-	resp, err := s.http.Do(req)
-	if err != nil {
-		return nil, fmt.Errorf("HEAD %s: %w", display, redactURLError(err))
-	}
-	resp.Body.Close()
-	if err := httpStatusError(display, resp.StatusCode); err != nil {
 		return nil, err
 	}
-	src := &source{display: display, size: resp.ContentLength, contentType: resp.Header.Get("Content-Type"),
-		fingerprint: fmt.Sprintf("http:%s|%s|%d", resp.Header.Get("ETag"), resp.Header.Get("Last-Modified"), resp.ContentLength)}
-	get := func(ctx context.Context, rng string) (*http.Response, error) {
-		req, err := http.NewRequestWithContext(ctx, http.MethodGet, raw, nil)
-		if err != nil {
-			return nil, err
-		}
-		if rng != "" {
-			req.Header.Set("Range", rng)
-			if et := resp.Header.Get("ETag"); et != "" {
-				req.Header.Set("If-Range", et)
-			}
-		}
-		r, err := s.http.Do(req)
-		if err != nil {
-			return nil, fmt.Errorf("GET %s: %w", display, redactURLError(err))
-		}
-		if err := httpStatusError(display, r.StatusCode); err != nil {
-			r.Body.Close()
-			return nil, err
-		}
-		if rng != "" && r.StatusCode != http.StatusPartialContent {
-			r.Body.Close()
-			return nil, fmt.Errorf("GET %s: asked for %s, got status %d (the source changed or ignores ranges)", display, rng, r.StatusCode)
-		}
-		return r, nil
-	}
-	src.open = func(ctx context.Context) (io.ReadCloser, error) {
-		r, err := get(ctx, "")
-		if err != nil {
-			return nil, err
-		}
-		return r.Body, nil
-	}
-	if resp.ContentLength >= 0 && resp.Header.Get("Accept-Ranges") == "bytes" {
-		src.parts = &rangeSource{size: resp.ContentLength, get: func(ctx context.Context, off, n int64) (io.ReadCloser, error) {
-			r, err := get(ctx, "bytes="+strconv.FormatInt(off, 10)+"-"+strconv.FormatInt(off+n-1, 10))
-			if err != nil {
-				return nil, err
-			}
-			return r.Body, nil
-		}}
+	resp.Body.Close()
+	h.etag, h.lastModified, h.size = resp.Header.Get("ETag"), resp.Header.Get("Last-Modified"), resp.ContentLength
+	src := &source{display: h.display, size: h.size, contentType: resp.Header.Get("Content-Type"),
+		fingerprint: fmt.Sprintf("http:%s|%s|%d", h.etag, h.lastModified, h.size), open: h.open}
+	if h.size >= 0 && resp.Header.Get("Accept-Ranges") == "bytes" {
+		src.parts = &rangeSource{size: h.size, get: h.getRange}
 	}
 	return src, nil
 }
+
+// httpVersion is one version of an https source: the one its HEAD
+// described. Every GET is checked against it, so the parts of an upload
+// never mix two versions, and no body longer or shorter than announced is
+// ever taken for the source.
+type httpVersion struct {
+	client       *http.Client
+	raw, display string
+	// etag and lastModified are the HEAD's validators ("" when absent);
+	// size is its Content-Length, -1 when unknown.
+	etag, lastModified string
+	size               int64
+}
+
+// do sends one request. Accept-Encoding: identity asks for the stored
+// bytes: Go's transport would otherwise ask for gzip on a plain GET, and a
+// compressing server (nginx gzip, Caddy encode) answers that with another
+// representation, another (weak or suffixed) ETag and no length.
+func (h *httpVersion) do(ctx context.Context, method, rng string) (*http.Response, error) {
+	req, err := http.NewRequestWithContext(ctx, method, h.raw, nil)
+	if err != nil {
+		return nil, fmt.Errorf("source %s: %w", h.display, err)
+	}
+	req.Header.Set("Accept-Encoding", "identity")
+	if rng != "" {
+		req.Header.Set("Range", rng)
+		// If-Range needs a strong validator: with a weak one a server must
+		// ignore the Range and send the whole body (RFC 9110 13.1.5). Weak
+		// or absent, the answer's own validators are checked instead.
+		if h.strongETag() {
+			req.Header.Set("If-Range", h.etag)
+		}
+	}
+	r, err := h.client.Do(req)
+	if err != nil {
+		return nil, fmt.Errorf("%s %s: %w", method, h.display, redactURLError(err))
+	}
+	if err := httpStatusError(h.display, r.StatusCode); err != nil {
+		r.Body.Close()
+		return nil, err
+	}
+	return r, nil
+}
+
+func (h *httpVersion) strongETag() bool { return h.etag != "" && !strings.HasPrefix(h.etag, "W/") }
+
+// open GETs the whole source, checked to be the HEAD's version, its body
+// exactly as long as announced.
+func (h *httpVersion) open(ctx context.Context) (io.ReadCloser, error) {
+	r, err := h.do(ctx, http.MethodGet, "")
+	if err != nil {
+		return nil, err
+	}
+	if err := h.sameVersion(r, "GET"); err != nil {
+		r.Body.Close()
+		return nil, err
+	}
+	if h.size < 0 {
+		// Only the answer's own length is known: the transport holds the
+		// body to it, exactBody keeps a cut from passing for the end.
+		return &exactBody{rc: r.Body, want: r.ContentLength}, nil
+	}
+	if r.ContentLength >= 0 && r.ContentLength != h.size {
+		r.Body.Close()
+		return nil, h.changed("GET", fmt.Sprintf("Content-Length %d, HEAD said %d", r.ContentLength, h.size))
+	}
+	return &exactBody{rc: r.Body, want: h.size, changed: true}, nil
+}
+
+// getRange GETs n bytes at off: the answer must be 206 for exactly that
+// range of the HEAD's version, with a body of exactly n bytes.
+func (h *httpVersion) getRange(ctx context.Context, off, n int64) (io.ReadCloser, error) {
+	rng := "bytes=" + strconv.FormatInt(off, 10) + "-" + strconv.FormatInt(off+n-1, 10)
+	r, err := h.do(ctx, http.MethodGet, rng)
+	if err != nil {
+		return nil, err
+	}
+	op := "GET " + rng
+	if err := h.checkRange(r, op, off, n); err != nil {
+		r.Body.Close()
+		return nil, err
+	}
+	return &exactBody{rc: r.Body, want: n}, nil
+}
+
+func (h *httpVersion) checkRange(r *http.Response, op string, off, n int64) error {
+	if err := h.sameVersion(r, op); err != nil {
+		return err
+	}
+	if r.StatusCode != http.StatusPartialContent {
+		if h.strongETag() && r.Header.Get("ETag") == "" {
+			// The If-Range no longer matched (a different ETag is caught
+			// by sameVersion, the same one means the range was ignored).
+			return h.changed(op, fmt.Sprintf("status %d to If-Range %s", r.StatusCode, h.etag))
+		}
+		return fmt.Errorf("%s %s: status %d: the server ignored the range it advertised (Accept-Ranges: bytes)", op, h.display, r.StatusCode)
+	}
+	first, last, total, ok := parseContentRange(r.Header.Get("Content-Range"))
+	switch {
+	case !ok:
+		return fmt.Errorf("%s %s: 206 with Content-Range %q: cannot tell which bytes these are", op, h.display, r.Header.Get("Content-Range"))
+	case total >= 0 && total != h.size:
+		return h.changed(op, fmt.Sprintf("length %d, HEAD said %d", total, h.size))
+	case first != off || last != off+n-1:
+		return fmt.Errorf("%s %s: the server sent bytes %d-%d instead", op, h.display, first, last)
+	case r.ContentLength >= 0 && r.ContentLength != n:
+		return fmt.Errorf("%s %s: 206 with Content-Length %d for %d bytes", op, h.display, r.ContentLength, n)
+	}
+	return nil
+}
+
+// sameVersion compares the validators of an answer with the HEAD's. An
+// ETag is compared whether weak or strong: a different one, of either
+// kind, is another version. A validator the answer leaves out cannot be
+// compared; the length still is.
+func (h *httpVersion) sameVersion(r *http.Response, op string) error {
+	if et := r.Header.Get("ETag"); h.etag != "" && et != "" && et != h.etag {
+		return h.changed(op, fmt.Sprintf("ETag %s, HEAD said %s", et, h.etag))
+	}
+	if lm := r.Header.Get("Last-Modified"); h.lastModified != "" && lm != "" && lm != h.lastModified {
+		return h.changed(op, fmt.Sprintf("Last-Modified %s, HEAD said %s", lm, h.lastModified))
+	}
+	return nil
+}
+
+func (h *httpVersion) changed(op, what string) error {
+	return fmt.Errorf("%s %s: %s: %w", op, h.display, what, storage.ErrSourceChanged)
+}
+
+// parseContentRange parses "bytes first-last/total"; total is -1 for "*".
+func parseContentRange(v string) (first, last, total int64, ok bool) {
+	spec, found := strings.CutPrefix(v, "bytes ")
+	rng, size, found2 := strings.Cut(spec, "/")
+	a, b, found3 := strings.Cut(rng, "-")
+	if !found || !found2 || !found3 {
+		return 0, 0, 0, false
+	}
+	var err1, err2, err3 error
+	first, err1 = strconv.ParseInt(a, 10, 64)
+	last, err2 = strconv.ParseInt(b, 10, 64)
+	total = -1
+	if size != "*" {
+		total, err3 = strconv.ParseInt(size, 10, 64)
+	}
+	return first, last, total, err1 == nil && err2 == nil && err3 == nil && first <= last
+}
+
+// exactBody fails a body that ends before want bytes or runs past them
+// (want < 0: unknown, any length goes). Its errors never wrap io.EOF or
+// io.ErrUnexpectedEOF, which a stream reader would take for the end of the
+// source: a cut connection must fail the transfer, not end it.
+type exactBody struct {
+	rc   io.ReadCloser
+	want int64
+	got  int64
+	// changed: the announced length is the source's own (HEAD), so a
+	// complete body of another length is another version of the source.
+	changed bool
+}
+
+func (b *exactBody) Read(p []byte) (int, error) {
+	n, err := b.rc.Read(p)
+	b.got += int64(n)
+	if b.want >= 0 && b.got > b.want {
+		return n - int(b.got-b.want), b.lengthError(fmt.Sprintf("the source's body runs past the %d bytes announced", b.want))
+	}
+	switch {
+	case err == nil:
+		return n, nil
+	case errors.Is(err, io.ErrUnexpectedEOF):
+		// The transport saw the connection end inside the announced body.
+		if b.want < 0 {
+			return n, fmt.Errorf("the connection ended inside the body, after %d bytes", b.got)
+		}
+		return n, fmt.Errorf("the connection ended after %d of the %d bytes announced", b.got, b.want)
+	case err == io.EOF && b.want >= 0 && b.got < b.want:
+		return n, b.lengthError(fmt.Sprintf("the source's body ended after %d of the %d bytes announced", b.got, b.want))
+	}
+	return n, err
+}
+
+func (b *exactBody) lengthError(what string) error {
+	if b.changed {
+		return fmt.Errorf("%s: %w", what, storage.ErrSourceChanged)
+	}
+	return errors.New(what)
+}
+
+func (b *exactBody) Close() error { return b.rc.Close() }
 
 func httpStatusError(display string, code int) error {
 	switch {
@@ -262,9 +496,26 @@ func (r *rangeSource) ReadPart(ctx context.Context, n int, buf []byte) (int, err
 		return 0, err
 	}
 	defer rc.Close()
-	got, err := io.ReadFull(rc, buf[:want])
+	got, err := readExactly(rc, buf[:want])
 	if err != nil {
 		return got, fmt.Errorf("read part %d: %w", n, err)
+	}
+	return got, nil
+}
+
+// readExactly fills buf from r and then expects r to end: a body longer
+// than the bytes asked for is an error, not a silent truncation.
+func readExactly(r io.Reader, buf []byte) (int, error) {
+	got, err := io.ReadFull(r, buf)
+	if err != nil {
+		return got, err
+	}
+	var one [1]byte
+	switch _, err := io.ReadFull(r, one[:]); {
+	case err == nil:
+		return got, fmt.Errorf("the body is longer than the %d bytes expected", len(buf))
+	case err != io.EOF:
+		return got, err
 	}
 	return got, nil
 }
@@ -284,4 +535,41 @@ func (w *Worker) openSource(ctx context.Context, loc tasks.Location) (*source, e
 		return openS3(ctx, s, loc.Key)
 	}
 	return nil, permanent(fmt.Errorf("source %s cannot be streamed", loc.String()))
+}
+
+// maxSourceRestarts bounds how often one task starts over because its
+// source changed while it was read. Starting over is right for a file
+// replaced once (the retry uploads the new version), but a file still being
+// written (a log, a download in progress) would be read whole on every
+// attempt until the task ran out of retries; after this many restarts the
+// task is archived with a reason instead.
+const maxSourceRestarts = 3
+
+// sourceChangedTTL keeps a task's restart count across its retries.
+const sourceChangedTTL = 24 * time.Hour
+
+// sourceChanged counts a restart of task id whose source changed (err wraps
+// storage.ErrSourceChanged; the upload is already aborted) and decides:
+// retry from scratch, or archive once the restarts are used up.
+func (w *Worker) sourceChanged(ctx context.Context, id string, err error) error {
+	key := sourceChangesKey(id)
+	rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+	defer cancel()
+	var incr *redis.IntCmd
+	_, rerr := w.rdb.TxPipelined(rctx, func(p redis.Pipeliner) error {
+		incr = p.Incr(rctx, key)
+		p.Expire(rctx, key, sourceChangedTTL)
+		return nil
+	})
+	if rerr != nil {
+		// The bound is lost for this attempt; asynq's MaxRetry still holds.
+		w.log.Warn("could not count a source change", zap.String("task_id", id), zap.Error(rerr))
+		return err
+	}
+	if n := incr.Val(); n > maxSourceRestarts {
+		return permanent(fmt.Errorf("%w; it changed during %d attempts, so it is probably still being written: enqueue it again once it is complete", err, n))
+	}
+	w.log.Info("source changed during the transfer; the task starts over on its retry",
+		zap.String("task_id", id), zap.Int64("restart", incr.Val()), zap.Int("max_restarts", maxSourceRestarts), zap.Error(err))
+	return fmt.Errorf("%w (the task starts over: restart %d of %d)", err, incr.Val(), maxSourceRestarts)
 }

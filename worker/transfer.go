@@ -88,6 +88,11 @@ func (w *Worker) runUpload(ctx context.Context, u *upload) (storage.StoredFile, 
 		},
 	})
 	if err == nil {
+		// Every part is read: a source that changed meanwhile would
+		// complete as a mix of two versions.
+		err = u.src.check()
+	}
+	if err == nil {
 		var f storage.StoredFile
 		f, err = u.dst.CompleteMultipartUpload(ctx, mu)
 		if errors.Is(err, storage.ErrUploadNotFound) {
@@ -232,6 +237,10 @@ func (w *Worker) uploadFailed(ctx context.Context, u *upload, uploadID string, e
 	switch {
 	case errors.Is(err, errCancelled):
 		reason = "cancelled"
+	case errors.Is(err, storage.ErrSourceChanged):
+		// Its parts may hold another version of the source: never
+		// resumable. The retry starts over from the source as it is then.
+		reason = "source-changed"
 	case errors.Is(err, asynq.SkipRetry) || lastAttempt(ctx):
 		reason = "failed"
 	}
