@@ -1,0 +1,212 @@
+// Package objectid decides whether two S3 locations are the same stored
+// object. It is the one place that question is answered: the producer side
+// (tasks, the CLI), storage and the worker all call it, so that a copy or a
+// move onto itself is refused however its two ends are spelled.
+//
+// # What is compared
+//
+// An object is a (normalised endpoint, bucket, full key) triple. The full key
+// is the profile's prefix (with the "/" storage adds) followed by the key.
+// The endpoint is normalised without any network access:
+//
+//   - scheme and host are lower-cased, a trailing dot of the host dropped,
+//     an IPv6 literal written canonically;
+//   - the scheme's default port is dropped (80 for http, 443 for https);
+//   - a trailing slash of the path is dropped (the SDK drops it too);
+//   - every AWS S3 endpoint of a partition is one endpoint: an empty
+//     endpoint URL (AWS at the profile's region), s3.amazonaws.com,
+//     s3.<region>.amazonaws.com, s3-<region>.amazonaws.com,
+//     s3.dualstack.<region>.amazonaws.com, FIPS and accelerate spellings,
+//     http or https. Bucket names are unique within an AWS partition, so a
+//     bucket reached through any region's endpoint is the same bucket; the
+//     region only selects the partition (aws, aws-cn, aws-us-gov).
+//
+// # Considerations
+//
+// A host name and its IP address, a DNS alias or a proxy in front of a
+// server are not recognised: telling them apart needs DNS or the server,
+// and DNS answers change and one address may serve several services. For
+// those spellings the worker's move has a last line of defence that asks the
+// server (a HEAD of both ends after the copy, see worker.copyObject).
+package objectid
+
+import (
+	"fmt"
+	"net/netip"
+	"net/url"
+	"path"
+	"regexp"
+	"strings"
+)
+
+// Profile is what identity needs of an S3 profile: where its objects live.
+type Profile struct {
+	// Name of the profile, for messages only.
+	Name string
+	// EndpointURL is the profile's endpoint_url. Empty means AWS, in the
+	// partition of Region.
+	EndpointURL string
+	// Region matters only for AWS, where it selects the partition; empty
+	// means the commercial partition (aws).
+	Region string
+	// Prefix is the profile's key prefix; a "/" is added when missing, as
+	// storage does ("archive" means "archive/").
+	Prefix string
+	// NameOnly marks a profile known by its name only (a producer without
+	// the worker's configuration): its endpoint is the name, so two such
+	// profiles are one endpoint exactly when their names are equal, and
+	// Prefix is ignored.
+	NameOnly bool
+}
+
+// Ref is a bucket and key seen through a profile, as a user spelled it.
+type Ref struct {
+	Profile Profile
+	Bucket  string
+	// Key is an object key, or a prefix for Overlap.
+	Key string
+}
+
+// String is the location as the user spelled it, for messages:
+// s3://bucket/key via profile "name".
+func (r Ref) String() string {
+	return fmt.Sprintf("s3://%s/%s via profile %q", r.Bucket, r.Key, r.Profile.Name)
+}
+
+// Object is a normalised identity: two Refs are the same stored object
+// exactly when their Objects are equal.
+type Object struct {
+	// Endpoint is the normalised endpoint (see Endpoint).
+	Endpoint string
+	Bucket   string
+	// Key is the full key: the profile's prefix and the key.
+	Key string
+}
+
+// String is the object for messages: s3://bucket/fullkey at endpoint.
+func (o Object) String() string {
+	return fmt.Sprintf("s3://%s/%s at %s", o.Bucket, o.Key, o.Endpoint)
+}
+
+// Of returns r's normalised identity.
+func Of(r Ref) Object {
+	if r.Profile.NameOnly {
+		return Object{Endpoint: fmt.Sprintf("profile %q", r.Profile.Name), Bucket: r.Bucket, Key: r.Key}
+	}
+	return Object{Endpoint: Endpoint(r.Profile.EndpointURL, r.Profile.Region), Bucket: r.Bucket,
+		Key: Prefix(r.Profile.Prefix) + r.Key}
+}
+
+// Same reports whether a and b are the same stored object. It is the one
+// function ferry asks; see the package documentation for what it compares.
+func Same(a, b Ref) bool { return Of(a) == Of(b) }
+
+// Overlap reports whether the prefixes a.Key and b.Key, each under its
+// profile's prefix, select overlapping objects in one bucket of one
+// endpoint: one full prefix starts with the other. A migration between
+// overlapping prefixes would copy its own output.
+func Overlap(a, b Ref) bool {
+	oa, ob := Of(a), Of(b)
+	return oa.Endpoint == ob.Endpoint && oa.Bucket == ob.Bucket &&
+		(strings.HasPrefix(oa.Key, ob.Key) || strings.HasPrefix(ob.Key, oa.Key))
+}
+
+// SameObjectError says that the two ends of a transfer are one object. Its
+// message names both spellings and the object they share.
+type SameObjectError struct {
+	Source, Dest Ref
+	Object       Object
+}
+
+func (e *SameObjectError) Error() string {
+	return fmt.Sprintf("%s and %s are the same object %s: a copy would rewrite it onto itself and a move would delete it; give a different destination",
+		e.Source, e.Dest, e.Object)
+}
+
+// CheckDistinct returns a *SameObjectError when src and dst are the same
+// stored object, else nil.
+func CheckDistinct(src, dst Ref) error {
+	if !Same(src, dst) {
+		return nil
+	}
+	return &SameObjectError{Source: src, Dest: dst, Object: Of(dst)}
+}
+
+// CheckNoOverlap returns an error when the prefixes src and dst overlap (see
+// Overlap), else nil.
+func CheckNoOverlap(src, dst Ref) error {
+	if !Overlap(src, dst) {
+		return nil
+	}
+	return fmt.Errorf("source prefix %s and dest prefix %s overlap (%s and %s): the migration would copy its own output; choose prefixes where neither contains the other",
+		src, dst, Of(src), Of(dst))
+}
+
+// Prefix is a profile's key prefix as storage applies it: "" stays "", else
+// it ends in "/".
+func Prefix(p string) string {
+	if p == "" || strings.HasSuffix(p, "/") {
+		return p
+	}
+	return p + "/"
+}
+
+// awsHostRE matches the S3 endpoints of AWS: s3.amazonaws.com,
+// s3.<region>.amazonaws.com, s3-<region>.amazonaws.com,
+// s3.dualstack.<region>.amazonaws.com, s3-fips..., s3-accelerate..., and
+// the same under amazonaws.com.cn; also a virtual-host base URL
+// (bucket.s3...).
+var awsHostRE = regexp.MustCompile(`^(?:[a-z0-9.-]+\.)?s3(?:[.-][a-z0-9-]+)*\.amazonaws\.com(?:\.cn)?$`)
+
+// Endpoint is the normalised form of an endpoint URL (with the profile's
+// region, which matters only for AWS): "scheme://host[:port][/path]", or
+// "AWS S3 (partition P)" for every endpoint of one AWS partition. It
+// needs no network access. An endpoint that does not parse as a URL is
+// returned trimmed and lower-cased: it compares equal only to itself.
+func Endpoint(endpointURL, region string) string {
+	raw := strings.TrimSpace(endpointURL)
+	if raw == "" {
+		return awsEndpoint(region, "")
+	}
+	u, err := url.Parse(raw)
+	if err != nil || u.Host == "" {
+		return strings.ToLower(strings.TrimRight(raw, "/"))
+	}
+	scheme := strings.ToLower(u.Scheme)
+	host := strings.TrimSuffix(strings.ToLower(u.Hostname()), ".")
+	if awsHostRE.MatchString(host) {
+		return awsEndpoint(region, host)
+	}
+	if a, err := netip.ParseAddr(host); err == nil {
+		host = a.Unmap().String()
+	}
+	port := u.Port()
+	if (scheme == "http" && port == "80") || (scheme == "https" && port == "443") {
+		port = ""
+	}
+	if strings.Contains(host, ":") {
+		host = "[" + host + "]"
+	}
+	if port != "" {
+		host += ":" + port
+	}
+	p := strings.TrimRight(u.EscapedPath(), "/")
+	if p != "" {
+		p = path.Clean(p)
+	}
+	return scheme + "://" + host + p
+}
+
+// awsEndpoint names the AWS partition of a region or of an endpoint host.
+// Bucket names are unique within a partition, whatever region's endpoint
+// reaches them.
+func awsEndpoint(region, host string) string {
+	partition := "aws"
+	switch {
+	case strings.HasSuffix(host, ".amazonaws.com.cn"), host == "" && strings.HasPrefix(strings.ToLower(region), "cn-"):
+		partition = "aws-cn"
+	case strings.Contains(host, "us-gov-"), host == "" && strings.HasPrefix(strings.ToLower(region), "us-gov-"):
+		partition = "aws-us-gov"
+	}
+	return "AWS S3 (partition " + partition + ")"
+}
