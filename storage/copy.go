@@ -13,6 +13,8 @@ import (
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
 	"github.com/aws/aws-sdk-go-v2/service/s3/types"
+
+	"github.com/ferryhq/ferry/internal/objectid"
 )
 
 // CopyOptions are optional settings of Copy and CopyFrom.
@@ -169,8 +171,10 @@ func (s *S3) Move(ctx context.Context, srcKey, dstKey string, opts *CopyOptions)
 
 // MoveFrom is Move from another bucket of the same Client.
 func (s *S3) MoveFrom(ctx context.Context, src *S3, srcKey, dstKey string, opts *CopyOptions) (StoredFile, error) {
-	if src == s && srcKey == dstKey {
-		return StoredFile{}, fmt.Errorf("move %s onto itself: %w", s.display(srcKey), ErrInvalidKey)
+	// Not a pointer comparison: two handles on one bucket (or a bucket seen
+	// through two clients of one endpoint) are one object store.
+	if err := objectid.CheckDistinct(src.ref(srcKey), s.ref(dstKey)); err != nil {
+		return StoredFile{}, fmt.Errorf("move %s onto itself: %w: %w", s.display(srcKey), ErrInvalidKey, err)
 	}
 	srcInfo, err := src.Info(ctx, srcKey)
 	if err != nil {

@@ -4,14 +4,16 @@ import (
 	"fmt"
 	"strings"
 
+	"github.com/ferryhq/ferry/internal/objectid"
 	"github.com/ferryhq/ferry/internal/s3key"
 )
 
-func normPrefix(p string) string {
-	if p == "" || strings.HasSuffix(p, "/") {
-		return p
-	}
-	return p + "/"
+func normPrefix(p string) string { return objectid.Prefix(p) }
+
+// ref is key in this bucket for object identity (objectid.Same).
+func (s *S3) ref(key string) objectid.Ref {
+	return objectid.Ref{Profile: objectid.Profile{EndpointURL: s.c.cfg.EndpointURL, Region: s.c.cfg.Region, Prefix: s.prefix},
+		Bucket: s.bucket, Key: key}
 }
 
 func validatePrefix(p string) error { return s3key.ValidatePrefix(p) }

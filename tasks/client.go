@@ -2,17 +2,55 @@ package tasks
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 
 	"github.com/google/uuid"
 	"github.com/hibiken/asynq"
 	"github.com/redis/go-redis/v9"
+
+	"github.com/ferryhq/ferry/internal/objectid"
 )
 
 // ErrNotFound is returned when neither ferry's progress hash nor asynq knows
 // a task id.
 var ErrNotFound = errors.New("task not found")
+
+// Errors of Enqueue (and of the payloads' Validate) that callers branch on
+// with errors.Is.
+var (
+	// ErrSameObject: a transfer's source and destination are one stored
+	// object (a copy would rewrite it, a move would delete it).
+	ErrSameObject = objectid.ErrSameObject
+	// ErrOverlap: a migration's source and destination prefixes overlap.
+	ErrOverlap = objectid.ErrOverlap
+)
+
+// ProfileInfo is what a producer needs to know of a worker profile to tell
+// whether two locations are the same stored object. It holds no credentials.
+type ProfileInfo struct {
+	// EndpointURL is the profile's endpoint_url; empty means AWS.
+	EndpointURL string
+	// Region is the profile's region; for AWS it selects the partition.
+	Region string
+	// Prefix is the profile's key prefix ("archive" means "archive/").
+	Prefix string
+}
+
+// ClientOptions are the optional settings of NewClient.
+type ClientOptions struct {
+	// ProfileFunc returns the named profile's endpoint, region and prefix,
+	// and false for a profile it does not know. With it, Enqueue refuses a
+	// copy or move onto itself (and a migration between overlapping
+	// prefixes) however the two profiles spell one server: profile "archive"
+	// with prefix "archive/" on the endpoint of "default" makes
+	// s3://b/x.txt via "archive" the object s3://b/archive/x.txt via
+	// "default". Nil means profiles are known by name only: Enqueue then
+	// refuses the same name, bucket and key only, and the worker, which
+	// knows its profiles, refuses the rest when it runs the task.
+	ProfileFunc func(name string) (ProfileInfo, bool)
+}
 
 // Client enqueues ferry tasks and reads their progress. It shares the caller's
 // Redis client, which it never closes. A Client is safe for concurrent use.
@@ -20,16 +58,21 @@ type Client struct {
 	rdb       redis.UniversalClient
 	client    *asynq.Client
 	inspector *asynq.Inspector
+	opts      ClientOptions
 }
 
-// NewClient returns a Client on rdb. The caller keeps ownership of rdb and
-// closes it after Close.
-func NewClient(rdb redis.UniversalClient) *Client {
-	return &Client{
+// NewClient returns a Client on rdb, with options set by optFns. The caller
+// keeps ownership of rdb and closes it after Close.
+func NewClient(rdb redis.UniversalClient, optFns ...func(*ClientOptions)) *Client {
+	c := &Client{
 		rdb:       rdb,
 		client:    asynq.NewClientFromRedisClient(rdb),
 		inspector: asynq.NewInspectorFromRedisClient(rdb),
 	}
+	for _, f := range optFns {
+		f(&c.opts)
+	}
+	return c
 }
 
 // Enqueue enqueues t with its options followed by opts. Errors wrap asynq's:
@@ -41,6 +84,9 @@ func NewClient(rdb redis.UniversalClient) *Client {
 func (c *Client) Enqueue(ctx context.Context, t *asynq.Task, opts ...asynq.Option) (*asynq.TaskInfo, error) {
 	if t == nil {
 		return nil, errors.New("enqueue: nil task")
+	}
+	if err := c.checkIdentity(t); err != nil {
+		return nil, fmt.Errorf("enqueue %s: %w", t.Type(), err)
 	}
 	info, err := c.client.EnqueueContext(ctx, t, opts...)
 	if err != nil {
@@ -58,6 +104,41 @@ func (c *Client) Enqueue(ctx context.Context, t *asynq.Task, opts ...asynq.Optio
 		return info, fmt.Errorf("enqueue %s: task %s enqueued, but clearing its old cancel flag and progress failed: %w", t.Type(), info.ID, err)
 	}
 	return info, nil
+}
+
+// checkIdentity refuses a transfer onto itself, and a migration between
+// overlapping prefixes, with the profiles' endpoints and prefixes from
+// ProfileFunc. Without ProfileFunc the payloads' own checks (by profile
+// name) are all a producer can do. A payload that does not decode is left
+// to the worker, which archives it with the reason.
+func (c *Client) checkIdentity(t *asynq.Task) error {
+	if c.opts.ProfileFunc == nil {
+		return nil
+	}
+	switch t.Type() {
+	case TypePut, TypeUpload, TypeCopy, TypeMove, TypeMigrate:
+	default:
+		return nil
+	}
+	var p struct{ Source, Dest Location }
+	if err := json.Unmarshal(t.Payload(), &p); err != nil || p.Source.Kind() != KindS3 || p.Dest.Kind() != KindS3 {
+		return nil
+	}
+	src, dst := c.ref(p.Source), c.ref(p.Dest)
+	if t.Type() == TypeMigrate {
+		return objectid.CheckNoOverlap(src, dst)
+	}
+	return objectid.CheckDistinct(src, dst)
+}
+
+// ref is l for object identity, with its profile's endpoint and prefix
+// when ProfileFunc knows it.
+func (c *Client) ref(l Location) objectid.Ref {
+	r := l.nameRef()
+	if info, ok := c.opts.ProfileFunc(r.Profile.Name); ok {
+		r.Profile = objectid.Profile{Name: r.Profile.Name, EndpointURL: info.EndpointURL, Region: info.Region, Prefix: info.Prefix}
+	}
+	return r
 }
 
 // generatedID reports whether id looks like one asynq generates: a random

@@ -8,6 +8,7 @@ import (
 	"regexp"
 	"strings"
 
+	"github.com/ferryhq/ferry/internal/objectid"
 	"github.com/ferryhq/ferry/internal/s3key"
 )
 
@@ -122,6 +123,11 @@ func (l Location) profile() string {
 		return DefaultProfile
 	}
 	return l.Profile
+}
+
+// nameRef is l for object identity when its profile is known by name only.
+func (l Location) nameRef() objectid.Ref {
+	return objectid.Ref{Profile: objectid.Profile{Name: l.profile(), NameOnly: true}, Bucket: l.Bucket, Key: l.Key}
 }
 
 var (

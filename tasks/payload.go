@@ -14,6 +14,8 @@ import (
 	"unicode/utf8"
 
 	"github.com/hibiken/asynq"
+
+	"github.com/ferryhq/ferry/internal/objectid"
 )
 
 // Task type names.
@@ -64,6 +66,9 @@ func (p PutPayload) Validate() error {
 	if err := validateS3("dest", p.Dest, keyObject); err != nil {
 		return err
 	}
+	if err := checkDistinct("put", p.Source, p.Dest); err != nil {
+		return err
+	}
 	return validateObjectAttrs(p.ContentType, p.Metadata)
 }
 
@@ -98,6 +103,9 @@ func (p UploadPayload) Validate() error {
 		return errors.New("source: inline data cannot be uploaded in parts: use a put task")
 	}
 	if err := validateS3("dest", p.Dest, keyObject); err != nil {
+		return err
+	}
+	if err := checkDistinct("upload", p.Source, p.Dest); err != nil {
 		return err
 	}
 	if err := validateParts(p.PartSize, p.PartConcurrency, p.Size); err != nil {
@@ -192,10 +200,24 @@ func validateTransfer(what string, src, dst Location, partSize int64, partConcur
 	if err := validateS3("dest", dst, keyObject); err != nil {
 		return err
 	}
-	if src.profile() == dst.profile() && src.Bucket == dst.Bucket && src.Key == dst.Key {
-		return fmt.Errorf("%s: source and dest are the same object %s: give a different dest", what, src.String())
+	if err := checkDistinct(what, src, dst); err != nil {
+		return err
 	}
 	return validateParts(partSize, partConcurrency, size)
+}
+
+// checkDistinct refuses a transfer from an s3 source onto itself as far as
+// a payload can tell: profiles known by name only (the same name, bucket and
+// key). Client.Enqueue, given the profiles' endpoints, and the worker also
+// see through different names for one endpoint and prefix.
+func checkDistinct(what string, src, dst Location) error {
+	if src.Kind() != KindS3 || dst.Kind() != KindS3 {
+		return nil
+	}
+	if err := objectid.CheckDistinct(src.nameRef(), dst.nameRef()); err != nil {
+		return fmt.Errorf("%s: %w", what, err)
+	}
+	return nil
 }
 
 // validateParts checks the part settings a producer gave. A part_size too
@@ -357,13 +379,11 @@ func (p MigratePayload) Validate() error {
 			return fmt.Errorf("glob %q is malformed: %v", g, err)
 		}
 	}
-	if p.Source.Bucket == p.Dest.Bucket && p.Source.profile() == p.Dest.profile() && overlap(p.Source.Key, p.Dest.Key) {
-		return fmt.Errorf("source prefix %q and dest prefix %q overlap in one bucket: the migration would copy its own output", p.Source.Key, p.Dest.Key)
+	if err := objectid.CheckNoOverlap(p.Source.nameRef(), p.Dest.nameRef()); err != nil {
+		return err
 	}
 	return validateParts(p.PartSize, p.PartConcurrency, 0)
 }
-
-func overlap(a, b string) bool { return strings.HasPrefix(a, b) || strings.HasPrefix(b, a) }
 
 // DecodeMigrate decodes and validates a TypeMigrate payload.
 func DecodeMigrate(t *asynq.Task) (MigratePayload, error) {

@@ -79,6 +79,11 @@ func (w *Worker) handleUpload(ctx context.Context, t *asynq.Task) error {
 		return err
 	}
 	return w.run(ctx, t, p.Source.String(), p.Dest.String(), func(ctx context.Context, id string, prog *progress) (any, error) {
+		if p.Source.Kind() == tasks.KindS3 {
+			if err := w.profiles.checkDistinct(p.Source, p.Dest); err != nil {
+				return nil, err
+			}
+		}
 		dst, err := w.profiles.open(ctx, p.Dest.Profile, p.Dest.Bucket)
 		if err != nil {
 			return nil, err
@@ -218,10 +223,9 @@ func (w *Worker) copyObject(ctx context.Context, t *asynq.Task, id string, prog 
 	if err != nil {
 		return nil, err
 	}
-	if w.profiles.sameObject(srcLoc, dstLoc) {
-		// Two profile names for one place: a move would delete its copy.
-		return nil, permanent(fmt.Errorf("source and destination are the same object %s (profiles %q and %q reach the same endpoint and prefix)",
-			dstLoc.String(), profileName(srcLoc.Profile), profileName(dstLoc.Profile)))
+	if err := w.profiles.checkDistinct(srcLoc, dstLoc); err != nil {
+		// Two spellings of one object: a move would delete its copy.
+		return nil, err
 	}
 	same := w.profiles.sameEndpoint(srcLoc.Profile, dstLoc.Profile)
 	srcProfile := srcLoc.Profile
@@ -262,11 +266,44 @@ func (w *Worker) copyObject(ctx context.Context, t *asynq.Task, id string, prog 
 		return nil, err
 	}
 	if move {
+		if err := confirmMove(ctx, id, src, srcLoc, dst, dstLoc, info); err != nil {
+			return nil, err
+		}
 		if err := src.Delete(ctx, srcLoc.Key); err != nil {
 			return nil, fmt.Errorf("move: the copy at %s is verified but deleting the source failed: %w", dstLoc.String(), err)
 		}
 	}
 	return f, nil
+}
+
+// confirmMove is a move's last check before it deletes its source, for
+// spellings of one object that no normalisation can see (a DNS alias, a
+// proxy, an IP address and a host name). A HEAD of the destination must show
+// the object this task wrote: its ferry-task-id, the source's size and the
+// source's ETag in ferry-source-etag (never size alone). A HEAD of the
+// source must not: a source carrying this task's id is the object just
+// written, so source and destination are one object, and the move deletes
+// nothing and fails for good.
+func confirmMove(ctx context.Context, id string, src *storage.S3, srcLoc tasks.Location, dst *storage.S3, dstLoc tasks.Location, info storage.StoredFile) error {
+	d, err := dst.Info(ctx, dstLoc.Key)
+	if err != nil {
+		return fmt.Errorf("move: source kept: check the copy at %s: %w", dstLoc.String(), err)
+	}
+	if d.Metadata[metaTaskID] != id || d.Size != info.Size || d.Metadata[metaSourceETag] != info.ETag {
+		return fmt.Errorf("move: source kept: the destination %s is not this task's copy (task id %q, %d bytes, source ETag %q; want %q, %d bytes, %q): another writer changed it",
+			dstLoc.String(), d.Metadata[metaTaskID], d.Size, d.Metadata[metaSourceETag], id, info.Size, info.ETag)
+	}
+	s, err := src.Info(ctx, srcLoc.Key)
+	switch {
+	case errors.Is(err, storage.ErrNotFound):
+		return nil // gone already: the delete is a no-op
+	case err != nil:
+		return fmt.Errorf("move: source kept: check the source %s: %w", srcLoc.String(), err)
+	case s.Metadata[metaTaskID] == id:
+		return permanent(fmt.Errorf("move: deleted nothing: the source %s (profile %q) carries this task's id after the copy, so it is the object just written to %s (profile %q): source and destination are one object reached by two spellings (an IP address and a host name, a DNS alias, a proxy); give a destination that is another object",
+			srcLoc.String(), profileName(srcLoc.Profile), dstLoc.String(), profileName(dstLoc.Profile)))
+	}
+	return nil
 }
 
 func mergeMeta(a, b map[string]string) map[string]string {

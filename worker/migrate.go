@@ -91,6 +91,9 @@ func (w *Worker) handleMigrate(ctx context.Context, t *asynq.Task) error {
 		return err
 	}
 	return w.run(ctx, t, p.Source.String(), p.Dest.String(), func(ctx context.Context, id string, prog *progress) (any, error) {
+		if err := w.profiles.checkNoOverlap(p.Source, p.Dest); err != nil {
+			return nil, err
+		}
 		src, err := w.profiles.open(ctx, p.Source.Profile, p.Source.Bucket)
 		if err != nil {
 			return nil, err

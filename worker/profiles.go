@@ -9,6 +9,7 @@ import (
 	"strings"
 	"sync"
 
+	"github.com/ferryhq/ferry/internal/objectid"
 	"github.com/ferryhq/ferry/storage"
 	"github.com/ferryhq/ferry/tasks"
 )
@@ -61,31 +62,49 @@ func (p *profiles) client(ctx context.Context, profile string) (*storage.Client,
 	return c, nil
 }
 
-// sameEndpoint reports whether two profiles reach the same server with the
-// same credentials, so a copy between them can be server-side.
+// sameEndpoint reports whether two profiles reach the same server (one
+// normalised endpoint, see objectid) with the same region, credentials and
+// prefix, so that a copy between them can be server-side on one client.
 func (p *profiles) sameEndpoint(a, b string) bool {
-	if a == "" {
-		a = "default"
-	}
-	if b == "" {
-		b = "default"
-	}
+	a, b = profileName(a), profileName(b)
 	if a == b {
 		return true
 	}
 	ca, cb := p.cfgs[a], p.cfgs[b]
-	return ca.EndpointURL == cb.EndpointURL && ca.Region == cb.Region && ca.AccessKeyID == cb.AccessKeyID &&
-		ca.SecretAccessKey == cb.SecretAccessKey && ca.Prefix == cb.Prefix
+	return objectid.Endpoint(ca.EndpointURL, ca.Region) == objectid.Endpoint(cb.EndpointURL, cb.Region) &&
+		ca.Region == cb.Region && ca.AccessKeyID == cb.AccessKeyID && ca.SecretAccessKey == cb.SecretAccessKey &&
+		ca.SessionToken == cb.SessionToken && objectid.Prefix(ca.Prefix) == objectid.Prefix(cb.Prefix)
 }
 
-// sameObject reports whether two locations name one object: the same
-// bucket and key through profiles with the same endpoint and prefix.
-func (p *profiles) sameObject(a, b tasks.Location) bool {
-	if a.Bucket != b.Bucket || a.Key != b.Key {
-		return false
+// ref is l for object identity: its bucket and key under its profile's
+// endpoint, region and prefix. An unknown profile is known by name only
+// (opening it fails later with the list of known ones).
+func (p *profiles) ref(l tasks.Location) objectid.Ref {
+	name := profileName(l.Profile)
+	c, ok := p.cfgs[name]
+	if !ok {
+		return objectid.Ref{Profile: objectid.Profile{Name: name, NameOnly: true}, Bucket: l.Bucket, Key: l.Key}
 	}
-	ca, cb := p.cfgs[profileName(a.Profile)], p.cfgs[profileName(b.Profile)]
-	return ca.EndpointURL == cb.EndpointURL && ca.Prefix == cb.Prefix
+	return objectid.Ref{Profile: objectid.Profile{Name: name, EndpointURL: c.EndpointURL, Region: c.Region, Prefix: c.Prefix},
+		Bucket: l.Bucket, Key: l.Key}
+}
+
+// checkDistinct refuses, permanently, a transfer whose source and
+// destination are one stored object, however the profiles spell it.
+func (p *profiles) checkDistinct(src, dst tasks.Location) error {
+	if err := objectid.CheckDistinct(p.ref(src), p.ref(dst)); err != nil {
+		return permanent(err)
+	}
+	return nil
+}
+
+// checkNoOverlap refuses, permanently, a migration between overlapping
+// prefixes of one bucket, however the profiles spell it.
+func (p *profiles) checkNoOverlap(src, dst tasks.Location) error {
+	if err := objectid.CheckNoOverlap(p.ref(src), p.ref(dst)); err != nil {
+		return permanent(err)
+	}
+	return nil
 }
 
 // Close closes every client.

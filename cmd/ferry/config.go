@@ -358,6 +358,18 @@ func (c *config) unknownProfile(name string) error {
 		name, strings.Join(c.profileNames(), ", "), where)
 }
 
+// profileInfo is tasks.ClientOptions.ProfileFunc: the endpoint, region and
+// prefix of a configured profile, so that enqueueing refuses a copy or move
+// onto itself through two profiles of one server. Without a config file of
+// its own the CLI does not know the worker's profiles: false.
+func (c *config) profileInfo(name string) (tasks.ProfileInfo, bool) {
+	p, ok := c.Profiles[name]
+	if !ok || c.implicitDefault {
+		return tasks.ProfileInfo{}, false
+	}
+	return tasks.ProfileInfo{EndpointURL: p.EndpointURL, Region: p.Region, Prefix: p.Prefix}, true
+}
+
 // checkProfile is for enqueueing: the worker resolves profiles, so a CLI
 // without a config file of its own does not second-guess the name.
 func (c *config) checkProfile(name string) error {

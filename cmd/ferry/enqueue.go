@@ -196,6 +196,9 @@ func (a *app) enqueue(ctx context.Context, f *enqueueFlags, task *asynq.Task, sr
 	defer closeFn()
 	info, err := tc.Enqueue(ctx, task, opts...)
 	if err != nil {
+		if errors.Is(err, tasks.ErrSameObject) || errors.Is(err, tasks.ErrOverlap) {
+			return &usageError{err}
+		}
 		if errors.Is(err, asynq.ErrTaskIDConflict) {
 			id := cmpOr(f.taskID, tasks.TaskID(task.Type(), src, dst))
 			return fmt.Errorf("a task with id %s exists already (the same transfer was enqueued within the retention period): see `ferry status %s`, or pass another --task-id", id, id)

@@ -164,7 +164,12 @@ func (a *app) tasksClient(ctx context.Context) (*tasks.Client, func(), error) {
 	if err != nil {
 		return nil, nil, err
 	}
-	tc := tasks.NewClient(rdb)
+	c, err := a.config()
+	if err != nil {
+		_ = rdb.Close()
+		return nil, nil, err
+	}
+	tc := tasks.NewClient(rdb, func(o *tasks.ClientOptions) { o.ProfileFunc = c.profileInfo })
 	return tc, func() { _ = tc.Close(); _ = rdb.Close() }, nil
 }
 

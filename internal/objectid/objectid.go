@@ -31,6 +31,7 @@
 package objectid
 
 import (
+	"errors"
 	"fmt"
 	"net/netip"
 	"net/url"
@@ -68,8 +69,11 @@ type Ref struct {
 }
 
 // String is the location as the user spelled it, for messages:
-// s3://bucket/key via profile "name".
+// s3://bucket/key via profile "name" (without a name: s3://bucket/key).
 func (r Ref) String() string {
+	if r.Profile.Name == "" {
+		return fmt.Sprintf("s3://%s/%s", r.Bucket, r.Key)
+	}
 	return fmt.Sprintf("s3://%s/%s via profile %q", r.Bucket, r.Key, r.Profile.Name)
 }
 
@@ -111,8 +115,19 @@ func Overlap(a, b Ref) bool {
 		(strings.HasPrefix(oa.Key, ob.Key) || strings.HasPrefix(ob.Key, oa.Key))
 }
 
+// Errors callers branch on with errors.Is.
+var (
+	// ErrSameObject: the source and destination of a transfer are one
+	// stored object.
+	ErrSameObject = errors.New("source and destination are the same object")
+	// ErrOverlap: the source and destination prefixes of a migration
+	// overlap.
+	ErrOverlap = errors.New("source and destination prefixes overlap")
+)
+
 // SameObjectError says that the two ends of a transfer are one object. Its
-// message names both spellings and the object they share.
+// message names both spellings and the object they share; it matches
+// ErrSameObject.
 type SameObjectError struct {
 	Source, Dest Ref
 	Object       Object
@@ -122,6 +137,9 @@ func (e *SameObjectError) Error() string {
 	return fmt.Sprintf("%s and %s are the same object %s: a copy would rewrite it onto itself and a move would delete it; give a different destination",
 		e.Source, e.Dest, e.Object)
 }
+
+// Is makes errors.Is(err, ErrSameObject) true.
+func (e *SameObjectError) Is(target error) bool { return target == ErrSameObject }
 
 // CheckDistinct returns a *SameObjectError when src and dst are the same
 // stored object, else nil.
@@ -138,8 +156,8 @@ func CheckNoOverlap(src, dst Ref) error {
 	if !Overlap(src, dst) {
 		return nil
 	}
-	return fmt.Errorf("source prefix %s and dest prefix %s overlap (%s and %s): the migration would copy its own output; choose prefixes where neither contains the other",
-		src, dst, Of(src), Of(dst))
+	return fmt.Errorf("%w: %s and %s (%s and %s): the migration would copy its own output; choose prefixes where neither contains the other",
+		ErrOverlap, src, dst, Of(src), Of(dst))
 }
 
 // Prefix is a profile's key prefix as storage applies it: "" stays "", else

@@ -16,7 +16,9 @@ func TestSame(t *testing.T) {
 	gw := objectid.Profile{Name: "default", EndpointURL: "http://127.0.0.1:7070"}
 	with := func(p objectid.Profile, f func(*objectid.Profile)) objectid.Profile { f(&p); return p }
 	ep := func(u string) func(*objectid.Profile) { return func(p *objectid.Profile) { p.EndpointURL = u } }
-	aws := func(u, region string) objectid.Profile { return objectid.Profile{Name: "aws", EndpointURL: u, Region: region} }
+	aws := func(u, region string) objectid.Profile {
+		return objectid.Profile{Name: "aws", EndpointURL: u, Region: region}
+	}
 	ref := func(p objectid.Profile, bucket, key string) objectid.Ref {
 		return objectid.Ref{Profile: p, Bucket: bucket, Key: key}
 	}

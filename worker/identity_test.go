@@ -1,0 +1,113 @@
+package worker_test
+
+import (
+	"bytes"
+	"context"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/hibiken/asynq"
+
+	"github.com/ferryhq/ferry/storage"
+	"github.com/ferryhq/ferry/tasks"
+	"github.com/ferryhq/ferry/worker"
+)
+
+// TestTransferOntoItselfRefused enqueues, through a producer that knows no
+// profiles (so only the payloads' name checks ran), transfers whose two
+// ends are one object under different spellings. Those the normaliser sees
+// (a profile prefix, a trailing slash) are archived at once when the worker
+// decodes them, before any request; those it cannot see (127.0.0.1 and
+// localhost) are caught after the copy by the HEAD of the source, which
+// carries this task's id: nothing is deleted. Every object keeps its bytes.
+func TestTransferOntoItselfRefused(t *testing.T) {
+	t.Parallel()
+	b := setup(t, func(c *worker.Config) {
+		archive := c.Profiles["default"]
+		archive.Prefix = "archive/"
+		slash := c.Profiles["default"]
+		slash.EndpointURL += "/"
+		otherArchive := c.Profiles["other"]
+		otherArchive.Prefix = "archive"
+		c.Profiles["archive"], c.Profiles["slash"], c.Profiles["otherarchive"] = archive, slash, otherArchive
+	})
+	b.start(t)
+	s := b.storage(t)
+	ctx := context.Background()
+	objects := map[string][]byte{}
+	for _, k := range []string{"archive/x.txt", "k", "big", "photos/a.jpg", "archive/photos/b.jpg"} {
+		data := []byte("only copy of " + k)
+		if k == "big" {
+			data = bytes.Repeat([]byte("0123456789abcdef"), (storage.MinPartSize+100)/16) // more than one part
+		}
+		objects[k] = data
+		if _, err := s.PutBytes(ctx, k, data, nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	loc := func(profile, key string) tasks.Location { return s3loc(profile, b.bucket, key) }
+	for _, tc := range []struct {
+		desc string
+		task func() (*asynq.Task, error)
+		want string
+	}{
+		{desc: "move through the archive prefix (issue 11)",
+			task: func() (*asynq.Task, error) {
+				return tasks.NewMoveTask(tasks.MovePayload{Source: loc("", "archive/x.txt"), Dest: loc("archive", "x.txt")})
+			},
+			want: `s3://` + b.bucket + `/archive/x.txt via profile "default" and s3://` + b.bucket + `/x.txt via profile "archive" are the same object`},
+		{desc: "copy through a trailing slash",
+			task: func() (*asynq.Task, error) {
+				return tasks.NewCopyTask(tasks.CopyPayload{Source: loc("", "k"), Dest: loc("slash", "k")})
+			},
+			want: "are the same object"},
+		{desc: "put from s3 through a trailing slash",
+			task: func() (*asynq.Task, error) {
+				return tasks.NewPutTask(tasks.PutPayload{Source: loc("", "k"), Dest: loc("slash", "k")})
+			},
+			want: "are the same object"},
+		{desc: "upload from s3 through a trailing slash",
+			task: func() (*asynq.Task, error) {
+				return tasks.NewUploadTask(tasks.UploadPayload{Source: loc("", "k"), Dest: loc("slash", "k")})
+			},
+			want: "are the same object"},
+		{desc: "migrate into its own prefix through the archive profile",
+			task: func() (*asynq.Task, error) {
+				return tasks.NewMigrateTask(tasks.MigratePayload{Source: loc("", ""), Dest: loc("archive", "photos/")})
+			},
+			want: "the migration would copy its own output"},
+		{desc: "move, IP vs host name: the source carries this task's id",
+			task: func() (*asynq.Task, error) {
+				return tasks.NewMoveTask(tasks.MovePayload{Source: loc("", "k"), Dest: loc("other", "k")})
+			},
+			want: "one object"},
+		{desc: "move of several parts, IP vs host name",
+			task: func() (*asynq.Task, error) {
+				return tasks.NewMoveTask(tasks.MovePayload{Source: loc("other", "big"), Dest: loc("", "big")})
+			},
+			want: "one object"},
+		{desc: "move, IP vs host name and a prefix",
+			task: func() (*asynq.Task, error) {
+				return tasks.NewMoveTask(tasks.MovePayload{Source: loc("", "archive/photos/b.jpg"), Dest: loc("otherarchive", "photos/b.jpg")})
+			},
+			want: "one object"},
+	} {
+		task, err := tc.task()
+		id := b.enqueue(t, task, err, asynq.MaxRetry(5))
+		ti := b.info(t, id)
+		for deadline := time.Now().Add(30 * time.Second); ti.State != asynq.TaskStateArchived && ti.State != asynq.TaskStateCompleted && time.Now().Before(deadline); {
+			time.Sleep(50 * time.Millisecond)
+			ti = b.info(t, id)
+		}
+		if ti.State != asynq.TaskStateArchived || ti.Retried != 0 || !strings.Contains(ti.LastErr, tc.want) {
+			t.Errorf("%s: task %s after %d retries with %q; want archived at once, mentioning %q", tc.desc, ti.State, ti.Retried, ti.LastErr, tc.want)
+		}
+	}
+	for k, data := range objects {
+		got, err := s.GetBytes(ctx, k)
+		if err != nil || !bytes.Equal(got, data) {
+			t.Errorf("DATA LOST: %s holds %d bytes (%v), want its %d", k, len(got), err, len(data))
+		}
+	}
+}
