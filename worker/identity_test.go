@@ -3,12 +3,18 @@ package worker_test
 import (
 	"bytes"
 	"context"
+	"net/http"
+	"net/http/httptest"
+	"net/http/httputil"
+	"net/url"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/hibiken/asynq"
 
+	"github.com/ferryhq/ferry/internal/testenv"
 	"github.com/ferryhq/ferry/storage"
 	"github.com/ferryhq/ferry/tasks"
 	"github.com/ferryhq/ferry/worker"
@@ -109,5 +115,51 @@ func TestTransferOntoItselfRefused(t *testing.T) {
 		if err != nil || !bytes.Equal(got, data) {
 			t.Errorf("DATA LOST: %s holds %d bytes (%v), want its %d", k, len(got), err, len(data))
 		}
+	}
+}
+
+// TestMoveNeedsTaskIDAtDestination: a move deletes its source only when a
+// HEAD of the destination shows this task's ferry-task-id (with the source's
+// size and ETag), never on size alone. The destination profile reaches the
+// server through a proxy that drops x-amz-meta-ferry-task-id from HEAD
+// answers, as a server that loses user metadata would: the copy's bytes and
+// size are right, yet the move keeps its source and fails.
+func TestMoveNeedsTaskIDAtDestination(t *testing.T) {
+	t.Parallel()
+	var stripped atomic.Int64
+	target, _ := url.Parse(testenv.S3(t).Endpoint)
+	rp := httputil.NewSingleHostReverseProxy(target)
+	rp.ModifyResponse = func(r *http.Response) error {
+		if r.Request.Method == http.MethodHead && r.Header.Get("X-Amz-Meta-Ferry-Task-Id") != "" {
+			r.Header.Del("X-Amz-Meta-Ferry-Task-Id")
+			stripped.Add(1)
+		}
+		return nil
+	}
+	proxy := httptest.NewServer(rp)
+	t.Cleanup(proxy.Close)
+	b := setup(t, func(c *worker.Config) {
+		forgetful := c.Profiles["default"]
+		forgetful.EndpointURL = proxy.URL
+		c.Profiles["forgetful"] = forgetful
+	})
+	b.start(t)
+	s := b.storage(t)
+	ctx := context.Background()
+	if _, err := s.PutBytes(ctx, "src/keep", []byte("only copy"), nil); err != nil {
+		t.Fatal(err)
+	}
+	task, err := tasks.NewMoveTask(tasks.MovePayload{Source: s3loc("", b.bucket, "src/keep"), Dest: s3loc("forgetful", b.bucket, "dst/x")})
+	id := b.enqueue(t, task, err, asynq.MaxRetry(0)) // one attempt: the check fails every time
+	ti := b.info(t, id)
+	for deadline := time.Now().Add(30 * time.Second); ti.State != asynq.TaskStateArchived && ti.State != asynq.TaskStateCompleted && time.Now().Before(deadline); {
+		time.Sleep(50 * time.Millisecond)
+		ti = b.info(t, id)
+	}
+	if got, err := s.GetBytes(ctx, "src/keep"); string(got) != "only copy" {
+		t.Fatalf("the move deleted its source (%q, %v) though the destination did not show its task id (task %s, %q)", got, err, ti.State, ti.LastErr)
+	}
+	if ti.State != asynq.TaskStateArchived || !strings.Contains(ti.LastErr, "is not this task's copy") || stripped.Load() == 0 {
+		t.Errorf("task %s with %q (%d HEADs stripped); want it failed saying the destination is not this task's copy", ti.State, ti.LastErr, stripped.Load())
 	}
 }
