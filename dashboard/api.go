@@ -121,54 +121,7 @@ func (s *Server) handleCancel(w http.ResponseWriter, r *http.Request) {
 // only those named by ?task=<id> (repeatable). The stream starts with a
 // ": subscribed" comment once updates are flowing.
 func (s *Server) handleEvents(w http.ResponseWriter, r *http.Request) {
-	rc := http.NewResponseController(w)
-	select {
-	case <-s.hub.ready:
-	case <-r.Context().Done():
-		return
-	case <-time.After(subscribeWait):
-		// Redis is down: stream anyway, updates flow once it is back.
-	}
-	c := s.hub.subscribe(r.URL.Query()["task"])
-	if c == nil {
-		writeError(w, http.StatusServiceUnavailable, "the dashboard is shutting down")
-		return
-	}
-	defer s.hub.unsubscribe(c)
-	_ = rc.SetWriteDeadline(time.Time{}) // a stream outlives the server's WriteTimeout
-
-	h := w.Header()
-	h.Set("Content-Type", "text/event-stream")
-	h.Set("Cache-Control", "no-cache")
-	h.Set("X-Accel-Buffering", "no") // nginx: do not buffer the stream
-	w.WriteHeader(http.StatusOK)
-	if _, err := w.Write([]byte("retry: 2000\n: subscribed\n\n")); err != nil {
-		return
-	}
-	if err := rc.Flush(); err != nil {
-		return
-	}
-	heartbeat := time.NewTicker(sseHeartbeat)
-	defer heartbeat.Stop()
-	for {
-		var chunk []byte
-		select {
-		case <-r.Context().Done():
-			return
-		case <-c.gone:
-			return
-		case <-heartbeat.C:
-			chunk = []byte(": keep-alive\n\n")
-		case msg := <-c.events:
-			chunk = append(append([]byte("event: progress\ndata: "), msg...), '\n', '\n')
-		}
-		if _, err := w.Write(chunk); err != nil {
-			return
-		}
-		if err := rc.Flush(); err != nil {
-			return
-		}
-	}
+	s.serveStream(w, r, streamSpec{ids: r.URL.Query()["task"]})
 }
 
 func writeJSON(w http.ResponseWriter, code int, v any) {

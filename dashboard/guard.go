@@ -1,8 +1,6 @@
 package dashboard
 
 import (
-	"crypto/sha256"
-	"crypto/subtle"
 	"errors"
 	"fmt"
 	"net"
@@ -264,33 +262,31 @@ func hostCheck(p hostPolicy, next http.Handler) http.Handler {
 	})
 }
 
-// tokenAuth requires token, when set, on every request but the health
-// checks: "Authorization: Bearer <token>", or the cookie that a valid
-// ?token= sets (then it redirects to the same URL without the token, so it
-// stays out of history and logs). Tokens are compared in constant time.
-func tokenAuth(token string, next http.Handler) http.Handler {
-	if token == "" {
-		return next
-	}
-	want := sha256.Sum256([]byte(token))
-	valid := func(got string) bool {
-		h := sha256.Sum256([]byte(got))
-		return got != "" && subtle.ConstantTimeCompare(h[:], want[:]) == 1
-	}
+// tokenAuth requires the dashboard's token, when set, on every request but
+// the health checks: "Authorization: Bearer <token>", or the cookie that a
+// valid ?token= sets (then it redirects to the same URL without the token,
+// so it stays out of history and logs). Requests to the versioned API
+// (/api/v1/) are authenticated by apiAuth instead, where API tokens with
+// scopes are valid too. Tokens are compared in constant time.
+func tokenAuth(a *authenticator, next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if r.URL.Path == "/healthz" || r.URL.Path == "/readyz" {
+		if strings.HasPrefix(r.URL.Path, apiPrefix) {
+			a.apiAuth(w, r, next)
+			return
+		}
+		if !a.hasDash || r.URL.Path == "/healthz" || r.URL.Path == "/readyz" {
 			next.ServeHTTP(w, r)
 			return
 		}
-		if auth, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer "); ok && valid(auth) {
+		if auth, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer "); ok && a.dashboardToken(auth) {
 			next.ServeHTTP(w, r)
 			return
 		}
-		if c, err := r.Cookie(tokenCookie); err == nil && valid(c.Value) {
+		if c, err := r.Cookie(tokenCookie); err == nil && a.dashboardToken(c.Value) {
 			next.ServeHTTP(w, r)
 			return
 		}
-		if q := r.URL.Query(); q.Has("token") && valid(q.Get("token")) {
+		if q := r.URL.Query(); q.Has("token") && a.dashboardToken(q.Get("token")) {
 			http.SetCookie(w, &http.Cookie{
 				Name:     tokenCookie,
 				Value:    q.Get("token"),

@@ -50,9 +50,17 @@ type hub struct {
 	closed  bool
 }
 
-// sseClient is one open /api/events stream.
+// hubEvent is one progress update for the event streams.
+type hubEvent struct {
+	taskID   string
+	data     []byte    // JSON of Transfer
+	updated  time.Time // the Progress's UpdatedAt: the SSE event id
+	terminal bool      // the transfer ended
+}
+
+// sseClient is one open event stream.
 type sseClient struct {
-	events chan []byte         // JSON of Transfer
+	events chan hubEvent
 	filter map[string]struct{} // task ids wanted; nil means all
 	gone   chan struct{}       // closed when the hub drops the client
 }
@@ -230,10 +238,11 @@ func (h *hub) apply(p tasks.Progress) {
 	}
 	h.index[p.TaskID] = p
 	h.trimLocked()
-	msg, err := json.Marshal(newTransfer(p))
+	data, err := json.Marshal(newTransfer(p))
 	if err != nil {
 		return // a Progress always encodes
 	}
+	msg := hubEvent{taskID: p.TaskID, data: data, updated: p.UpdatedAt, terminal: p.State.Terminal()}
 	for c := range h.clients {
 		if c.filter != nil {
 			if _, ok := c.filter[p.TaskID]; !ok {
@@ -321,7 +330,7 @@ func sortTransfers(ps []tasks.Progress) {
 // subscribe registers an SSE client for the given ids (all when none).
 // It returns nil when the hub is closed.
 func (h *hub) subscribe(ids []string) *sseClient {
-	c := &sseClient{events: make(chan []byte, clientBuffer), gone: make(chan struct{})}
+	c := &sseClient{events: make(chan hubEvent, clientBuffer), gone: make(chan struct{})}
 	if len(ids) > 0 {
 		c.filter = make(map[string]struct{}, len(ids))
 		for _, id := range ids {

@@ -71,6 +71,17 @@ type Config struct {
 	// MaxIndexed bounds the transfers kept in the index and listed by
 	// /api/transfers. Zero means DefaultMaxIndexed.
 	MaxIndexed int
+	// APITokens are the bearer tokens of the versioned API (/api/v1/), each
+	// with its scope; AuthToken is valid there too, with every scope. Each
+	// must pass CheckToken. Nil means none: the API then takes AuthToken
+	// only, or, with no AuthToken either, is open (loopback only).
+	APITokens []APIToken
+	// APIRate is the requests per second one API token may send, answered
+	// 429 beyond; zero means DefaultAPIRate.
+	APIRate float64
+	// APIBurst is the requests one API token may send at once; zero means
+	// DefaultAPIBurst.
+	APIBurst int
 }
 
 func (c *Config) validate() error {
@@ -85,6 +96,18 @@ func (c *Config) validate() error {
 	}
 	if err := CheckAccess(c.Addr, c.AuthToken, c.PublicNames); err != nil {
 		return fmt.Errorf("dashboard: %w", err)
+	}
+	if err := checkAPITokens(c.AuthToken, c.APITokens); err != nil {
+		return fmt.Errorf("dashboard: %w", err)
+	}
+	if c.APIRate < 0 || c.APIBurst < 0 {
+		return errors.New("dashboard: Config.APIRate or APIBurst is negative: use 0 for the default")
+	}
+	if c.APIRate == 0 {
+		c.APIRate = DefaultAPIRate
+	}
+	if c.APIBurst == 0 {
+		c.APIBurst = DefaultAPIBurst
 	}
 	if c.Logger == nil {
 		c.Logger = zap.NewNop()
@@ -109,6 +132,13 @@ type Server struct {
 	handler http.Handler
 	pages   *pages
 	metrics *serverMetrics
+	auth    *authenticator
+	limits  *limiters
+
+	// apiPatterns are the ServeMux patterns of the versioned API, as
+	// registered (the OpenAPI test checks the document against them).
+	apiPatterns []string
+	openapi     []byte // GET /api/v1/openapi.json
 
 	cancel    context.CancelFunc
 	done      chan struct{}
@@ -138,6 +168,8 @@ func New(cfg Config) (*Server, error) {
 		client:  tasks.NewClient(cfg.Redis),
 		pages:   pg,
 		metrics: newServerMetrics(),
+		auth:    newAuthenticator(cfg.AuthToken, cfg.APITokens),
+		limits:  newLimiters(cfg.APIRate, cfg.APIBurst),
 		cancel:  cancel,
 		done:    make(chan struct{}),
 	}
@@ -175,6 +207,7 @@ func (s *Server) routes() http.Handler {
 	mux.HandleFunc("GET /api/transfers/{id}", s.handleGetTransfer)
 	mux.HandleFunc("POST /api/transfers/{id}/cancel", s.handleCancel)
 	mux.HandleFunc("GET /api/events", s.handleEvents)
+	s.registerAPI(mux)
 	mux.Handle(MonitoringPath+"/", s.monitoring())
 
 	reg := prometheus.NewRegistry()
@@ -195,7 +228,7 @@ func (s *Server) routes() http.Handler {
 	mux.HandleFunc("GET /readyz", s.handleReadyz)
 
 	cop := http.NewCrossOriginProtection()
-	return securityHeaders(hostCheck(s.hosts, tokenAuth(s.cfg.AuthToken, cop.Handler(mux))))
+	return securityHeaders(hostCheck(s.hosts, tokenAuth(s.auth, cop.Handler(mux))))
 }
 
 // monitoring is asynqmon on the shared Redis client. asynqmon builds its

@@ -168,6 +168,16 @@ func (c *Client) Inspector() *asynq.Inspector { return c.inspector }
 // NewClient (asynq does not own it either), so it has nothing to fail on.
 func (c *Client) Close() error { return nil }
 
+// Lookup returns asynq's record of the task id, searched in every queue:
+// its queue, state, type and payload. It returns ErrNotFound when no queue
+// holds it (never enqueued, or its Retention ran out).
+func (c *Client) Lookup(ctx context.Context, id string) (*asynq.TaskInfo, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	return c.findTask(id)
+}
+
 // findTask looks id up in every asynq queue. It returns ErrNotFound when no
 // queue holds it.
 func (c *Client) findTask(id string) (*asynq.TaskInfo, error) {

@@ -215,6 +215,44 @@ func PublishProgress(ctx context.Context, rdb redis.UniversalClient, p Progress,
 	return nil
 }
 
+// PublishProgressIfAbsent is PublishProgress for a value that must not
+// overwrite a newer one: it stores and publishes p only when the task has no
+// progress hash yet, atomically, and reports whether it did. A producer uses
+// it to announce a task it just enqueued (state pending) without racing the
+// worker, which may already have started or even finished it.
+func PublishProgressIfAbsent(ctx context.Context, rdb redis.UniversalClient, p Progress) (bool, error) {
+	if p.TaskID == "" || p.State == "" || p.State.Terminal() {
+		return false, fmt.Errorf("publish progress of %q: needs a task id and a non-terminal state", p.TaskID)
+	}
+	if p.UpdatedAt.IsZero() {
+		p.UpdatedAt = time.Now()
+	}
+	msg, err := json.Marshal(p)
+	if err != nil {
+		return false, fmt.Errorf("publish progress of %s: %w", p.TaskID, err)
+	}
+	args := []any{int64(activeProgressTTL / time.Second), ProgressChannel, msg}
+	for k, v := range p.Fields() {
+		args = append(args, k, v)
+	}
+	n, err := publishIfAbsent.Run(ctx, rdb, []string{ProgressKey(p.TaskID)}, args...).Int()
+	if err != nil {
+		return false, fmt.Errorf("publish progress of %s: %w", p.TaskID, err)
+	}
+	return n == 1, nil
+}
+
+// publishIfAbsent writes and publishes a progress hash that does not exist.
+//
+// KEYS[1] progress hash; ARGV[1] expiry in seconds, ARGV[2] channel,
+// ARGV[3] message, ARGV[4..] field, value pairs. Returns 1 when written.
+var publishIfAbsent = redis.NewScript(`
+if redis.call("EXISTS", KEYS[1]) == 1 then return 0 end
+redis.call("HSET", KEYS[1], unpack(ARGV, 4))
+redis.call("EXPIRE", KEYS[1], ARGV[1])
+redis.call("PUBLISH", ARGV[2], ARGV[3])
+return 1`)
+
 // Progress returns the last progress of the task id. Without a progress hash
 // (the task has not started, or its hash expired) it falls back to asynq's
 // record of the task, searched in every queue; ErrNotFound when neither knows
