@@ -16,6 +16,7 @@ import (
 	"github.com/redis/go-redis/v9"
 	"go.yaml.in/yaml/v3"
 
+	"github.com/ferryhq/ferry/dashboard"
 	"github.com/ferryhq/ferry/storage"
 	"github.com/ferryhq/ferry/tasks"
 )
@@ -29,6 +30,12 @@ const (
 	// envDashPublicNames is a comma-separated list of the dashboard's public
 	// names (dashboard.public_names, --public-name).
 	envDashPublicNames = "FERRY_DASHBOARD_PUBLIC_NAMES"
+	// envAPIProducerTokens and envAPIViewerTokens are comma-separated bearer
+	// tokens of the HTTP API; with the suffix envFileSuffix they name a file
+	// holding one token per line (a Kubernetes secret mounted as a file).
+	envAPIProducerTokens = "FERRY_API_PRODUCER_TOKENS"
+	envAPIViewerTokens   = "FERRY_API_VIEWER_TOKENS"
+	envFileSuffix        = "_FILE"
 	// envProfilePrefix + NAME + one of the suffixes below carries a profile's
 	// secrets: FERRY_PROFILE_<NAME>_ACCESS_KEY_ID, NAME upper-cased, '-' and
 	// '.' as '_'.
@@ -162,6 +169,10 @@ type dashboardConfig struct {
 	// loopback (and IPs when it listens on every interface);
 	// FERRY_DASHBOARD_PUBLIC_NAMES overrides them. Empty means none.
 	PublicNames []string `yaml:"public_names"`
+	// APITokens are the bearer tokens of the HTTP API (/api/v1/), from the
+	// environment only (FERRY_API_PRODUCER_TOKENS, FERRY_API_VIEWER_TOKENS
+	// and their _FILE variants), never from the config file. Nil means none.
+	APITokens []dashboard.APIToken `yaml:"-"`
 }
 
 // duration decodes "90s", "15m", "1h30m".
@@ -272,6 +283,11 @@ func loadConfig(flagConfig, flagRedis string, getenv func(string) string) (*conf
 	if names := getenv(envDashPublicNames); names != "" {
 		c.Dashboard.PublicNames = splitList(names)
 	}
+	toks, err := apiTokensFromEnv(getenv)
+	if err != nil {
+		return nil, err
+	}
+	c.Dashboard.APITokens = toks
 	// Relative allow_dirs are relative to the config file.
 	for i, d := range c.Worker.AllowDirs {
 		if !filepath.IsAbs(d) && path != "" {
@@ -491,4 +507,36 @@ func redactURL(s string) string {
 		return "(unparsable URL)"
 	}
 	return u.Redacted()
+}
+
+// apiTokensFromEnv reads the HTTP API's tokens from FERRY_API_PRODUCER_TOKENS
+// and FERRY_API_VIEWER_TOKENS (comma-separated) and from the files named by
+// their _FILE variants (one token per line; blank lines and lines starting
+// with # are skipped). Errors name the variable or file, never a token.
+func apiTokensFromEnv(getenv func(string) string) ([]dashboard.APIToken, error) {
+	var out []dashboard.APIToken
+	for _, v := range []struct {
+		env   string
+		scope dashboard.Scope
+	}{{envAPIProducerTokens, dashboard.ScopeProducer}, {envAPIViewerTokens, dashboard.ScopeViewer}} {
+		for _, tok := range splitList(getenv(v.env)) {
+			out = append(out, dashboard.APIToken{Token: tok, Scope: v.scope})
+		}
+		path := getenv(v.env + envFileSuffix)
+		if path == "" {
+			continue
+		}
+		b, err := os.ReadFile(path)
+		if err != nil {
+			return nil, fmt.Errorf("%s%s: read the token file: %w", v.env, envFileSuffix, err)
+		}
+		for line := range strings.SplitSeq(string(b), "\n") {
+			line = strings.TrimSpace(line)
+			if line == "" || strings.HasPrefix(line, "#") {
+				continue
+			}
+			out = append(out, dashboard.APIToken{Token: line, Scope: v.scope})
+		}
+	}
+	return out, nil
 }

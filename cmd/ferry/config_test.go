@@ -8,6 +8,8 @@ import (
 	"time"
 
 	"github.com/google/go-cmp/cmp"
+
+	"github.com/ferryhq/ferry/dashboard"
 )
 
 func TestParseSize(t *testing.T) {
@@ -182,5 +184,37 @@ worker:
 			}
 			tc.check(t, c)
 		})
+	}
+}
+
+// TestAPITokensFromEnv: tokens come from the variables and from files (a
+// mounted Kubernetes secret), each with its scope; an unreadable file is an
+// error naming the variable.
+func TestAPITokensFromEnv(t *testing.T) {
+	t.Parallel()
+	file := filepath.Join(t.TempDir(), "viewers")
+	if err := os.WriteFile(file, []byte("# viewers\nv2d4f6a8c0e1b3d5f7a9c1e3b5d7f9a1\n\nw3e5a7c9e1b3d5f7a9c1e3b5d7f9a1b2\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	env := map[string]string{
+		envAPIProducerTokens:               "p7c1e5a9b3d2f4068a1b2c3d4e5f6a7b, q8d2f6b0c4e3a5179b2c3d4e5f6a7b8c",
+		envAPIViewerTokens + envFileSuffix: file,
+	}
+	got, err := apiTokensFromEnv(func(k string) string { return env[k] })
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []dashboard.APIToken{
+		{Token: "p7c1e5a9b3d2f4068a1b2c3d4e5f6a7b", Scope: dashboard.ScopeProducer},
+		{Token: "q8d2f6b0c4e3a5179b2c3d4e5f6a7b8c", Scope: dashboard.ScopeProducer},
+		{Token: "v2d4f6a8c0e1b3d5f7a9c1e3b5d7f9a1", Scope: dashboard.ScopeViewer},
+		{Token: "w3e5a7c9e1b3d5f7a9c1e3b5d7f9a1b2", Scope: dashboard.ScopeViewer},
+	}
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Errorf("tokens (-want +got):\n%s", diff)
+	}
+	env[envAPIViewerTokens+envFileSuffix] = file + ".missing"
+	if _, err := apiTokensFromEnv(func(k string) string { return env[k] }); err == nil || !strings.Contains(err.Error(), envAPIViewerTokens+envFileSuffix) {
+		t.Errorf("missing file: %v; want an error naming the variable", err)
 	}
 }

@@ -158,7 +158,7 @@ func checkDashboardAccess(dc dashboardConfig) error {
 // newDashboardConfig builds dashboard.Config; shared with ferry dev.
 func newDashboardConfig(dc dashboardConfig, rdb redis.UniversalClient, log *zap.Logger, reg *prometheus.Registry) dashboard.Config {
 	return dashboard.Config{Redis: rdb, ReadOnly: dc.ReadOnly, AuthToken: dc.AuthToken, Addr: dc.Addr,
-		PublicNames: slices.Clone(dc.PublicNames), Logger: log, Registry: reg}
+		PublicNames: slices.Clone(dc.PublicNames), APITokens: slices.Clone(dc.APITokens), Logger: log, Registry: reg}
 }
 
 // newRegistry is a Prometheus registry with the Go and process collectors.
