@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"maps"
-	"net/url"
 	"strings"
 	"sync"
 	"time"
@@ -19,8 +18,8 @@ import (
 
 // CopyOptions are optional settings of Copy and CopyFrom.
 type CopyOptions struct {
-	// Metadata, when not nil, is merged over the source's metadata (the
-	// copy otherwise keeps the source's metadata and content type).
+	// Metadata, when not nil, is merged over the source's metadata. The
+	// copy keeps the source's Headers either way.
 	Metadata map[string]string
 	// Concurrency of UploadPartCopy for objects above the multipart copy
 	// threshold; zero means DefaultPartConcurrency.
@@ -34,7 +33,10 @@ func (s *S3) Copy(ctx context.Context, srcKey, dstKey string, opts *CopyOptions)
 
 // CopyFrom copies srcKey of src (another bucket of the same Client: same
 // endpoint and credentials) to dstKey here, server-side: CopyObject up to
-// the multipart copy threshold (5 GiB), UploadPartCopy above it.
+// the multipart copy threshold (5 GiB), UploadPartCopy above it. The copy
+// has the source's Headers and user metadata at every size: a CopyObject
+// that replaces metadata, and a multipart upload, get none of them from the
+// server, so they are sent from the source's HEAD.
 func (s *S3) CopyFrom(ctx context.Context, src *S3, srcKey, dstKey string, opts *CopyOptions) (StoredFile, error) {
 	if src.c != s.c {
 		return StoredFile{}, errors.New("server-side copy needs both buckets on one profile (endpoint and credentials); stream the object instead")
@@ -79,25 +81,45 @@ func (s *S3) CopyFrom(ctx context.Context, src *S3, srcKey, dstKey string, opts 
 	in := &s3.CopyObjectInput{Bucket: &s.bucket, Key: &dstFull, CopySource: aws.String(copySource(src.bucket, srcFull)),
 		// Copy exactly the version we looked at.
 		CopySourceIfMatch: aws.String(`"` + info.ETag + `"`)}
+	var optFns []func(*s3.Options)
 	if opts.Metadata != nil {
+		// REPLACE replaces every header too: send them all.
 		in.MetadataDirective = types.MetadataDirectiveReplace
 		in.Metadata = meta
-		if info.ContentType != "" {
-			in.ContentType = &info.ContentType
-		}
+		optFns = info.Headers.setOn(&in.ContentType, &in.ContentEncoding, &in.ContentDisposition, &in.CacheControl, &in.ContentLanguage, &in.Expires)
 	}
-	if _, err := api.CopyObject(ctx, in); err != nil {
+	if _, err := api.CopyObject(ctx, in, optFns...); err != nil {
 		return StoredFile{}, translate(fmt.Sprintf("copy %s to %s", src.display(srcKey), s.display(dstKey)), opSource, err)
 	}
 	return s.Info(ctx, dstKey)
 }
 
+// copySource is the x-amz-copy-source header: bucket and key, URL-encoded
+// the way S3 specifies (every byte but the unreserved characters and "/"
+// percent-encoded). url.PathEscape is not that: it leaves "+", which the
+// server decodes as a space, so "x+y" copied "x y" or was not found.
 func copySource(bucket, key string) string {
-	segs := strings.Split(key, "/")
-	for i, sg := range segs {
-		segs[i] = url.PathEscape(sg)
+	return bucket + "/" + encodeKey(key)
+}
+
+// encodeKey percent-encodes a key for a URL or header, keeping only
+// A-Z a-z 0-9 - _ . ~ and "/".
+func encodeKey(key string) string {
+	const hex = "0123456789ABCDEF"
+	var b strings.Builder
+	b.Grow(len(key) * 3)
+	for i := 0; i < len(key); i++ {
+		c := key[i]
+		switch {
+		case 'a' <= c && c <= 'z', 'A' <= c && c <= 'Z', '0' <= c && c <= '9', c == '-', c == '_', c == '.', c == '~', c == '/':
+			b.WriteByte(c)
+		default:
+			b.WriteByte('%')
+			b.WriteByte(hex[c>>4])
+			b.WriteByte(hex[c&15])
+		}
 	}
-	return bucket + "/" + strings.Join(segs, "/")
+	return b.String()
 }
 
 func (s *S3) copyPartSize(size int64) int64 {
@@ -112,7 +134,7 @@ func (s *S3) copyPartSize(size int64) int64 {
 // upload on failure.
 func (s *S3) copyMultipart(ctx context.Context, api S3API, src *S3, srcFull string, info StoredFile, dstKey string, meta map[string]string, conc int) error {
 	ps := s.copyPartSize(info.Size)
-	u, err := s.StartMultipartUpload(ctx, dstKey, &MultipartOptions{ContentType: info.ContentType, Metadata: meta, PartSize: ps})
+	u, err := s.StartMultipartUpload(ctx, dstKey, &MultipartOptions{Headers: info.Headers, Metadata: meta, PartSize: ps})
 	if err != nil {
 		return err
 	}

@@ -27,7 +27,7 @@ func ExampleNew() {
 		return
 	}
 	defer s.Close()
-	f, err := s.PutBytes(ctx, "hello.txt", []byte("hello"), &storage.PutOptions{ContentType: "text/plain"})
+	f, err := s.PutBytes(ctx, "hello.txt", []byte("hello"), &storage.PutOptions{Headers: storage.Headers{ContentType: "text/plain"}})
 	if err != nil {
 		fmt.Println(err)
 		return

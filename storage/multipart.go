@@ -71,8 +71,9 @@ func (u *MultipartUpload) Parts() []Part {
 
 // MultipartOptions are optional settings of StartMultipartUpload.
 type MultipartOptions struct {
-	ContentType string
-	Metadata    map[string]string
+	// Headers the object gets on Complete.
+	Headers
+	Metadata map[string]string
 	// PartSize: zero means DefaultPartSize.
 	PartSize int64
 }
@@ -160,14 +161,12 @@ func (s *S3) StartMultipartUpload(ctx context.Context, key string, opts *Multipa
 		return nil, &ConfigError{Field: "part_size", Reason: fmt.Sprintf("%d is out of range: S3 parts are 5 MiB to 5 GiB", ps)}
 	}
 	in := &s3.CreateMultipartUploadInput{Bucket: &s.bucket, Key: &full, Metadata: opts.Metadata}
-	if opts.ContentType != "" {
-		in.ContentType = &opts.ContentType
-	}
+	optFns := opts.Headers.setOn(&in.ContentType, &in.ContentEncoding, &in.ContentDisposition, &in.CacheControl, &in.ContentLanguage, &in.Expires)
 	if s.c.cfg.integrity() && s.c.quirks.crc32cHeader {
 		in.ChecksumAlgorithm = types.ChecksumAlgorithmCrc32c
 		in.ChecksumType = types.ChecksumTypeFullObject
 	}
-	out, err := api.CreateMultipartUpload(ctx, in)
+	out, err := api.CreateMultipartUpload(ctx, in, optFns...)
 	if err != nil {
 		return nil, translate("start multipart upload "+s.display(key), opObject, err)
 	}

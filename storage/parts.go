@@ -277,8 +277,8 @@ func (s *S3) UploadParts(ctx context.Context, u *MultipartUpload, src PartSource
 
 // LargeOptions are optional settings of PutLarge.
 type LargeOptions struct {
-	ContentType string
-	Metadata    map[string]string
+	Headers
+	Metadata map[string]string
 	// PartSize: zero means DefaultPartSize. It is raised to fit a known
 	// Size in 10,000 parts; the parts of a stream of unknown size grow from
 	// it (see streamGrowEvery), or on a provider that needs equal parts
@@ -333,7 +333,7 @@ func (s *S3) PutLarge(ctx context.Context, key string, body io.Reader, opts *Lar
 		if _, err := io.ReadFull(body, buf); err != nil {
 			return StoredFile{}, fmt.Errorf("read body of %s: %w", s.display(key), err)
 		}
-		f, err := s.Put(ctx, key, bytes.NewReader(buf), &PutOptions{ContentType: opts.ContentType, Metadata: opts.Metadata})
+		f, err := s.Put(ctx, key, bytes.NewReader(buf), &PutOptions{Headers: opts.Headers, Metadata: opts.Metadata})
 		if err == nil && opts.ProgressFunc != nil {
 			opts.ProgressFunc(opts.Size, opts.Size)
 		}
@@ -355,13 +355,13 @@ func (s *S3) PutLarge(ctx context.Context, key string, body io.Reader, opts *Lar
 	}
 	if int64(n) < ps {
 		defer pool.Put(first)
-		f, err := s.Put(ctx, key, bytes.NewReader(first[:n]), &PutOptions{ContentType: opts.ContentType, Metadata: opts.Metadata})
+		f, err := s.Put(ctx, key, bytes.NewReader(first[:n]), &PutOptions{Headers: opts.Headers, Metadata: opts.Metadata})
 		if err == nil && opts.ProgressFunc != nil {
 			opts.ProgressFunc(int64(n), int64(n))
 		}
 		return f, err
 	}
-	u, err := s.StartMultipartUpload(ctx, key, &MultipartOptions{ContentType: opts.ContentType, Metadata: opts.Metadata, PartSize: ps})
+	u, err := s.StartMultipartUpload(ctx, key, &MultipartOptions{Headers: opts.Headers, Metadata: opts.Metadata, PartSize: ps})
 	if err != nil {
 		pool.Put(first)
 		return StoredFile{}, err

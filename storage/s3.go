@@ -28,10 +28,11 @@ import (
 type StoredFile struct {
 	Key          string            `json:"key"`
 	Size         int64             `json:"size"`
-	ContentType  string            `json:"content_type,omitempty"`
 	ETag         string            `json:"etag,omitempty"`
 	LastModified time.Time         `json:"last_modified"`
 	Metadata     map[string]string `json:"metadata,omitempty"`
+	// Headers come from Info and reads; a listing has none.
+	Headers
 	// Encryption is the server-side encryption HEAD reported ("AES256",
 	// "aws:kms", "SSE-C"), empty when none or unknown (listings). With KMS
 	// or SSE-C the ETag is not the MD5 of the bytes.
@@ -89,8 +90,10 @@ func (s *S3) api() (S3API, error) {
 
 // PutOptions are optional settings of Put.
 type PutOptions struct {
-	ContentType string
-	Metadata    map[string]string
+	// Headers to store with the object; the server picks the Content-Type
+	// when it is empty.
+	Headers
+	Metadata map[string]string
 	// IfNotExists makes the write fail with ErrExists when the key exists
 	// (If-None-Match: *), where the server supports it.
 	IfNotExists bool
@@ -116,9 +119,7 @@ func (s *S3) Put(ctx context.Context, key string, body io.Reader, opts *PutOptio
 		opts = &PutOptions{}
 	}
 	in := &s3.PutObjectInput{Bucket: &s.bucket, Key: &full, Body: body, Metadata: opts.Metadata}
-	if opts.ContentType != "" {
-		in.ContentType = &opts.ContentType
-	}
+	optFns := opts.Headers.setOn(&in.ContentType, &in.ContentEncoding, &in.ContentDisposition, &in.CacheControl, &in.ContentLanguage, &in.Expires)
 	if opts.IfNotExists {
 		in.IfNoneMatch = aws.String("*")
 	}
@@ -132,7 +133,7 @@ func (s *S3) Put(ctx context.Context, key string, body io.Reader, opts *PutOptio
 			return StoredFile{}, err
 		}
 	}
-	out, err := api.PutObject(ctx, in)
+	out, err := api.PutObject(ctx, in, optFns...)
 	for attempt := 1; err != nil && rewind != nil; attempt++ {
 		err = translate("put "+s.display(key), opObject, err)
 		if !errors.Is(err, ErrIntegrity) {
@@ -144,7 +145,7 @@ func (s *S3) Put(ctx context.Context, key string, body io.Reader, opts *PutOptio
 		if err = rewind(); err != nil {
 			return StoredFile{}, fmt.Errorf("put %s: read the body again: %w", s.display(key), err)
 		}
-		out, err = api.PutObject(ctx, in)
+		out, err = api.PutObject(ctx, in, optFns...)
 	}
 	if err != nil {
 		if rewind == nil {
@@ -159,7 +160,7 @@ func (s *S3) Put(ctx context.Context, key string, body io.Reader, opts *PutOptio
 	if size < 0 || date.IsZero() {
 		return s.Info(ctx, key)
 	}
-	return StoredFile{Key: key, Size: size, ContentType: opts.ContentType, ETag: unquote(aws.ToString(out.ETag)),
+	return StoredFile{Key: key, Size: size, Headers: opts.Headers, ETag: unquote(aws.ToString(out.ETag)),
 		LastModified: date, Metadata: maps.Clone(in.Metadata), Encryption: encryption(out.ServerSideEncryption, out.SSECustomerAlgorithm),
 		Checksum: in.Metadata[MetaChecksum]}, nil
 }
@@ -277,8 +278,9 @@ func (s *S3) GetRangeIfMatch(ctx context.Context, key, etag string, offset, leng
 	if err != nil {
 		return nil, StoredFile{}, translate("get "+s.display(key), kind, err)
 	}
-	f := StoredFile{Key: key, Size: aws.ToInt64(out.ContentLength), ContentType: aws.ToString(out.ContentType),
-		ETag: unquote(aws.ToString(out.ETag)), LastModified: aws.ToTime(out.LastModified), Metadata: out.Metadata}
+	f := StoredFile{Key: key, Size: aws.ToInt64(out.ContentLength),
+		Headers: headersFrom(out.ContentType, out.ContentEncoding, out.ContentDisposition, out.CacheControl, out.ContentLanguage, out.ExpiresString),
+		ETag:    unquote(aws.ToString(out.ETag)), LastModified: aws.ToTime(out.LastModified), Metadata: out.Metadata}
 	if cr := aws.ToString(out.ContentRange); cr != "" {
 		if i := strings.LastIndexByte(cr, '/'); i >= 0 {
 			var total int64
@@ -393,8 +395,9 @@ func (s *S3) Info(ctx context.Context, key string) (StoredFile, error) {
 		}
 		return StoredFile{}, err
 	}
-	return StoredFile{Key: key, Size: aws.ToInt64(out.ContentLength), ContentType: aws.ToString(out.ContentType),
-		ETag: unquote(aws.ToString(out.ETag)), LastModified: aws.ToTime(out.LastModified),
+	return StoredFile{Key: key, Size: aws.ToInt64(out.ContentLength),
+		Headers: headersFrom(out.ContentType, out.ContentEncoding, out.ContentDisposition, out.CacheControl, out.ContentLanguage, out.ExpiresString),
+		ETag:    unquote(aws.ToString(out.ETag)), LastModified: aws.ToTime(out.LastModified),
 		Metadata: maps.Clone(out.Metadata), Encryption: encryption(out.ServerSideEncryption, out.SSECustomerAlgorithm),
 		Checksum: storedChecksum(out.Metadata, out.ChecksumCRC32C, out.ChecksumType)}, nil
 }

@@ -55,7 +55,7 @@ func conformance(t *testing.T, srv *testenv.S3Server, fake bool) {
 		s := open(t, srv, nil)
 		data := []byte("hello, ferry")
 		before := time.Now().Add(-time.Minute)
-		f, err := s.PutBytes(ctx, "a/b.txt", data, &storage.PutOptions{ContentType: "text/plain", Metadata: map[string]string{"owner": "qa"}})
+		f, err := s.PutBytes(ctx, "a/b.txt", data, &storage.PutOptions{Headers: storage.Headers{ContentType: "text/plain"}, Metadata: map[string]string{"owner": "qa"}})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -317,7 +317,7 @@ func conformance(t *testing.T, srv *testenv.S3Server, fake bool) {
 		s := open(t, srv, nil)
 		const ps = storage.MinPartSize
 		data := randBytes(t, 2*ps+1234)
-		u, err := s.StartMultipartUpload(ctx, "mp/obj", &storage.MultipartOptions{PartSize: ps, ContentType: "application/x-test", Metadata: map[string]string{"k": "v"}})
+		u, err := s.StartMultipartUpload(ctx, "mp/obj", &storage.MultipartOptions{PartSize: ps, Headers: storage.Headers{ContentType: "application/x-test"}, Metadata: map[string]string{"k": "v"}})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -476,7 +476,7 @@ func conformance(t *testing.T, srv *testenv.S3Server, fake bool) {
 		a, _ := client.Bucket(srv.Bucket(t))
 		b, _ := client.Bucket(srv.Bucket(t))
 		big := randBytes(t, 2*storage.MinPartSize+99)
-		if _, err := a.PutBytes(ctx, "src/big", big, &storage.PutOptions{ContentType: "x/big", Metadata: map[string]string{"m": "1"}}); err != nil {
+		if _, err := a.PutBytes(ctx, "src/big", big, &storage.PutOptions{Headers: storage.Headers{ContentType: "x/big"}, Metadata: map[string]string{"m": "1"}}); err != nil {
 			t.Fatal(err)
 		}
 		f, err := b.CopyFrom(ctx, a, "src/big", "dst/big", &storage.CopyOptions{Metadata: map[string]string{"extra": "2"}})

@@ -59,7 +59,7 @@ func (w *Worker) handlePut(ctx context.Context, t *asynq.Task) error {
 		meta := withTaskID(p.Metadata, id)
 		if p.Source.Kind() == tasks.KindInline {
 			prog.setTotal(int64(len(p.Source.Data)), 0)
-			f, err := dst.PutBytes(ctx, p.Dest.Key, p.Source.Data, &storage.PutOptions{ContentType: p.ContentType, Metadata: meta})
+			f, err := dst.PutBytes(ctx, p.Dest.Key, p.Source.Data, &storage.PutOptions{Headers: storage.Headers{ContentType: p.ContentType}, Metadata: meta})
 			if err == nil {
 				w.metrics.addBytes("upload", p.Dest.Profile, f.Size)
 			}
@@ -98,7 +98,8 @@ func (w *Worker) handleUpload(ctx context.Context, t *asynq.Task) error {
 
 // transfer moves a file, https or S3 source to dst: one PutObject up to a
 // part size, a checkpointed multipart upload above it (or a streamed one
-// when the source cannot be read by range).
+// when the source cannot be read by range). The object gets the source's
+// headers, with contentType (when not empty) in place of its Content-Type.
 func (w *Worker) transfer(ctx context.Context, id string, t *asynq.Task, prog *progress, src *source, dstLoc tasks.Location,
 	dst *storage.S3, partSize int64, partConc int, contentType string, meta map[string]string) (_ storage.StoredFile, err error) {
 	defer src.Close()
@@ -107,8 +108,9 @@ func (w *Worker) transfer(ctx context.Context, id string, t *asynq.Task, prog *p
 			err = w.sourceChanged(ctx, id, err)
 		}
 	}()
-	if contentType == "" {
-		contentType = src.contentType
+	hdr := src.headers
+	if contentType != "" {
+		hdr.ContentType = contentType
 	}
 	if partSize == 0 {
 		partSize = w.cfg.PartSize
@@ -135,7 +137,7 @@ func (w *Worker) transfer(ctx context.Context, id string, t *asynq.Task, prog *p
 		if err := src.check(); err != nil {
 			return storage.StoredFile{}, err
 		}
-		f, err := dst.Put(ctx, dstLoc.Key, bytes.NewReader(buf[:n]), &storage.PutOptions{ContentType: contentType, Metadata: meta})
+		f, err := dst.Put(ctx, dstLoc.Key, bytes.NewReader(buf[:n]), &storage.PutOptions{Headers: hdr, Metadata: meta})
 		if err == nil {
 			w.metrics.addBytes("upload", dstLoc.Profile, f.Size)
 			prog.add(ctx, f.Size, 0)
@@ -152,12 +154,12 @@ func (w *Worker) transfer(ctx context.Context, id string, t *asynq.Task, prog *p
 		defer rc.Close()
 		// A known length fits the part size to it; an unknown one (-1,
 		// passed as 0) lets the parts grow as the stream goes.
-		return dst.PutLarge(ctx, dstLoc.Key, rc, &storage.LargeOptions{ContentType: contentType, Metadata: meta,
+		return dst.PutLarge(ctx, dstLoc.Key, rc, &storage.LargeOptions{Headers: hdr, Metadata: meta,
 			PartSize: partSize, Concurrency: partConc, Buffers: w.buffers, Size: max(src.size, 0),
 			ProgressFunc: func(done, _ int64) { prog.setDone(ctx, done) }})
 	}
 	return w.runUpload(ctx, &upload{taskID: id, profile: profileName(dstLoc.Profile), dst: dst, key: dstLoc.Key, src: src,
-		partSize: partSize, concurrency: partConc, contentType: contentType, metadata: meta, prog: prog, log: w.taskLog(ctx, t)})
+		partSize: partSize, concurrency: partConc, headers: hdr, metadata: meta, prog: prog, log: w.taskLog(ctx, t)})
 }
 
 // readSmall reads a source of at most one part into buf: by range when it
@@ -257,7 +259,7 @@ func (w *Worker) copyObject(ctx context.Context, t *asynq.Task, id string, prog 
 			prog.add(ctx, f.Size, 0)
 		}
 	} else {
-		f, err = w.transfer(ctx, id, t, prog, s3Source(src, srcLoc.Key, info), dstLoc, dst, partSize, partConc, info.ContentType, mergeMeta(info.Metadata, meta))
+		f, err = w.transfer(ctx, id, t, prog, s3Source(src, srcLoc.Key, info), dstLoc, dst, partSize, partConc, "", mergeMeta(info.Metadata, meta))
 	}
 	if err != nil {
 		return nil, err
@@ -304,6 +306,20 @@ func confirmMove(ctx context.Context, id string, src *storage.S3, srcLoc tasks.L
 			srcLoc.String(), profileName(srcLoc.Profile), dstLoc.String(), profileName(dstLoc.Profile)))
 	}
 	return nil
+}
+
+// sameHeaders reports whether dst has src's headers and user metadata,
+// ferry's own metadata entries aside: without them a copy is not the same
+// object to a browser or a CDN, whatever its bytes.
+func sameHeaders(src, dst storage.StoredFile) bool {
+	user := func(m map[string]string) map[string]string {
+		m = maps.Clone(m)
+		for _, k := range []string{metaTaskID, metaSourceETag, metaSourceSize, storage.MetaChecksum} {
+			delete(m, k)
+		}
+		return m
+	}
+	return src.Headers == dst.Headers && maps.Equal(user(src.Metadata), user(dst.Metadata))
 }
 
 func mergeMeta(a, b map[string]string) map[string]string {

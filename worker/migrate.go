@@ -267,9 +267,12 @@ func (m *migration) selected(rel string) bool {
 	return !match(m.p.Exclude)
 }
 
-// needsCopy reports whether dstKey differs from the source object f: it is
-// identical when ferry recorded copying exactly this source ETag and size
-// there, or when both ETags are plain MD5s and agree.
+// needsCopy reports whether dstKey differs from the source object f. It is
+// identical when it has the same bytes — ferry recorded copying exactly this
+// source ETag and size there, or both ETags are plain MD5s and agree — and
+// the same headers and user metadata as the source. A listing carries no
+// headers, so only a destination with the same bytes costs a HEAD of the
+// source as well.
 func (m *migration) needsCopy(ctx context.Context, f storage.StoredFile, dstKey string) (bool, error) {
 	d, err := m.dst.Info(ctx, dstKey)
 	if errors.Is(err, storage.ErrNotFound) && !errors.Is(err, storage.ErrBucketNotFound) {
@@ -281,13 +284,21 @@ func (m *migration) needsCopy(ctx context.Context, f storage.StoredFile, dstKey 
 	if d.Size != f.Size {
 		return true, nil
 	}
-	if d.Metadata[metaSourceETag] == f.ETag && d.Metadata[metaSourceSize] == strconv.FormatInt(f.Size, 10) {
-		return false, nil
-	}
+	recorded := d.Metadata[metaSourceETag] == f.ETag && d.Metadata[metaSourceSize] == strconv.FormatInt(f.Size, 10)
 	// d's HEAD says whether its ETag is an MD5 (not KMS or SSE-C); f comes
 	// from a listing, which cannot say, but a KMS ETag equal to an MD5 of
 	// other bytes would be a collision. Anything unsure is copied again.
-	return !(f.ETagIsMD5() && d.ETagIsMD5() && d.ETag == f.ETag), nil
+	if !recorded && !(f.ETagIsMD5() && d.ETagIsMD5() && d.ETag == f.ETag) {
+		return true, nil
+	}
+	s, err := m.src.Info(ctx, f.Key)
+	if errors.Is(err, storage.ErrNotFound) && !errors.Is(err, storage.ErrBucketNotFound) {
+		return false, nil // deleted since listed; the destination has what was listed
+	}
+	if err != nil {
+		return false, fmt.Errorf("compare with source: %w", err)
+	}
+	return s.ETag != f.ETag || !sameHeaders(s, d), nil
 }
 
 // childID is the copy task's id: the same source version to the same

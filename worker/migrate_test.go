@@ -39,7 +39,7 @@ func fillSource(t testing.TB, s *storage.S3, prefix string, n, large int) map[st
 			_, _ = rand.Read(data)
 			key := fmt.Sprintf("%sdir%02d/obj-%05d", prefix, i%37, i)
 			_, err := s.PutLarge(ctx, key, bytes.NewReader(data), &storage.LargeOptions{PartSize: storage.MinPartSize,
-				Size: int64(size), ContentType: "application/x-ferry", Metadata: map[string]string{"seq": fmt.Sprint(i)}})
+				Size: int64(size), Headers: storage.Headers{ContentType: "application/x-ferry"}, Metadata: map[string]string{"seq": fmt.Sprint(i)}})
 			if err != nil {
 				t.Error(err)
 				return

@@ -34,9 +34,12 @@ type source struct {
 	// fingerprint changes when the source's bytes may have changed; a
 	// checkpoint with another fingerprint is abandoned.
 	fingerprint string
-	contentType string
-	metadata    map[string]string
-	etag        string
+	// headers the destination gets unless the task says otherwise: all of
+	// an S3 source's (a copy keeps the object), an https source's
+	// Content-Type.
+	headers  storage.Headers
+	metadata map[string]string
+	etag     string
 	// parts reads parts by offset; nil when the source can only stream.
 	parts storage.PartSource
 	// open streams the whole source.
@@ -234,7 +237,7 @@ func (s *sources) openHTTP(ctx context.Context, raw string) (*source, error) {
 	}
 	resp.Body.Close()
 	h.etag, h.lastModified, h.size = resp.Header.Get("ETag"), resp.Header.Get("Last-Modified"), resp.ContentLength
-	src := &source{display: h.display, size: h.size, contentType: resp.Header.Get("Content-Type"),
+	src := &source{display: h.display, size: h.size, headers: storage.Headers{ContentType: resp.Header.Get("Content-Type")},
 		fingerprint: fmt.Sprintf("http:%s|%s|%d", h.etag, h.lastModified, h.size), open: h.open}
 	if h.size >= 0 && resp.Header.Get("Accept-Ranges") == "bytes" {
 		src.parts = &rangeSource{size: h.size, get: h.getRange}
@@ -465,7 +468,7 @@ func openS3(ctx context.Context, s *storage.S3, key string) (*source, error) {
 // s3Source is openS3 for an object whose Info the caller has.
 func s3Source(s *storage.S3, key string, info storage.StoredFile) *source {
 	display := "s3://" + s.Bucket() + "/" + key
-	return &source{display: display, size: info.Size, etag: info.ETag, contentType: info.ContentType, metadata: info.Metadata,
+	return &source{display: display, size: info.Size, etag: info.ETag, headers: info.Headers, metadata: info.Metadata,
 		fingerprint: fmt.Sprintf("s3:%s:%d", info.ETag, info.Size),
 		// Every part is read from the version the transfer started with.
 		parts: &rangeSource{size: info.Size, get: func(ctx context.Context, off, n int64) (io.ReadCloser, error) {

@@ -37,7 +37,7 @@ type upload struct {
 	src         *source
 	partSize    int64
 	concurrency int
-	contentType string
+	headers     storage.Headers
 	metadata    map[string]string
 	prog        *progress
 	log         *zap.Logger
@@ -186,7 +186,7 @@ func (w *Worker) startUpload(ctx context.Context, u *upload) (*storage.Multipart
 		meta = map[string]string{}
 	}
 	meta[metaTaskID] = u.taskID
-	mu, err := u.dst.StartMultipartUpload(ctx, u.key, &storage.MultipartOptions{ContentType: u.contentType, Metadata: meta, PartSize: ps})
+	mu, err := u.dst.StartMultipartUpload(ctx, u.key, &storage.MultipartOptions{Headers: u.headers, Metadata: meta, PartSize: ps})
 	if err != nil {
 		return nil, err
 	}

@@ -113,11 +113,36 @@ func EmptyAndDeleteBucket(ctx context.Context, c *s3.Client, bucket string) {
 	_, _ = c.DeleteBucket(ctx, &s3.DeleteBucketInput{Bucket: &bucket})
 }
 
+var (
+	otherOnce sync.Once
+	otherSrv  *S3Server
+	otherErr  error
+)
+
+// OtherS3 returns a second S3 server of this test binary, started on first
+// use: its own process, port and data, so copies between it and S3(t) go
+// between two endpoints whatever spelling of an endpoint ferry normalises.
+// It is always started here (FERRY_TEST_S3_ENDPOINT names only the first).
+func OtherS3(t testing.TB) *S3Server {
+	t.Helper()
+	otherOnce.Do(func() { otherSrv, otherErr = startLocalS3() })
+	if otherErr != nil {
+		t.Fatalf("testenv: second S3 server: %v", otherErr)
+	}
+	return otherSrv
+}
+
 func startS3() (*S3Server, error) {
 	if ep := os.Getenv(EnvS3Endpoint); ep != "" {
 		return &S3Server{Endpoint: ep, AccessKey: os.Getenv(EnvS3AccessKey),
 			SecretKey: os.Getenv(EnvS3SecretKey), Region: "us-east-1", Real: true}, nil
 	}
+	return startLocalS3()
+}
+
+// startLocalS3 starts versitygw, or gofakes3 when there is none and real
+// servers are not required.
+func startLocalS3() (*S3Server, error) {
 	bin := VersitygwPath()
 	if bin == "" {
 		if RealRequired() {
