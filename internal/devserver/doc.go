@@ -4,9 +4,13 @@
 // directory, so they survive a restart. Both listen on real TCP ports, so
 // other processes (the ferry CLI, asynqmon, the AWS CLI) reach them.
 //
-// It is for development and fast tests only — never production, and never
-// the only proof of a feature (the project's tests run against redis-server
-// and versitygw). miniredis keeps its data in memory: Redis state is lost at
+// Production code used only by cmd/ferry, for `ferry dev` (checked by
+// internal/archtest): it ships in the binary, but no worker or dashboard path
+// depends on it.
+//
+// It is for development and fast tests only — never a production
+// deployment, and never the only proof of a feature (the project's tests run
+// against redis-server and versitygw). miniredis keeps its data in memory: Redis state is lost at
 // exit unless RedisOptions.SnapshotFile is set, and a snapshot is a plain
 // dump of the keys, not Redis's AOF or RDB.
 //

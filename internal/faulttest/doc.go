@@ -6,5 +6,6 @@
 // `make test-faults` sets: it takes minutes, kills processes and restarts
 // Redis. `make test` skips it. See docs/reliability.md for what it proves.
 //
-// It is not for production code: only tests and benchmarks import it.
+// Test support only: only _test.go files may import it (today none outside
+// this package does; checked by internal/archtest).
 package faulttest

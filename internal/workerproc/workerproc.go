@@ -1,6 +1,3 @@
-// Package workerproc runs ferry workers as child processes of a test binary,
-// so tests can SIGKILL a real worker, restart it, and read its peak memory.
-// It is for tests and benchmarks only.
 package workerproc
 
 import (
