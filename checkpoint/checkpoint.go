@@ -31,6 +31,11 @@ var (
 	// without upload id, a part without ETag...): a bug in the caller,
 	// retrying will not help.
 	ErrInvalid = errors.New("checkpoint: invalid argument")
+
+	// ErrNotOwner means the caller's fencing token is not (or no longer)
+	// the one that owns the task: another worker claimed it (see Claim).
+	// The caller must stop writing for the task at once.
+	ErrNotOwner = errors.New("checkpoint: another worker owns this task now")
 )
 
 // Plan is how an upload was started. It is written once by Create and never

@@ -46,3 +46,21 @@ func partField(n int) string {
 func partValue(p Part) string {
 	return p.ETag + "|" + strconv.FormatInt(p.Size, 10)
 }
+
+// ownerKey holds the fencing token of the worker that currently owns the
+// task's upload: ferry:own:{<task_id>}, with a short PX expiry its owner
+// renews. Same hash tag as the checkpoint, so RecordPart can check it in
+// the same script.
+func ownerKey(taskID string) string {
+	return "ferry:own:{" + taskID + "}"
+}
+
+// doneKey marks a task whose upload a takeover completed (see MarkDone):
+// ferry:own:{<task_id>}:done.
+func doneKey(taskID string) string {
+	return "ferry:own:{" + taskID + "}:done"
+}
+
+// tokenKey is the counter fencing tokens come from (INCR). No hash tag: it
+// is read with its own command before the claim.
+const tokenKey = "ferry:own:token"

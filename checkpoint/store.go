@@ -56,19 +56,26 @@ return 1
 `)
 
 // recordPartScript records one finished part if the checkpoint exists and
-// belongs to the given upload, and refreshes the TTL.
+// belongs to the given upload (and, with a fencing token, if the caller
+// still owns the task), and refreshes the TTL.
 //
 //	KEYS[1] -> ferry:ckpt:{<task_id>}
+//	KEYS[2] -> ferry:own:{<task_id>}
 //	ARGV[1] -> upload id the caller is writing for
 //	ARGV[2] -> part number
 //	ARGV[3] -> part field, p:<n>
 //	ARGV[4] -> part value, <etag>|<size>
 //	ARGV[5] -> TTL in milliseconds
+//	ARGV[6] -> fencing token, "0" for none (unfenced)
 //
 // Returns 1 when written, 0 when no checkpoint exists, -1 when the stored
 // upload_id differs (or is missing), -2 when the part number is above the
-// stored part_count (a part_count of 0 means unknown: no upper bound here).
+// stored part_count (a part_count of 0 means unknown: no upper bound here),
+// -3 when the token is not the one in KEYS[2] (the task has a new owner).
 var recordPartScript = redis.NewScript(`
+if ARGV[6] ~= "0" and redis.call("GET", KEYS[2]) ~= ARGV[6] then
+	return -3
+end
 if redis.call("EXISTS", KEYS[1]) == 0 then
 	return 0
 end
@@ -194,6 +201,22 @@ func (s *Store) Load(ctx context.Context, taskID string) (Checkpoint, error) {
 // record (the last ETag wins). Each call refreshes the TTL and the task's
 // index score.
 func (s *Store) RecordPart(ctx context.Context, taskID, uploadID string, p Part) error {
+	return s.recordPart(ctx, taskID, uploadID, 0, p)
+}
+
+// RecordPartOwned is RecordPart fenced by ownership: it writes only while
+// token (from Claim) still owns the task, in the same atomic script, else
+// it returns ErrNotOwner and writes nothing. A worker that paused past its
+// ownership's expiry cannot record a part once another worker claimed the
+// task.
+func (s *Store) RecordPartOwned(ctx context.Context, taskID, uploadID string, token int64, p Part) error {
+	if token <= 0 {
+		return fmt.Errorf("checkpoint: task %q: fencing token %d <= 0: %w", taskID, token, ErrInvalid)
+	}
+	return s.recordPart(ctx, taskID, uploadID, token, p)
+}
+
+func (s *Store) recordPart(ctx context.Context, taskID, uploadID string, token int64, p Part) error {
 	if err := validTaskID(taskID); err != nil {
 		return err
 	}
@@ -207,8 +230,8 @@ func (s *Store) RecordPart(ctx context.Context, taskID, uploadID string, p Part)
 	case p.Number < 1 || p.Number > MaxParts:
 		return fmt.Errorf("checkpoint: task %q: part %d outside 1..%d: %w", taskID, p.Number, MaxParts, ErrPlanMismatch)
 	}
-	keys := []string{checkpointKey(taskID)}
-	n, err := recordPartScript.Run(ctx, s.rdb, keys, uploadID, p.Number, partField(p.Number), partValue(p), s.ttlMS).Int()
+	keys := []string{checkpointKey(taskID), ownerKey(taskID)}
+	n, err := recordPartScript.Run(ctx, s.rdb, keys, uploadID, p.Number, partField(p.Number), partValue(p), s.ttlMS, token).Int()
 	if err != nil {
 		return fmt.Errorf("checkpoint: task %q: record part %d: %w", taskID, p.Number, err)
 	}
@@ -220,6 +243,8 @@ func (s *Store) RecordPart(ctx context.Context, taskID, uploadID string, p Part)
 		return fmt.Errorf("checkpoint: task %q: record part %d: stored upload id is not %q: %w", taskID, p.Number, uploadID, ErrPlanMismatch)
 	case -2:
 		return fmt.Errorf("checkpoint: task %q: part %d is above the plan's part count: %w", taskID, p.Number, ErrPlanMismatch)
+	case -3:
+		return fmt.Errorf("checkpoint: task %q: record part %d with token %d: %w", taskID, p.Number, token, ErrNotOwner)
 	default:
 		return fmt.Errorf("checkpoint: task %q: record part %d: unexpected script result %d", taskID, p.Number, n)
 	}

@@ -1,0 +1,74 @@
+package checkpoint_test
+
+import (
+	"errors"
+	"testing"
+	"time"
+
+	"github.com/ferryhq/ferry/checkpoint"
+)
+
+// TestStaleOwnerIsFenced: a worker whose ownership expired (a pause longer
+// than the TTL) and was claimed by another worker can no longer record a
+// part, renew, pass the check before Complete or mark the task done; the
+// new owner can, and the stale worker's part never lands in the checkpoint.
+func TestStaleOwnerIsFenced(t *testing.T) {
+	t.Parallel()
+	b := setup(t, checkpoint.Options{})
+	const id = "fenced-task"
+	mustCreate(t, b, id, knownPlan())
+
+	stale, err := b.store.Claim(b.ctx, id, time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := b.store.Claim(b.ctx, id, time.Second); !errors.Is(err, checkpoint.ErrNotOwner) {
+		t.Fatalf("second Claim while owned: %v; want ErrNotOwner", err)
+	}
+	if err := b.store.RecordPartOwned(b.ctx, id, "upload-1", stale, checkpoint.Part{Number: 1, ETag: "stale-1", Size: 8 << 20}); err != nil {
+		t.Fatalf("owner's RecordPartOwned: %v", err)
+	}
+	time.Sleep(1200 * time.Millisecond) // the stale owner pauses past its TTL
+	fresh, err := b.store.Claim(b.ctx, id, time.Minute)
+	if err != nil {
+		t.Fatalf("Claim after expiry: %v", err)
+	}
+	if fresh <= stale {
+		t.Errorf("new token %d is not larger than the old %d", fresh, stale)
+	}
+	for desc, err := range map[string]error{
+		"RecordPartOwned": b.store.RecordPartOwned(b.ctx, id, "upload-1", stale, checkpoint.Part{Number: 2, ETag: "stale-2", Size: 8 << 20}),
+		"Renew":           b.store.Renew(b.ctx, id, stale, time.Minute),
+		"CheckOwner":      b.store.CheckOwner(b.ctx, id, stale),
+		"MarkDone":        b.store.MarkDone(b.ctx, id, stale, time.Minute),
+	} {
+		if !errors.Is(err, checkpoint.ErrNotOwner) {
+			t.Errorf("stale token's %s: %v; want ErrNotOwner", desc, err)
+		}
+	}
+	if err := b.store.Release(b.ctx, id, stale); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.store.CheckOwner(b.ctx, id, fresh); err != nil {
+		t.Fatalf("the stale Release removed the new owner: %v", err)
+	}
+	if err := b.store.RecordPartOwned(b.ctx, id, "upload-1", fresh, checkpoint.Part{Number: 2, ETag: "fresh-2", Size: 8 << 20}); err != nil {
+		t.Fatalf("new owner's RecordPartOwned: %v", err)
+	}
+	ck := mustLoad(t, b, id)
+	if len(ck.Parts) != 2 || ck.Parts[1].ETag != "fresh-2" {
+		t.Errorf("parts %+v; want part 1 stale-1 and part 2 fresh-2 only", ck.Parts)
+	}
+	if done, _ := b.store.Done(b.ctx, id); done {
+		t.Fatal("done before MarkDone")
+	}
+	if err := b.store.MarkDone(b.ctx, id, fresh, time.Minute); err != nil {
+		t.Fatal(err)
+	}
+	if done, _ := b.store.Done(b.ctx, id); !done {
+		t.Error("MarkDone left no mark")
+	}
+	if owned, _ := b.store.Owned(b.ctx, id); owned {
+		t.Error("MarkDone did not release the ownership")
+	}
+}
