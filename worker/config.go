@@ -52,6 +52,11 @@ type Config struct {
 	// TaskCheckInterval is how often an idle worker polls for tasks; zero
 	// means 100ms (asynq's default of 1s adds up to a second of latency).
 	TaskCheckInterval time.Duration
+	// TakeoverInterval is how often this worker looks for uploads whose
+	// owner stopped renewing its ownership (a crashed worker) and continues
+	// them from their checkpoint; zero means 2s, negative disables it in
+	// this worker (asynq's lease recovery still retries them, in 1-2 min).
+	TakeoverInterval time.Duration
 	// JanitorInterval is how often the janitor runs; zero means 1h, negative
 	// disables it in this worker.
 	JanitorInterval time.Duration
@@ -89,6 +94,9 @@ func (c *Config) setDefaults() {
 	}
 	if c.TaskCheckInterval <= 0 {
 		c.TaskCheckInterval = 100 * time.Millisecond
+	}
+	if c.TakeoverInterval == 0 {
+		c.TakeoverInterval = 2 * time.Second
 	}
 	if c.JanitorInterval == 0 {
 		c.JanitorInterval = time.Hour

@@ -21,7 +21,7 @@ import (
 // has not started yet, so checking the flag up front as well would cost
 // every small object a Redis round trip for a narrow race.
 func (w *Worker) run(ctx context.Context, t *asynq.Task, src, dst string, body func(context.Context, string, *progress) (any, error)) error {
-	id, _ := asynq.GetTaskID(ctx)
+	id := taskIDOf(ctx)
 	prog := w.newProgress(ctx, id, t.Type(), src, dst)
 	defer prog.close()
 	res, err := body(ctx, id, prog)
@@ -34,7 +34,7 @@ func (w *Worker) run(ctx context.Context, t *asynq.Task, src, dst string, body f
 }
 
 func (w *Worker) taskLog(ctx context.Context, t *asynq.Task) *zap.Logger {
-	id, _ := asynq.GetTaskID(ctx)
+	id := taskIDOf(ctx)
 	return w.log.With(zap.String("task_id", id), zap.String("task_type", t.Type()))
 }
 

@@ -26,3 +26,9 @@ func migrateBackoffKey(id string) string { return "ferry:migrate:{" + id + "}:ba
 // changed mid-transfer (see maxSourceRestarts); it expires a day after the
 // last change.
 func sourceChangesKey(id string) string { return "ferry:srcchanged:{" + id + "}" }
+
+// takeoverIndexKey is a hash of the task ids whose upload a worker has owned
+// (see checkpoint.Claim), each with its queue: what the takeover loop scans
+// for uploads whose owner stopped renewing. No hash tag: it is updated with
+// its own commands, never inside a script with a task's keys.
+const takeoverIndexKey = "ferry:own:index"

@@ -47,7 +47,11 @@ func checkObject(t *testing.T, b *bundle, key string, want [32]byte) {
 }
 
 // TestCrashResumesOnAnotherWorker kills a worker process with SIGKILL in the
-// middle of a 210 MiB upload; a new process finishes it from the checkpoint.
+// middle of a 210 MiB upload while a second worker runs: the second takes the
+// upload over from its checkpoint within seconds (its ownership expired, see
+// takeover.go), finishes it under the same task id, and asynq's own run of
+// the task — after its lease recovery, a minute or two later — completes at
+// once from the takeover's done mark without uploading anything again.
 func TestCrashResumesOnAnotherWorker(t *testing.T) {
 	t.Parallel()
 	if testing.Short() {
@@ -57,10 +61,11 @@ func TestCrashResumesOnAnotherWorker(t *testing.T) {
 	b := setup(t, nil)
 	id, sum := bigUpload(t, b, "crash.bin", 42*storage.MinPartSize)
 	first := b.startChild(t, "first", partConc)
+	waitParts(t, b, id, 4)
+	second := b.startChild(t, "second", partConc)
 	before := waitParts(t, b, id, 12)
 	first.kill(t)
 	killed := time.Now()
-	second := b.startChild(t, "second", partConc)
 
 	// Seconds from the kill until the second worker resumed.
 	var resumed tasks.Progress
@@ -89,6 +94,9 @@ func TestCrashResumesOnAnotherWorker(t *testing.T) {
 	}
 	t.Logf("crash test: killed at %d/%d parts; resumed from %d bytes %.1fs after the kill; first worker uploaded %d parts, second %d, %d uploaded twice",
 		before.PartsDone, before.PartsTotal, resumed.ResumedFrom, resumeAfter.Seconds(), len(a), len(c), twice)
+	if resumeAfter > 15*time.Second {
+		t.Errorf("the upload resumed %.1fs after the kill; the takeover must continue it within 15s", resumeAfter.Seconds())
+	}
 	if twice > partConc {
 		t.Errorf("%d parts were uploaded twice; at most the part concurrency (%d) may be", twice, partConc)
 	}
@@ -97,6 +105,37 @@ func TestCrashResumesOnAnotherWorker(t *testing.T) {
 	}
 	if n, _ := b.rdb.Exists(context.Background(), "ferry:ckpt:{"+id+"}").Result(); n != 0 {
 		t.Error("the checkpoint outlived the upload")
+	}
+	if taken := logged[struct{}](t, second, "taking over an upload whose worker stopped renewing its ownership"); len(taken) != 1 {
+		t.Errorf("the second worker logged %d takeovers; want 1", len(taken))
+	}
+
+	// asynq still shows the dead worker's task active until its lease
+	// recovery retries it; that run must finish from the done mark.
+	insp := b.client.Inspector()
+	for deadline := time.Now().Add(4 * time.Minute); ; time.Sleep(time.Second) {
+		ti, err := insp.GetTaskInfo(b.queue, id)
+		if err != nil || ti.State == asynq.TaskStateCompleted {
+			break // deleted on success (no retention) or completed
+		}
+		if ti.State == asynq.TaskStateArchived {
+			t.Fatalf("asynq archived the task: %s", ti.LastErr)
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("asynq's run of the task never finished: %+v", ti)
+		}
+	}
+	if c2 := second.partsUploaded(t); len(c2) != len(c) {
+		t.Errorf("asynq's recovery run uploaded %d parts again; want 0 (the takeover completed the upload)", len(c2)-len(c))
+	}
+	if done := logged[struct{}](t, second, "a takeover completed this upload"); len(done) != 1 {
+		t.Errorf("asynq's recovery run did not find the takeover's done mark (logged %d times; log %s)", len(done), second.Log)
+	}
+	if n, _ := b.rdb.Exists(context.Background(), "ferry:own:{"+id+"}", "ferry:own:{"+id+"}:done").Result(); n != 0 {
+		t.Errorf("%d ownership keys outlived the task", n)
+	}
+	if p, _ := b.client.Progress(context.Background(), id); p.State != tasks.StateCompleted {
+		t.Errorf("progress after asynq's run: %+v", p)
 	}
 }
 

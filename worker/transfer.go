@@ -49,7 +49,54 @@ type upload struct {
 // source changed, and aborts the upload when the task is cancelled, fails
 // for good, or runs out of retries. On shutdown it stops at a part boundary
 // and leaves the checkpoint for the next worker.
+//
+// The run owns the task's upload while it writes (see takeover.go): a run
+// of asynq that finds a takeover of the task in progress waits for it, and
+// completes at once when the takeover completed the upload; a run that
+// loses its ownership (it paused longer than ownershipTTL and another
+// worker took over) stops writing and, as a run of asynq, waits likewise.
 func (w *Worker) runUpload(ctx context.Context, u *upload) (storage.StoredFile, error) {
+	for {
+		c, done, err := w.acquire(ctx, u.taskID, u.log)
+		if err != nil {
+			return storage.StoredFile{}, err
+		}
+		if done {
+			u.log.Info("a takeover completed this upload")
+			f, err := w.finishedEarlier(ctx, u, "")
+			if err == nil {
+				w.rdb.HDel(ctx, takeoverIndexKey, u.taskID)
+				if cerr := w.ckpt.ClearDone(ctx, u.taskID); cerr != nil {
+					u.log.Warn("could not clear the takeover's done mark (it expires)", zap.Error(cerr))
+				}
+			}
+			return f, err
+		}
+		octx, stop := w.hold(ctx, c)
+		f, err := w.uploadOwned(octx, u, c.token)
+		stop()
+		if err != nil && !errors.Is(err, checkpoint.ErrNotOwner) && lostOwnership(octx, err) {
+			// Stopped by hold's cancel: say why.
+			err = fmt.Errorf("%w (stopped writing: %w)", context.Cause(octx), err)
+		}
+		w.release(ctx, c, err, u.log)
+		switch {
+		case errors.Is(err, errShuttingDown) && !c.takeover:
+			// Keep running until asynq's shutdown timeout puts the task back
+			// in the queue: returning now would count a retry. Released
+			// already, so another worker's takeover continues it now.
+			<-ctx.Done()
+			return f, err
+		case c.takeover || err == nil || !lostOwnership(ctx, err):
+			return f, err
+		}
+		u.log.Warn("lost the ownership of this upload to another worker (paused longer than its expiry?); stopped writing, waiting for that worker", zap.Error(err))
+	}
+}
+
+// uploadOwned is runUpload's body for the owner with token: every part's
+// checkpoint and the Complete are fenced by it.
+func (w *Worker) uploadOwned(ctx context.Context, u *upload, token int64) (storage.StoredFile, error) {
 	mu, uploadID, skip, err := w.resume(ctx, u)
 	if err != nil {
 		return storage.StoredFile{}, err
@@ -80,7 +127,7 @@ func (w *Worker) runUpload(ctx context.Context, u *upload) (storage.StoredFile, 
 			w.metrics.partUploaded(u.profile)
 			w.metrics.addBytes("upload", u.profile, p.Size)
 			w.metrics.checkpointOp("record_part")
-			if err := w.ckpt.RecordPart(ctx, u.taskID, mu.UploadID, checkpoint.Part{Number: p.Number, ETag: p.ETag, Size: p.Size}); err != nil {
+			if err := w.ckpt.RecordPartOwned(ctx, u.taskID, mu.UploadID, token, checkpoint.Part{Number: p.Number, ETag: p.ETag, Size: p.Size}); err != nil {
 				return fmt.Errorf("checkpoint part %d: %w", p.Number, err)
 			}
 			u.prog.add(ctx, p.Size, 1)
@@ -91,6 +138,11 @@ func (w *Worker) runUpload(ctx context.Context, u *upload) (storage.StoredFile, 
 		// Every part is read: a source that changed meanwhile would
 		// complete as a mix of two versions.
 		err = u.src.check()
+	}
+	if err == nil {
+		// The fence before the one write no checkpoint guards: a run that
+		// lost the upload must not complete it under the new owner.
+		err = w.ckpt.CheckOwner(ctx, u.taskID, token)
 	}
 	if err == nil {
 		var f storage.StoredFile
@@ -225,12 +277,13 @@ func (w *Worker) finishedEarlier(ctx context.Context, u *upload, uploadID string
 // permanent error or the last retry abort the upload and delete the
 // checkpoint; a shutdown or a transient error keeps both for the retry.
 func (w *Worker) uploadFailed(ctx context.Context, u *upload, uploadID string, err error) error {
+	if lostOwnership(ctx, err) {
+		// The upload is another worker's now: never abort it.
+		return err
+	}
 	err = classify(err)
 	if errors.Is(err, errShuttingDown) {
 		u.log.Info("upload paused for shutdown at a part boundary; checkpoint kept", zap.String("upload_id", uploadID))
-		// Keep running until asynq's shutdown timeout puts the task back
-		// in the queue: returning now would count a retry.
-		<-ctx.Done()
 		return errShuttingDown
 	}
 	reason := ""

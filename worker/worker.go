@@ -31,6 +31,9 @@ type Worker struct {
 	sources  *sources
 	buffers  *storage.BufferPool
 	metrics  *Metrics
+	// handler runs tasks for asynq and for takeovers.
+	handler   asynq.Handler
+	takeovers takeovers
 	// stopping is set when shutdown begins: uploads stop at the next part
 	// boundary and leave their checkpoint for the next worker.
 	stopping atomic.Bool
@@ -71,6 +74,7 @@ func New(cfg Config) (*Worker, error) {
 		LogLevel:          asynq.WarnLevel,
 		ErrorHandler:      asynq.ErrorHandlerFunc(w.onError),
 	})
+	w.handler = w.Handler()
 	return w, nil
 }
 
@@ -103,7 +107,7 @@ func (w *Worker) Run(ctx context.Context) error {
 	if err := w.rdb.Ping(ctx).Err(); err != nil {
 		return fmt.Errorf("worker: Redis is unreachable: %w", err)
 	}
-	if err := w.srv.Start(w.Handler()); err != nil {
+	if err := w.srv.Start(w.handler); err != nil {
 		return fmt.Errorf("worker: start: %w", err)
 	}
 	w.log.Info("worker started", zap.Int("concurrency", w.cfg.Concurrency), zap.Any("queues", w.cfg.Queues),
@@ -111,12 +115,29 @@ func (w *Worker) Run(ctx context.Context) error {
 	jctx, stopJanitor := context.WithCancel(context.Background())
 	janitorDone := make(chan struct{})
 	go func() { defer close(janitorDone); w.janitorLoop(jctx) }()
+	lctx, stopLoop := context.WithCancel(context.Background())
+	tctx, stopTakeovers := context.WithCancel(context.Background())
+	loopDone := make(chan struct{})
+	go func() {
+		defer close(loopDone)
+		if w.cfg.TakeoverInterval > 0 {
+			w.takeoverLoop(lctx, tctx)
+		}
+	}()
 	<-ctx.Done()
 	w.log.Info("worker shutting down", zap.Duration("timeout", w.cfg.ShutdownTimeout))
 	w.stopping.Store(true)
+	stopLoop()
 	stopJanitor()
 	<-janitorDone
+	<-loopDone
+	// Takeover runs stop at their next part boundary (stopping is set) and
+	// release their ownership, so other workers continue them at once.
+	cutoff := time.AfterFunc(w.cfg.ShutdownTimeout, stopTakeovers)
 	w.srv.Shutdown()
+	w.takeovers.wg.Wait()
+	cutoff.Stop()
+	stopTakeovers()
 	_ = w.profiles.Close()
 	w.log.Info("worker stopped")
 	return nil
@@ -164,7 +185,7 @@ func lastAttempt(ctx context.Context) bool {
 
 func (w *Worker) logTasks(next asynq.Handler) asynq.Handler {
 	return asynq.HandlerFunc(func(ctx context.Context, t *asynq.Task) error {
-		id, _ := asynq.GetTaskID(ctx)
+		id := taskIDOf(ctx)
 		n, _ := asynq.GetRetryCount(ctx)
 		q, _ := asynq.GetQueueName(ctx)
 		log := w.log.With(zap.String("task_id", id), zap.String("task_type", t.Type()), zap.String("queue", q), zap.Int("retry", n))
@@ -209,16 +230,24 @@ func (w *Worker) onError(ctx context.Context, t *asynq.Task, err error) {
 	if id == "" {
 		return
 	}
+	final := errors.Is(err, errCancelled) || errors.Is(err, asynq.SkipRetry) || lastAttempt(ctx)
+	if !final && (errors.Is(err, errShuttingDown) || errors.Is(err, context.Canceled)) {
+		return // requeued by asynq; the next worker reports on
+	}
+	w.publishFailure(ctx, id, t.Type(), err, lastAttempt(ctx))
+}
+
+// publishFailure records a failed run in the task's progress: "failed" for
+// a permanent error or the last attempt, "cancelled", else "retrying".
+func (w *Worker) publishFailure(ctx context.Context, id, typ string, err error, last bool) {
 	state := tasks.StateRetrying
 	switch {
 	case errors.Is(err, errCancelled):
 		state = tasks.StateCancelled
-	case errors.Is(err, asynq.SkipRetry) || lastAttempt(ctx):
+	case errors.Is(err, asynq.SkipRetry) || last:
 		state = tasks.StateFailed
-	case errors.Is(err, errShuttingDown) || errors.Is(err, context.Canceled):
-		return // requeued by asynq; the next worker reports on
 	}
-	p := w.lastProgress(id, t.Type())
+	p := w.lastProgress(id, typ)
 	p.State, p.Error, p.Rate = state, err.Error(), 0
 	ttl := w.cfg.ProgressTTL
 	pctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
