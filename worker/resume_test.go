@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"syscall"
 	"testing"
 	"time"
 
@@ -136,6 +137,74 @@ func TestCrashResumesOnAnotherWorker(t *testing.T) {
 	}
 	if p, _ := b.client.Progress(context.Background(), id); p.State != tasks.StateCompleted {
 		t.Errorf("progress after asynq's run: %+v", p)
+	}
+}
+
+// TestPausedWorkerLosesItsUpload freezes a worker process (SIGSTOP) mid-upload
+// for longer than its ownership's expiry: a live worker takes the upload
+// over. When the frozen worker comes back (SIGCONT) its ownership is gone: it
+// records no part, neither aborts nor completes the upload, and its own run of
+// the task finishes from the takeover's done mark, so asynq sees the task
+// complete without waiting for its lease recovery.
+func TestPausedWorkerLosesItsUpload(t *testing.T) {
+	t.Parallel()
+	if testing.Short() {
+		t.Skip("freezes a worker process for several seconds")
+	}
+	const partConc = 2
+	b := setup(t, nil)
+	id, sum := bigUpload(t, b, "paused.bin", 30*storage.MinPartSize)
+	first := b.startChild(t, "first", partConc)
+	waitParts(t, b, id, 3)
+	second := b.startChild(t, "second", partConc)
+	waitParts(t, b, id, 6)
+	if err := syscall.Kill(first.Pid(), syscall.SIGSTOP); err != nil {
+		t.Fatal(err)
+	}
+	frozen := true
+	defer func() {
+		if frozen {
+			_ = syscall.Kill(first.Pid(), syscall.SIGCONT)
+		}
+	}()
+	for deadline := time.Now().Add(time.Minute); len(logged[struct{}](t, second, "taking over an upload whose worker stopped renewing its ownership")) == 0; time.Sleep(200 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("no takeover while the first worker was frozen (log %s)", second.Log)
+		}
+	}
+	if err := syscall.Kill(first.Pid(), syscall.SIGCONT); err != nil {
+		t.Fatal(err)
+	}
+	frozen = false
+	resumed := time.Now()
+
+	if p := b.wait(t, id, 3*time.Minute); p.State != tasks.StateCompleted {
+		t.Fatalf("upload ended %+v", p)
+	}
+	checkObject(t, b, "resume/paused.bin", sum)
+	// The first worker's run is still asynq's: it must end by itself, from
+	// the done mark, well before a lease recovery (>= 60 s) could.
+	insp := b.client.Inspector()
+	for deadline := resumed.Add(45 * time.Second); ; time.Sleep(500 * time.Millisecond) {
+		ti, err := insp.GetTaskInfo(b.queue, id)
+		if err != nil || ti.State == asynq.TaskStateCompleted {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("asynq's task is still %v 45s after the frozen worker came back (log %s)", ti.State, first.Log)
+		}
+	}
+	if n := len(logged[struct{}](t, first, "lost the ownership of this upload to another worker (paused longer than its expiry?); stopped writing, waiting for that worker")); n != 1 {
+		t.Errorf("the frozen worker logged losing its ownership %d times; want 1 (log %s)", n, first.Log)
+	}
+	if n := len(logged[struct{}](t, first, "a takeover completed this upload")); n != 1 {
+		t.Errorf("the frozen worker's run did not finish from the done mark (%d; log %s)", n, first.Log)
+	}
+	if n := len(logged[struct{}](t, first, "multipart upload aborted")); n != 0 {
+		t.Errorf("the frozen worker aborted an upload %d times", n)
+	}
+	if ti, err := insp.GetTaskInfo(b.queue, id); err == nil && ti.Retried != 0 {
+		t.Errorf("the task counted %d retries; a takeover the task's own run waits for counts none", ti.Retried)
 	}
 }
 
