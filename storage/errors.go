@@ -35,6 +35,11 @@ var (
 	// source does not match what arrived), or bytes read do not match the
 	// checksum recorded for them. The error is an *IntegrityError.
 	ErrIntegrity = errors.New("integrity check failed")
+	// ErrListingInconsistent: a listing broke S3's contract — keys not
+	// strictly increasing, a key outside the requested prefix, or a page
+	// marked truncated without a continuation token. Nothing that decides
+	// by comparing listings (what to delete, where to resume) may trust it.
+	ErrListingInconsistent = errors.New("inconsistent listing")
 )
 
 // IntegrityError reports bytes that failed an integrity check, and which.

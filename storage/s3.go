@@ -236,6 +236,22 @@ func serverDate(md middleware.Metadata) time.Time {
 	return t.UTC()
 }
 
+// ServerTime is the server's clock now, from the Date header of a HEAD of
+// the bucket (second precision, rounded down): the clock an object's
+// LastModified comes from, for comparisons the worker's own clock, which
+// may be skewed, must not decide. It is zero when the answer has no Date.
+func (s *S3) ServerTime(ctx context.Context) (time.Time, error) {
+	api, err := s.api()
+	if err != nil {
+		return time.Time{}, err
+	}
+	out, err := api.HeadBucket(ctx, &s3.HeadBucketInput{Bucket: &s.bucket})
+	if err != nil {
+		return time.Time{}, translate("bucket "+s.bucket, opBucket, err)
+	}
+	return serverDate(out.ResultMetadata), nil
+}
+
 // PutBytes stores data at key.
 func (s *S3) PutBytes(ctx context.Context, key string, data []byte, opts *PutOptions) (StoredFile, error) {
 	return s.Put(ctx, key, bytes.NewReader(data), opts)
@@ -405,6 +421,12 @@ func (s *S3) Info(ctx context.Context, key string) (StoredFile, error) {
 // List yields the objects under prefix in key order, paging transparently;
 // limit <= 0 means all. Keys are relative to the storage's prefix. List
 // results carry no ContentType or Metadata (S3's listing has none).
+//
+// List checks what callers build on: every key starts with the prefix and
+// is greater than the one before (and than ListAfter's startAfter), and a
+// page marked truncated carries a continuation token. A listing that
+// breaks one of these ends with an error wrapping ErrListingInconsistent,
+// never by silently stopping or yielding the key.
 func (s *S3) List(ctx context.Context, prefix string, limit int) iter.Seq2[StoredFile, error] {
 	return s.ListAfter(ctx, prefix, "", limit)
 }
@@ -428,7 +450,10 @@ func (s *S3) ListAfter(ctx context.Context, prefix, startAfter string, limit int
 		if startAfter != "" {
 			in.StartAfter = aws.String(s.prefix + startAfter)
 		}
-		n := 0
+		n, last := 0, aws.ToString(in.StartAfter)
+		inconsistent := func(format string, args ...any) {
+			yield(StoredFile{}, fmt.Errorf("list %s: %w: %s", s.display(prefix), ErrListingInconsistent, fmt.Sprintf(format, args...)))
+		}
 		for {
 			if limit > 0 {
 				in.MaxKeys = aws.Int32(int32(min(1000, limit-n)))
@@ -439,7 +464,17 @@ func (s *S3) ListAfter(ctx context.Context, prefix, startAfter string, limit int
 				return
 			}
 			for _, o := range out.Contents {
-				f := StoredFile{Key: s.relKey(aws.ToString(o.Key)), Size: aws.ToInt64(o.Size),
+				key := aws.ToString(o.Key)
+				switch {
+				case !strings.HasPrefix(key, full):
+					inconsistent("the server returned key %q, outside the prefix %q", key, full)
+					return
+				case key <= last:
+					inconsistent("keys are not strictly increasing: %q came after %q", key, last)
+					return
+				}
+				last = key
+				f := StoredFile{Key: s.relKey(key), Size: aws.ToInt64(o.Size),
 					ETag: unquote(aws.ToString(o.ETag)), LastModified: aws.ToTime(o.LastModified)}
 				if !yield(f, nil) {
 					return
@@ -449,7 +484,11 @@ func (s *S3) ListAfter(ctx context.Context, prefix, startAfter string, limit int
 					return
 				}
 			}
-			if !aws.ToBool(out.IsTruncated) || out.NextContinuationToken == nil {
+			if !aws.ToBool(out.IsTruncated) {
+				return
+			}
+			if aws.ToString(out.NextContinuationToken) == "" {
+				inconsistent("a page marked truncated has no continuation token, so the rest cannot be listed")
 				return
 			}
 			in.ContinuationToken = out.NextContinuationToken

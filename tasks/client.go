@@ -126,7 +126,7 @@ func (c *Client) checkIdentity(t *asynq.Task) error {
 	}
 	src, dst := c.ref(p.Source), c.ref(p.Dest)
 	if t.Type() == TypeMigrate {
-		return objectid.CheckNoOverlap(src, dst)
+		return objectid.CheckNoOverlap(c.ref(p.Source.dir()), c.ref(p.Dest.dir()))
 	}
 	return objectid.CheckDistinct(src, dst)
 }

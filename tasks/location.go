@@ -61,7 +61,8 @@ type Location struct {
 	Profile string `json:"profile,omitempty"`
 	// Bucket is the S3 bucket.
 	Bucket string `json:"bucket,omitempty"`
-	// Key is the object key, or the prefix for a recursive delete or a migrate.
+	// Key is the object key, or the prefix for a recursive delete or a migrate
+	// (a directory: "photos" is "photos/"; see DirPrefix).
 	Key string `json:"key,omitempty"`
 	// Path is a local file on the worker: absolute and clean.
 	Path string `json:"path,omitempty"`

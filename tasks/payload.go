@@ -159,11 +159,16 @@ func (p MovePayload) Validate() error {
 // every object under the prefix Dest.Key.
 type DeletePayload struct {
 	Dest Location `json:"dest"`
-	// Recursive makes Dest.Key a prefix ("" or ending in "/" allowed).
+	// Recursive makes Dest.Key a prefix, which is a directory: "logs/2024"
+	// deletes logs/2024/... and never logs/2024-old/...; "logs/2024*" is
+	// the raw prefix (see DirPrefix).
 	Recursive bool `json:"recursive,omitempty"`
 	// AllowAll permits a recursive delete with an empty prefix: the whole
 	// bucket. Without it an empty prefix is refused.
 	AllowAll bool `json:"allow_all,omitempty"`
+	// DryRun lists what a recursive delete would delete (the count and up
+	// to 1,000 keys, as the task's result) and deletes nothing.
+	DryRun bool `json:"dry_run,omitempty"`
 }
 
 // Validate reports what is wrong with p, or nil.
@@ -172,13 +177,16 @@ func (p DeletePayload) Validate() error {
 		if p.AllowAll {
 			return errors.New("allow_all applies to recursive deletes only: set recursive or drop allow_all")
 		}
+		if p.DryRun {
+			return errors.New("dry_run applies to recursive deletes only: one object has nothing to preview (HEAD it with `ferry info`)")
+		}
 		return validateS3("dest", p.Dest, keyObject)
 	}
 	if err := validateS3("dest", p.Dest, keyPrefix); err != nil {
 		return err
 	}
-	if p.Dest.Key == "" && !p.AllowAll {
-		return fmt.Errorf("dest: recursive delete with an empty prefix would empty the whole bucket %q: give a prefix, or set allow_all if that is what you mean", p.Dest.Bucket)
+	if DirPrefix(p.Dest.Key) == "" && !p.AllowAll {
+		return fmt.Errorf("dest: recursive delete with prefix %q would empty the whole bucket %q: give a prefix, or set allow_all if that is what you mean", p.Dest.Key, p.Dest.Bucket)
 	}
 	return nil
 }
@@ -326,9 +334,14 @@ func DecodeCopy(t *asynq.Task) (CopyPayload, error) { return decode[CopyPayload]
 func DecodeMove(t *asynq.Task) (MovePayload, error) { return decode[MovePayload](t, TypeMove) }
 
 // DecodeDelete decodes and validates a TypeDelete task's payload. Errors wrap
-// asynq.SkipRetry.
+// asynq.SkipRetry. The Dest.Key of a recursive delete comes back as the
+// literal prefix to list (DirPrefix applied): "logs/2024" is "logs/2024/".
 func DecodeDelete(t *asynq.Task) (DeletePayload, error) {
-	return decode[DeletePayload](t, TypeDelete)
+	p, err := decode[DeletePayload](t, TypeDelete)
+	if err == nil && p.Recursive {
+		p.Dest.Key = DirPrefix(p.Dest.Key)
+	}
+	return p, err
 }
 
 // MigratePayload is the payload of TypeMigrate: copy every object under
@@ -337,15 +350,20 @@ func DecodeDelete(t *asynq.Task) (DeletePayload, error) {
 type MigratePayload struct {
 	Source Location `json:"source"`
 	Dest   Location `json:"dest"`
-	// DryRun lists what would be copied and skipped, and writes nothing.
+	// DryRun lists what would be copied and skipped (and with DeleteExtra
+	// what would be deleted), and writes nothing.
 	DryRun bool `json:"dry_run,omitempty"`
 	// DeleteExtra deletes destination objects missing at the source (sync
-	// semantics), only after every copy succeeded; never with DryRun.
+	// semantics), only after every copy succeeded and both complete
+	// listings passed their checks, and never an object modified at the
+	// destination after the migration started.
 	DeleteExtra bool `json:"delete_extra,omitempty"`
 	// Include and Exclude are path.Match globs on keys relative to the
-	// source prefix; a key is taken when it matches some Include (or there
-	// are none) and no Exclude. "*" does not cross "/": use "*/*.log" or
-	// "**" (any key).
+	// source (and destination) prefix; a key is taken when it matches some
+	// Include (or there are none) and no Exclude. A glob matches a key or
+	// any of its leading directories: "tmp" is everything under tmp/, and
+	// "photos*" selects photos/..., photos-2019/... and photos.bak (the way
+	// to ask for a raw prefix). "*" does not cross "/"; "**" is any key.
 	Include []string `json:"include,omitempty"`
 	Exclude []string `json:"exclude,omitempty"`
 	// Window caps the copies of this migration pending or running at once;
@@ -368,8 +386,10 @@ func (p MigratePayload) Validate() error {
 	if err := validateS3("dest", p.Dest, keyPrefix); err != nil {
 		return err
 	}
-	if p.DryRun && p.DeleteExtra {
-		return errors.New("delete_extra cannot be combined with dry_run: a dry run writes and deletes nothing")
+	for _, l := range []Location{p.Source, p.Dest} {
+		if strings.HasSuffix(l.Key, "*") {
+			return fmt.Errorf("prefix %q ends in '*': a migration maps keys from one directory to another; migrate the parent directory and select with an include glob instead (--include '%s')", l.Key, path.Base(l.Key))
+		}
 	}
 	if p.Window < 0 || p.Window > MaxMigrateWindow {
 		return fmt.Errorf("window %d is out of range: use 1..%d (0 means 64)", p.Window, MaxMigrateWindow)
@@ -379,13 +399,19 @@ func (p MigratePayload) Validate() error {
 			return fmt.Errorf("glob %q is malformed: %v", g, err)
 		}
 	}
-	if err := objectid.CheckNoOverlap(p.Source.nameRef(), p.Dest.nameRef()); err != nil {
+	if err := objectid.CheckNoOverlap(p.Source.dir().nameRef(), p.Dest.dir().nameRef()); err != nil {
 		return err
 	}
 	return validateParts(p.PartSize, p.PartConcurrency, 0)
 }
 
-// DecodeMigrate decodes and validates a TypeMigrate payload.
+// DecodeMigrate decodes and validates a TypeMigrate payload. Source.Key and
+// Dest.Key come back as the literal prefixes to list (DirPrefix applied):
+// "photos" is "photos/" on both sides.
 func DecodeMigrate(t *asynq.Task) (MigratePayload, error) {
-	return decode[MigratePayload](t, TypeMigrate)
+	p, err := decode[MigratePayload](t, TypeMigrate)
+	if err == nil {
+		p.Source.Key, p.Dest.Key = DirPrefix(p.Source.Key), DirPrefix(p.Dest.Key)
+	}
+	return p, err
 }

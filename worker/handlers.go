@@ -355,6 +355,9 @@ func (w *Worker) handleDelete(ctx context.Context, t *asynq.Task) error {
 		if !p.Recursive {
 			return map[string]int{"deleted": 1}, dst.Delete(ctx, p.Dest.Key)
 		}
+		if p.DryRun {
+			return previewDelete(ctx, dst, p.Dest.Key)
+		}
 		// List and delete in batches of 1000. Deleting what was listed
 		// never skips keys: the listing restarts after each batch from the
 		// prefix, and deleted keys are gone from it.

@@ -7,8 +7,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"iter"
-	"path"
 	"strconv"
 	"strings"
 	"sync"
@@ -52,6 +50,14 @@ type MigrateReport struct {
 	Failures  map[string]string `json:"failures,omitempty"`
 	// Sample lists keys a dry run would copy (at most 1000).
 	Sample []string `json:"sample,omitempty"`
+	// WouldDelete counts the destination objects a dry run with
+	// --delete-extra would delete; DeleteSample lists them (at most 1000).
+	WouldDelete  int64    `json:"would_delete,omitempty"`
+	DeleteSample []string `json:"delete_sample,omitempty"`
+	// KeptRecent counts destination objects missing at the source that
+	// --delete-extra kept because they were modified after the migration
+	// started.
+	KeptRecent int64 `json:"kept_recent,omitempty"`
 	// DeleteSkipped says why --delete-extra did not run.
 	DeleteSkipped string `json:"delete_skipped,omitempty"`
 }
@@ -135,6 +141,9 @@ func (m *migration) run(ctx context.Context) (*MigrateReport, error) {
 	if err := rdb.Expire(ctx, state, migrateStateTTL).Err(); err != nil {
 		return nil, fmt.Errorf("migration state: %w", err)
 	}
+	if err := m.recordStart(ctx); err != nil {
+		return nil, err
+	}
 	for {
 		if err := m.w.checkInterrupt(ctx, m.id); err != nil {
 			if errors.Is(err, errCancelled) {
@@ -194,7 +203,7 @@ func (m *migration) listPage(ctx context.Context, cursor string, n int) error {
 	var wg sync.WaitGroup
 	for i, f := range objs {
 		rel := strings.TrimPrefix(f.Key, srcPrefix)
-		if !m.selected(rel) {
+		if !m.p.Selects(rel) {
 			continue
 		}
 		sem <- struct{}{}
@@ -212,7 +221,7 @@ func (m *migration) listPage(ctx context.Context, cursor string, n int) error {
 		field, pending := "listed", ""
 		var err error
 		switch {
-		case !m.selected(rel):
+		case !m.p.Selects(rel):
 			field = "filtered"
 		case !decisions[i]:
 			field = "skipped"
@@ -246,25 +255,6 @@ func (m *migration) listPage(ctx context.Context, cursor string, n int) error {
 		}
 	}
 	return nil
-}
-
-// selected applies the include and exclude globs to a relative key.
-func (m *migration) selected(rel string) bool {
-	match := func(globs []string) bool {
-		for _, g := range globs {
-			if g == "**" {
-				return true
-			}
-			if ok, _ := path.Match(g, rel); ok {
-				return true
-			}
-		}
-		return false
-	}
-	if len(m.p.Include) > 0 && !match(m.p.Include) {
-		return false
-	}
-	return !match(m.p.Exclude)
 }
 
 // needsCopy reports whether dstKey differs from the source object f. It is
@@ -449,17 +439,20 @@ func (m *migration) finish(ctx context.Context) (*MigrateReport, error) {
 	if rep.Failed > 0 {
 		rep.Failures, _ = m.w.rdb.HGetAll(ctx, migrateFailuresKey(m.id)).Result()
 	}
-	if m.p.DeleteExtra && !m.p.DryRun {
-		if rep.Failed > 0 {
-			rep.DeleteSkipped = fmt.Sprintf("%d copies failed: nothing deleted at the destination", rep.Failed)
-		} else if st["delete_done"] != "1" {
-			n, err := m.deleteExtra(ctx)
-			if err != nil {
-				return nil, err
-			}
-			rep.Deleted += n
+	var skipped error
+	switch {
+	case !m.p.DeleteExtra:
+	case rep.Failed > 0:
+		rep.DeleteSkipped = fmt.Sprintf("%d copies failed: nothing deleted at the destination", rep.Failed)
+	case st["delete_done"] != "1":
+		skipped = m.deleteExtras(ctx, st, rep)
+		if skipped != nil && !errors.Is(skipped, errDeleteSkipped) {
+			return nil, skipped // a transient failure: the retry lists again
+		}
+		if skipped == nil && !m.p.DryRun {
 			m.w.rdb.HSet(ctx, migrateKey(m.id), "delete_done", "1")
 		}
+		rep.Deleted, _ = m.w.rdb.HGet(ctx, migrateKey(m.id), "deleted").Int64()
 	}
 	m.prog.counters(ctx, map[string]int64{"listed": rep.Listed, "copied": rep.Copied, "skipped": rep.Skipped,
 		"failed": rep.Failed, "bytes": rep.Bytes, "deleted": rep.Deleted, "would_copy": rep.WouldCopy, "pending": 0}, true)
@@ -467,66 +460,15 @@ func (m *migration) finish(ctx context.Context) (*MigrateReport, error) {
 		m.w.rdb.Expire(ctx, k, m.w.cfg.ProgressTTL)
 	}
 	m.log.Info("migration done", zap.Int64("listed", rep.Listed), zap.Int64("copied", rep.Copied),
-		zap.Int64("skipped", rep.Skipped), zap.Int64("failed", rep.Failed), zap.Int64("deleted", rep.Deleted))
+		zap.Int64("skipped", rep.Skipped), zap.Int64("failed", rep.Failed), zap.Int64("deleted", rep.Deleted),
+		zap.String("delete_skipped", rep.DeleteSkipped))
 	if rep.Failed > 0 {
 		return rep, permanent(fmt.Errorf("migration finished with %d failed copies (see the report: ferry status %s --json)", rep.Failed, m.id))
 	}
+	if skipped != nil {
+		return rep, permanent(fmt.Errorf("%w: %s", skipped, rep.DeleteSkipped))
+	}
 	return rep, nil
-}
-
-// deleteExtra deletes destination objects (that pass the filters) with no
-// source counterpart: a merge of the two sorted listings, so memory stays
-// flat for any number of keys.
-func (m *migration) deleteExtra(ctx context.Context) (int64, error) {
-	nextSrc, stopSrc := iter.Pull2(m.src.List(ctx, m.p.Source.Key, 0))
-	defer stopSrc()
-	srcKey, srcOK := "", true
-	advance := func() error {
-		f, err, ok := nextSrc()
-		if err != nil {
-			return err
-		}
-		srcOK = ok
-		srcKey = strings.TrimPrefix(f.Key, m.p.Source.Key)
-		return nil
-	}
-	if err := advance(); err != nil {
-		return 0, err
-	}
-	var batch []string
-	var deleted int64
-	flush := func() error {
-		n, err := m.dst.DeleteMany(ctx, batch)
-		deleted += int64(n)
-		batch = batch[:0]
-		return err
-	}
-	for f, err := range m.dst.List(ctx, m.p.Dest.Key, 0) {
-		if err != nil {
-			return deleted, err
-		}
-		rel := strings.TrimPrefix(f.Key, m.p.Dest.Key)
-		for srcOK && srcKey < rel {
-			if err := advance(); err != nil {
-				return deleted, err
-			}
-		}
-		if (srcOK && srcKey == rel) || !m.selected(rel) {
-			continue
-		}
-		batch = append(batch, f.Key)
-		if len(batch) == 1000 {
-			if err := flush(); err != nil {
-				return deleted, err
-			}
-		}
-	}
-	if len(batch) > 0 {
-		if err := flush(); err != nil {
-			return deleted, err
-		}
-	}
-	return deleted, nil
 }
 
 // migrationBackoff holds a copy of a migration back while the migration is

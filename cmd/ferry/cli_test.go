@@ -722,3 +722,46 @@ func TestDashboardRefusesExposureWithoutToken(t *testing.T) {
 		})
 	}
 }
+
+// TestPrefixesAreDirectoriesCLI: ls and delete take "logs/2024" as the
+// directory logs/2024/ and "logs/2024*" as the raw prefix; delete
+// --recursive --dry-run --wait prints the keys and deletes nothing; a glob
+// or --dry-run without --recursive is a usage error.
+func TestPrefixesAreDirectoriesCLI(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	b.startWorker(t)
+	for _, k := range []string{"logs/2024/01.log", "logs/2024/02.log", "logs/2024-old/01.log", "logs/2024.txt"} {
+		b.putObject(t, k, []byte(k))
+	}
+	lsKeys := func(arg string) []string {
+		var keys []string
+		for _, l := range jsonLines(t, b.must(t, "ls", arg, "--json").stdout) {
+			keys = append(keys, l["key"].(string))
+		}
+		return keys
+	}
+	if diff := cmp.Diff([]string{"logs/2024/01.log", "logs/2024/02.log"}, lsKeys("s3://"+b.bucket+"/logs/2024")); diff != "" {
+		t.Errorf("ls logs/2024 (-want +got):\n%s", diff)
+	}
+	if diff := cmp.Diff([]string{"logs/2024-old/01.log", "logs/2024.txt", "logs/2024/01.log", "logs/2024/02.log"}, lsKeys("s3://"+b.bucket+"/logs/2024*")); diff != "" {
+		t.Errorf("ls logs/2024* (-want +got):\n%s", diff)
+	}
+
+	r := b.must(t, "delete", "s3://"+b.bucket+"/logs/2024", "--recursive", "--dry-run", "--queue", b.queue, "--wait")
+	if !strings.Contains(r.stdout, "dry run: would delete 2 objects\n  logs/2024/01.log\n  logs/2024/02.log\n") {
+		t.Errorf("delete --dry-run --wait printed:\n%s", r.stdout)
+	}
+	if b.getObject(t, "logs/2024/01.log") == nil {
+		t.Error("the dry run deleted logs/2024/01.log")
+	}
+	for _, argv := range [][]string{
+		{"delete", "s3://" + b.bucket + "/logs/2024*"},
+		{"delete", "s3://" + b.bucket + "/logs/2024", "--dry-run"},
+		{"delete", "s3://" + b.bucket + "/*", "--recursive"},
+	} {
+		if r := b.ferry(t, append(argv, "--queue", b.queue)...); r.code != 2 {
+			t.Errorf("ferry %s: exit %d, want 2 (usage): %s", strings.Join(argv, " "), r.code, r)
+		}
+	}
+}

@@ -36,6 +36,9 @@ type enqueueFlags struct {
 	partConcurrency int
 	// delete
 	recursive, allowAll bool
+	// delete and migrate: the task previews, and --wait prints what it
+	// would delete (and copy).
+	dryRun bool
 }
 
 func (f *enqueueFlags) register(fs *pflag.FlagSet, twoEnds bool) {
@@ -227,16 +230,64 @@ func (a *app) enqueue(ctx context.Context, f *enqueueFlags, task *asynq.Task, sr
 		}
 		return err
 	}
-	if f.json {
+	if f.json || f.dryRun {
 		st, err := a.status(ctx, tc, info.ID, final[info.ID])
 		if err != nil {
 			return err
 		}
-		if err := writeJSON(a.stdout, st); err != nil {
+		if f.json {
+			err = writeJSON(a.stdout, st)
+		} else {
+			err = printDryRun(a.stdout, st.Result)
+		}
+		if err != nil {
 			return err
 		}
 	}
 	return failedError(final)
+}
+
+// dryRunResult is what printDryRun reads of a dry run's result: the delete
+// task's and the migration report's fields of the same names.
+type dryRunResult struct {
+	WouldCopy     int64    `json:"would_copy"`
+	Sample        []string `json:"sample"`
+	WouldDelete   int64    `json:"would_delete"`
+	DeleteSample  []string `json:"delete_sample"`
+	KeptRecent    int64    `json:"kept_recent"`
+	DeleteSkipped string   `json:"delete_skipped"`
+}
+
+// printDryRun prints the keys a dry run would copy and delete, one a line.
+func printDryRun(w io.Writer, result json.RawMessage) error {
+	if len(result) == 0 {
+		return nil
+	}
+	var r dryRunResult
+	if err := json.Unmarshal(result, &r); err != nil {
+		return fmt.Errorf("read the dry run's result: %w", err)
+	}
+	list := func(verb string, n int64, keys []string) {
+		fmt.Fprintf(w, "dry run: would %s %d objects", verb, n)
+		if int64(len(keys)) < n {
+			fmt.Fprintf(w, " (the first %d listed)", len(keys))
+		}
+		fmt.Fprintln(w)
+		for _, k := range keys {
+			fmt.Fprintf(w, "  %s\n", k)
+		}
+	}
+	if r.WouldCopy > 0 || len(r.Sample) > 0 {
+		list("copy", r.WouldCopy, r.Sample)
+	}
+	list("delete", r.WouldDelete, r.DeleteSample)
+	if r.KeptRecent > 0 {
+		fmt.Fprintf(w, "dry run: %d objects missing at the source are kept: modified after the migration started\n", r.KeptRecent)
+	}
+	if r.DeleteSkipped != "" {
+		fmt.Fprintf(w, "dry run: deletion skipped: %s\n", r.DeleteSkipped)
+	}
+	return nil
 }
 
 // sizedTimeout is a Timeout fitting a source of size bytes (for a put, whose
@@ -397,11 +448,20 @@ func deleteCmd(a *app) *cobra.Command {
 		Use:   "delete DST",
 		Short: "Enqueue the deletion of an object, or with --recursive of every object under a prefix",
 		Long: `Enqueue a ferry:delete task. DST is s3://bucket/key; with --recursive it is a
-prefix and every object under it is deleted, in batches of 1000. Deleting a
+directory and every object under it is deleted, in batches of 1000. Deleting a
 missing object succeeds (deletes are idempotent). Emptying a whole bucket
-(s3://bucket/ --recursive) also needs --allow-all.`,
+(s3://bucket/ --recursive) also needs --allow-all.
+
+A prefix is a directory: s3://logs/2024 means logs/2024/ and never touches
+logs/2024-old/ or logs/2024.txt. To delete by raw prefix, end it with '*'
+(quote it for the shell): 's3://logs/2024*' takes all three.
+
+--dry-run (with --recursive) lists what would be deleted and deletes nothing;
+with --wait it prints the keys.`,
 		Example: `  ferry delete s3://tmp/old.bin --wait
-  ferry delete s3://logs/2024/ --recursive --wait
+  ferry delete s3://logs/2024 --recursive --dry-run --wait
+  ferry delete s3://logs/2024 --recursive --wait
+  ferry delete 's3://logs/2024-*' --recursive --wait
   ferry delete s3://scratch/ --recursive --allow-all`,
 		Args: args(cobra.ExactArgs(1)),
 		RunE: func(cmd *cobra.Command, argv []string) error {
@@ -409,13 +469,16 @@ missing object succeeds (deletes are idempotent). Emptying a whole bucket
 			if err != nil {
 				return err
 			}
-			if f.recursive && dst.Key == "" && !f.allowAll {
+			if f.recursive && tasks.DirPrefix(dst.Key) == "" && !f.allowAll {
 				return usageErrorf("refusing to delete every object in bucket %q: give a prefix (s3://%s/prefix/), or pass --allow-all if you mean it", dst.Bucket, dst.Bucket)
 			}
-			if !f.recursive && (dst.Key == "" || strings.HasSuffix(dst.Key, "/")) {
-				return usageErrorf("%s names a prefix, not an object: pass --recursive to delete every object under it", argv[0])
+			if !f.recursive && (dst.Key == "" || strings.HasSuffix(dst.Key, "/") || strings.HasSuffix(dst.Key, "*")) {
+				return usageErrorf("%s names a prefix, not an object: pass --recursive to delete every object under it (--dry-run first to see them)", argv[0])
 			}
-			task, err := tasks.NewDeleteTask(tasks.DeletePayload{Dest: dst, Recursive: f.recursive, AllowAll: f.allowAll && f.recursive})
+			if f.dryRun && !f.recursive {
+				return usageErrorf("--dry-run previews a --recursive delete; to check one object use `ferry info %s`", argv[0])
+			}
+			task, err := tasks.NewDeleteTask(tasks.DeletePayload{Dest: dst, Recursive: f.recursive, AllowAll: f.allowAll && f.recursive, DryRun: f.dryRun})
 			if err != nil {
 				return &usageError{err}
 			}
@@ -425,5 +488,6 @@ missing object succeeds (deletes are idempotent). Emptying a whole bucket
 	f.register(cmd.Flags(), false)
 	cmd.Flags().BoolVar(&f.recursive, "recursive", false, "DST is a prefix: delete every object under it")
 	cmd.Flags().BoolVar(&f.allowAll, "allow-all", false, "with --recursive and an empty prefix, empty the whole bucket")
+	cmd.Flags().BoolVar(&f.dryRun, "dry-run", false, "with --recursive: list what would be deleted, delete nothing")
 	return cmd
 }

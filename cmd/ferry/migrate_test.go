@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"fmt"
+	"strings"
 	"testing"
 )
 
@@ -45,8 +46,8 @@ func TestMigrateCLI(t *testing.T) {
 		t.Errorf("dry run result = %v (or it wrote)", res)
 	}
 
-	if r := b.ferry(t, "migrate", src, dst, "--dry-run", "--delete-extra", "--queue", b.queue); r.code != 2 {
-		t.Errorf("--dry-run with --delete-extra: exit %d, want 2 (usage): %s", r.code, r)
+	if r := b.ferry(t, "migrate", "s3://"+b.bucket+"/sr*", dst, "--queue", b.queue); r.code != 2 || !strings.Contains(r.stderr, "--include 'sr*'") {
+		t.Errorf("a raw-prefix glob as SRC_PREFIX: exit %d, want 2 (usage) pointing to --include: %s", r.code, r)
 	}
 	if r := b.ferry(t, "migrate", src, "s3://"+b.bucket+"/src/sub/", "--queue", b.queue); r.code != 2 {
 		t.Errorf("overlapping prefixes: exit %d, want 2: %s", r.code, r)

@@ -62,10 +62,15 @@ func lsCmd(a *app) *cobra.Command {
 		Use:   "ls s3://bucket[/prefix]",
 		Short: "List objects under a prefix",
 		Long: `List the objects under a prefix, in key order, with every page fetched (the
-listing is recursive: a prefix is a string match, not a directory). Each line
-holds the last-modified time, the size in bytes and the key. With --json, one
-JSON object per line (key, size, etag, last_modified).`,
-		Example: `  ferry ls s3://backups/2026/
+listing is recursive). Each line holds the last-modified time, the size in
+bytes and the key. With --json, one JSON object per line (key, size, etag,
+last_modified).
+
+A prefix is a directory, as everywhere in ferry: s3://backups/2026 lists
+backups/2026/..., not 2026-old/ or 2026.tar. End it with '*' (quoted for the
+shell) to list by raw prefix: 's3://backups/2026*' lists all three.`,
+		Example: `  ferry ls s3://backups/2026
+  ferry ls 's3://backups/2026*'
   ferry ls s3://backups --limit 10 --profile r2
   ferry ls s3://backups/ --json | jq -r .key`,
 		Args: args(cobra.ExactArgs(1)),
@@ -79,7 +84,7 @@ JSON object per line (key, size, etag, last_modified).`,
 				return err
 			}
 			defer closeFn()
-			for obj, err := range s.List(ctx, loc.Key, limit) {
+			for obj, err := range s.List(ctx, tasks.DirPrefix(loc.Key), limit) {
 				if err != nil {
 					return err
 				}
