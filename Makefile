@@ -7,8 +7,12 @@ STATICCHECK_VERSION := v0.8.2
 # Packages under test; the fault suite is its own target.
 PKGS ?= ./...
 TESTFLAGS ?=
+# make soak: how long the kill loop keeps killing, and the go test timeout
+# (raise it with SOAK).
+SOAK ?= 30m
+SOAK_TIMEOUT ?= 2h
 
-.PHONY: help tools build dev test test-short lint tidy clean bench test-faults test-cluster
+.PHONY: help tools build dev test test-short lint tidy clean bench test-faults test-cluster soak
 
 help: ## show this help
 	@grep -hE '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN{FS=":.*?## "}{printf "  %-16s %s\n", $$1, $$2}'
@@ -34,11 +38,14 @@ dev: build ## run ferry dev: embedded Redis + S3 + worker + dashboard, nothing t
 test: tools ## run every test against real redis-server and versitygw (race detector on)
 	FERRY_TEST_REAL=1 scripts/gotest -race -count=1 -timeout 25m $(TESTFLAGS) $(PKGS)
 
-bench: tools ## benchmarks vs the direct SDK (FERRY_BENCH_SIZE, default 1 GiB); see docs/performance.md
+bench: tools ## benchmarks vs the direct SDK (FERRY_BENCH_SIZE, default 1 GiB; FERRY_BENCH_OBJECTS, default 10000); see docs/performance.md
 	FERRY_TEST_REAL=1 $(GO) test -run '^$$' -bench . -benchtime 3x -timeout 60m ./bench
 
-test-faults: tools ## fault suite: kill -9 loop, S3 faults, Redis restart, bad input, secrets (~5 min); see docs/reliability.md
-	FERRY_FAULTS=1 FERRY_TEST_REAL=1 $(GO) test -count=1 -v -timeout 15m ./internal/faulttest
+test-faults: tools ## fault suite: 56-kill loop, S3 faults, Redis restart, bad input, secrets (~6 min); see docs/reliability.md
+	FERRY_FAULTS=1 FERRY_TEST_REAL=1 $(GO) test -count=1 -v -timeout 20m ./internal/faulttest
+
+soak: tools ## the kill loop for 30 min (make soak SOAK=4h SOAK_TIMEOUT=5h); not in CI; see docs/reliability.md
+	FERRY_FAULTS=1 FERRY_FAULTS_SOAK=$(SOAK) FERRY_TEST_REAL=1 $(GO) test -count=1 -v -run '^TestKillLoop$$' -timeout $(SOAK_TIMEOUT) ./internal/faulttest
 
 test-cluster: tools ## ferry against a real Redis Cluster (3 masters + 3 replicas) and Sentinel set, started from redis-server
 	FERRY_CLUSTER=1 FERRY_TEST_REAL=1 scripts/gotest -race -count=1 -timeout 15m ./internal/clustertest

@@ -88,19 +88,7 @@ func (e *env) startWorker(tb testing.TB, mutate func(*worker.Config)) {
 	if mutate != nil {
 		mutate(&cfg)
 	}
-	w, err := worker.New(cfg)
-	if err != nil {
-		tb.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- w.Run(ctx) }()
-	tb.Cleanup(func() {
-		cancel()
-		if err := <-done; err != nil {
-			tb.Errorf("worker.Run: %v", err)
-		}
-	})
+	workerproc.Start(tb, cfg)
 }
 
 // childConfig is a worker process on e's queue.
@@ -136,14 +124,7 @@ func (e *env) enq(tb testing.TB) func(*asynq.Task, error) string {
 // enqueue enqueues a task on e's queue and returns its id.
 func (e *env) enqueue(tb testing.TB, t *asynq.Task, err error) string {
 	tb.Helper()
-	if err != nil {
-		tb.Fatal(err)
-	}
-	info, err := e.client.Enqueue(context.Background(), t, asynq.Queue(e.queue))
-	if err != nil {
-		tb.Fatal(err)
-	}
-	return info.ID
+	return testenv.Enqueue(tb, e.client, e.queue, t, err)
 }
 
 // waitDone polls until the task is completed; an archived task fails tb.

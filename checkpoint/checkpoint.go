@@ -62,6 +62,11 @@ type Plan struct {
 	// CreatedAt is when the upload started. Zero means now (set by Create).
 	// Stored in UTC with nanoseconds.
 	CreatedAt time.Time
+	// Checksum is what the whole object must be, opaque to this package
+	// (ferry: its CRC32C, as recorded in the object's metadata when the
+	// upload started); empty when unknown then. A resumed upload compares
+	// its parts' combined checksums with it before it completes.
+	Checksum string
 }
 
 // validate reports the first unusable field of p, wrapping ErrInvalid.
@@ -85,7 +90,7 @@ func (p Plan) validate() error {
 
 // fields returns the hash fields and values of p, flattened for HSET.
 func (p Plan) fields() []any {
-	return []any{
+	f := []any{
 		fieldUploadID, p.UploadID,
 		fieldProfile, p.Profile,
 		fieldBucket, p.Bucket,
@@ -96,6 +101,10 @@ func (p Plan) fields() []any {
 		fieldFingerprint, p.Fingerprint,
 		fieldCreatedAt, p.CreatedAt.UTC().Format(time.RFC3339Nano),
 	}
+	if p.Checksum != "" {
+		f = append(f, fieldChecksum, p.Checksum)
+	}
+	return f
 }
 
 // Part is one finished part of the upload.
@@ -106,6 +115,11 @@ type Part struct {
 	ETag string
 	// Size is the part length in bytes.
 	Size int64
+	// Checksum is the part's checksum, opaque to this package (ferry: the
+	// CRC32C of the bytes sent, which the server verified), so a resumed
+	// upload knows the whole object's checksum without reading finished
+	// parts again; empty when unknown. It contains no '|'.
+	Checksum string
 }
 
 // Checkpoint is a stored plan and the parts finished so far.
@@ -148,7 +162,7 @@ var errMissing = errors.New("missing")
 
 // parse decodes a checkpoint hash strictly: every plan field must be present
 // and well formed, and every p:<n> field must have a canonical n within the
-// plan and an <etag>|<size> value. Unknown fields not starting with "p:" are
+// plan and an <etag>|<size>[|crc32c=<checksum>] value. Unknown fields not starting with "p:" are
 // ignored, so a newer ferry may add plan fields without breaking an older one.
 func parse(taskID string, h map[string]string) (Checkpoint, error) {
 	corrupt := func(field string, err error) error {
@@ -215,6 +229,7 @@ func parse(taskID string, h map[string]string) (Checkpoint, error) {
 	if p.CreatedAt, err = time.Parse(time.RFC3339Nano, created); err != nil {
 		return Checkpoint{}, corrupt(fieldCreatedAt, err)
 	}
+	p.Checksum = h[fieldChecksum] // optional: older checkpoints have none
 
 	maxPart := MaxParts
 	if p.PartCount > 0 {
@@ -235,6 +250,10 @@ func parse(taskID string, h map[string]string) (Checkpoint, error) {
 		if n < 1 || n > maxPart {
 			return Checkpoint{}, corrupt(field, fmt.Errorf("part number outside 1..%d", maxPart))
 		}
+		var sum string
+		if i := strings.LastIndexByte(v, '|'); i >= 0 && strings.HasPrefix(v[i+1:], partChecksumPrefix) {
+			v, sum = v[:i], v[i+1+len(partChecksumPrefix):]
+		}
 		i := strings.LastIndexByte(v, '|')
 		if i < 0 {
 			return Checkpoint{}, corrupt(field, errors.New("want <etag>|<size>"))
@@ -249,7 +268,7 @@ func parse(taskID string, h map[string]string) (Checkpoint, error) {
 		if size < 0 {
 			return Checkpoint{}, corrupt(field, errors.New("negative size"))
 		}
-		c.Parts = append(c.Parts, Part{Number: n, ETag: v[:i], Size: size})
+		c.Parts = append(c.Parts, Part{Number: n, ETag: v[:i], Size: size, Checksum: sum})
 	}
 	sort.Slice(c.Parts, func(i, j int) bool { return c.Parts[i].Number < c.Parts[j].Number })
 	return c, nil

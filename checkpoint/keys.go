@@ -31,31 +31,45 @@ const (
 	fieldTotalSize   = "total_size"
 	fieldFingerprint = "fingerprint"
 	fieldCreatedAt   = "created_at"
+	// fieldChecksum is optional: a checkpoint of an older ferry has none.
+	fieldChecksum = "checksum"
 )
 
-// partFieldPrefix starts the field of one finished part: p:<n> = <etag>|<size>.
+// partFieldPrefix starts the field of one finished part: p:<n> =
+// <etag>|<size>, or <etag>|<size>|crc32c=<checksum> when the part's
+// checksum is known.
 const partFieldPrefix = "p:"
+
+// partChecksumPrefix starts the optional last segment of a part value. A
+// size is decimal, so the segment cannot be mistaken for one.
+const partChecksumPrefix = "crc32c="
 
 // partField returns the hash field of part n, e.g. "p:7".
 func partField(n int) string {
 	return partFieldPrefix + strconv.Itoa(n)
 }
 
-// partValue encodes a part as <etag>|<size>. Decoding splits at the last
+// partValue encodes a part as <etag>|<size>[|crc32c=<checksum>]. Decoding
+// takes the checksum segment off by its prefix, then splits at the last
 // '|', so an ETag containing '|' still round-trips.
 func partValue(p Part) string {
-	return p.ETag + "|" + strconv.FormatInt(p.Size, 10)
+	v := p.ETag + "|" + strconv.FormatInt(p.Size, 10)
+	if p.Checksum != "" {
+		v += "|" + partChecksumPrefix + p.Checksum
+	}
+	return v
 }
 
 // ownerKey holds the fencing token of the worker that currently owns the
-// task's upload: ferry:own:{<task_id>}, with a short PX expiry its owner
-// renews. Same hash tag as the checkpoint, so RecordPart can check it in
-// the same script.
+// task: ferry:own:{<task_id>}, with a short PX expiry its owner renews.
+// Same hash tag as the checkpoint (and every other key of the task), so
+// RecordPart can check it in the same script and Fenced in the same
+// transaction.
 func ownerKey(taskID string) string {
 	return "ferry:own:{" + taskID + "}"
 }
 
-// doneKey marks a task whose upload a takeover completed (see MarkDone):
+// doneKey marks a task a takeover ended, with its outcome (see MarkDone):
 // ferry:own:{<task_id>}:done.
 func doneKey(taskID string) string {
 	return "ferry:own:{" + taskID + "}:done"

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -227,6 +228,8 @@ func (s *Store) recordPart(ctx context.Context, taskID, uploadID string, token i
 		return fmt.Errorf("checkpoint: task %q: part %d: etag is empty: %w", taskID, p.Number, ErrInvalid)
 	case p.Size < 0:
 		return fmt.Errorf("checkpoint: task %q: part %d: size %d < 0: %w", taskID, p.Number, p.Size, ErrInvalid)
+	case strings.Contains(p.Checksum, "|"):
+		return fmt.Errorf("checkpoint: task %q: part %d: checksum %q contains '|': %w", taskID, p.Number, p.Checksum, ErrInvalid)
 	case p.Number < 1 || p.Number > MaxParts:
 		return fmt.Errorf("checkpoint: task %q: part %d outside 1..%d: %w", taskID, p.Number, MaxParts, ErrPlanMismatch)
 	}

@@ -72,6 +72,8 @@ func TestCreateLoad(t *testing.T) {
 	unknown.Profile, unknown.Fingerprint = "", ""
 	inZone := knownPlan()
 	inZone.CreatedAt = created.In(time.FixedZone("CET", 3600))
+	withSum := knownPlan()
+	withSum.Checksum = "yZRlqg=="
 
 	tests := []struct {
 		desc string
@@ -80,6 +82,7 @@ func TestCreateLoad(t *testing.T) {
 		{desc: "known size", plan: knownPlan()},
 		{desc: "unknown size, empty profile and fingerprint", plan: unknown},
 		{desc: "created at in another zone", plan: inZone},
+		{desc: "with the object's checksum", plan: withSum},
 	}
 	for _, tc := range tests {
 		t.Run(tc.desc, func(t *testing.T) {
@@ -195,32 +198,40 @@ func TestRecordPart(t *testing.T) {
 		{
 			desc:   "in order",
 			plan:   knownPlan(),
-			record: []checkpoint.Part{{1, `"a"`, 8}, {2, `"b"`, 8}, {3, `"c"`, 3}},
-			want:   []checkpoint.Part{{1, `"a"`, 8}, {2, `"b"`, 8}, {3, `"c"`, 3}},
+			record: []checkpoint.Part{{Number: 1, ETag: `"a"`, Size: 8}, {Number: 2, ETag: `"b"`, Size: 8}, {Number: 3, ETag: `"c"`, Size: 3}},
+			want:   []checkpoint.Part{{Number: 1, ETag: `"a"`, Size: 8}, {Number: 2, ETag: `"b"`, Size: 8}, {Number: 3, ETag: `"c"`, Size: 3}},
 		},
 		{
 			desc:   "out of order",
 			plan:   knownPlan(),
-			record: []checkpoint.Part{{5, `"e"`, 4}, {2, `"b"`, 8}, {4, `"d"`, 8}, {1, `"a"`, 8}},
-			want:   []checkpoint.Part{{1, `"a"`, 8}, {2, `"b"`, 8}, {4, `"d"`, 8}, {5, `"e"`, 4}},
+			record: []checkpoint.Part{{Number: 5, ETag: `"e"`, Size: 4}, {Number: 2, ETag: `"b"`, Size: 8}, {Number: 4, ETag: `"d"`, Size: 8}, {Number: 1, ETag: `"a"`, Size: 8}},
+			want:   []checkpoint.Part{{Number: 1, ETag: `"a"`, Size: 8}, {Number: 2, ETag: `"b"`, Size: 8}, {Number: 4, ETag: `"d"`, Size: 8}, {Number: 5, ETag: `"e"`, Size: 4}},
 		},
 		{
 			desc:   "same part twice: deduped, last etag wins",
 			plan:   knownPlan(),
-			record: []checkpoint.Part{{3, `"old"`, 8}, {1, `"a"`, 8}, {3, `"new"`, 7}},
-			want:   []checkpoint.Part{{1, `"a"`, 8}, {3, `"new"`, 7}},
+			record: []checkpoint.Part{{Number: 3, ETag: `"old"`, Size: 8}, {Number: 1, ETag: `"a"`, Size: 8}, {Number: 3, ETag: `"new"`, Size: 7}},
+			want:   []checkpoint.Part{{Number: 1, ETag: `"a"`, Size: 8}, {Number: 3, ETag: `"new"`, Size: 7}},
 		},
 		{
 			desc:   "etag containing the separator",
 			plan:   knownPlan(),
-			record: []checkpoint.Part{{1, `a|b|c`, 8}},
-			want:   []checkpoint.Part{{1, `a|b|c`, 8}},
+			record: []checkpoint.Part{{Number: 1, ETag: `a|b|c`, Size: 8}},
+			want:   []checkpoint.Part{{Number: 1, ETag: `a|b|c`, Size: 8}},
+		},
+		{
+			desc: "with checksums, also next to an etag containing the separator",
+			plan: knownPlan(),
+			record: []checkpoint.Part{{Number: 1, ETag: `"a"`, Size: 8, Checksum: "yZRlqg=="},
+				{Number: 2, ETag: `a|b|8`, Size: 8, Checksum: "AAAAAA=="}, {Number: 3, ETag: `"c"`, Size: 3}},
+			want: []checkpoint.Part{{Number: 1, ETag: `"a"`, Size: 8, Checksum: "yZRlqg=="},
+				{Number: 2, ETag: `a|b|8`, Size: 8, Checksum: "AAAAAA=="}, {Number: 3, ETag: `"c"`, Size: 3}},
 		},
 		{
 			desc:   "unknown size: any number up to MaxParts",
 			plan:   unknown,
-			record: []checkpoint.Part{{checkpoint.MaxParts, `"z"`, 1}, {7, `"g"`, 8}},
-			want:   []checkpoint.Part{{7, `"g"`, 8}, {checkpoint.MaxParts, `"z"`, 1}},
+			record: []checkpoint.Part{{Number: checkpoint.MaxParts, ETag: `"z"`, Size: 1}, {Number: 7, ETag: `"g"`, Size: 8}},
+			want:   []checkpoint.Part{{Number: 7, ETag: `"g"`, Size: 8}, {Number: checkpoint.MaxParts, ETag: `"z"`, Size: 1}},
 		},
 	}
 	for _, tc := range tests {
@@ -263,15 +274,16 @@ func TestRecordPartRejected(t *testing.T) {
 		part     checkpoint.Part
 		want     error
 	}{
-		{desc: "wrong upload id", plan: ptr(knownPlan()), uploadID: "upload-0", part: checkpoint.Part{1, `"a"`, 8}, want: checkpoint.ErrPlanMismatch},
-		{desc: "part zero", plan: ptr(knownPlan()), uploadID: "upload-1", part: checkpoint.Part{0, `"a"`, 8}, want: checkpoint.ErrPlanMismatch},
-		{desc: "part above part count", plan: ptr(knownPlan()), uploadID: "upload-1", part: checkpoint.Part{6, `"a"`, 8}, want: checkpoint.ErrPlanMismatch},
-		{desc: "unknown size, part above MaxParts", plan: &unknown, uploadID: "upload-1", part: checkpoint.Part{checkpoint.MaxParts + 1, `"a"`, 8}, want: checkpoint.ErrPlanMismatch},
-		{desc: "never created", uploadID: "upload-1", part: checkpoint.Part{1, `"a"`, 8}, want: checkpoint.ErrNotFound},
-		{desc: "after delete", plan: ptr(knownPlan()), deleted: true, uploadID: "upload-1", part: checkpoint.Part{1, `"a"`, 8}, want: checkpoint.ErrNotFound},
-		{desc: "empty etag", plan: ptr(knownPlan()), uploadID: "upload-1", part: checkpoint.Part{1, "", 8}, want: checkpoint.ErrInvalid},
-		{desc: "negative size", plan: ptr(knownPlan()), uploadID: "upload-1", part: checkpoint.Part{1, `"a"`, -1}, want: checkpoint.ErrInvalid},
-		{desc: "empty upload id", plan: ptr(knownPlan()), uploadID: "", part: checkpoint.Part{1, `"a"`, 8}, want: checkpoint.ErrInvalid},
+		{desc: "wrong upload id", plan: ptr(knownPlan()), uploadID: "upload-0", part: checkpoint.Part{Number: 1, ETag: `"a"`, Size: 8}, want: checkpoint.ErrPlanMismatch},
+		{desc: "part zero", plan: ptr(knownPlan()), uploadID: "upload-1", part: checkpoint.Part{Number: 0, ETag: `"a"`, Size: 8}, want: checkpoint.ErrPlanMismatch},
+		{desc: "part above part count", plan: ptr(knownPlan()), uploadID: "upload-1", part: checkpoint.Part{Number: 6, ETag: `"a"`, Size: 8}, want: checkpoint.ErrPlanMismatch},
+		{desc: "unknown size, part above MaxParts", plan: &unknown, uploadID: "upload-1", part: checkpoint.Part{Number: checkpoint.MaxParts + 1, ETag: `"a"`, Size: 8}, want: checkpoint.ErrPlanMismatch},
+		{desc: "never created", uploadID: "upload-1", part: checkpoint.Part{Number: 1, ETag: `"a"`, Size: 8}, want: checkpoint.ErrNotFound},
+		{desc: "after delete", plan: ptr(knownPlan()), deleted: true, uploadID: "upload-1", part: checkpoint.Part{Number: 1, ETag: `"a"`, Size: 8}, want: checkpoint.ErrNotFound},
+		{desc: "empty etag", plan: ptr(knownPlan()), uploadID: "upload-1", part: checkpoint.Part{Number: 1, ETag: "", Size: 8}, want: checkpoint.ErrInvalid},
+		{desc: "negative size", plan: ptr(knownPlan()), uploadID: "upload-1", part: checkpoint.Part{Number: 1, ETag: `"a"`, Size: -1}, want: checkpoint.ErrInvalid},
+		{desc: "empty upload id", plan: ptr(knownPlan()), uploadID: "", part: checkpoint.Part{Number: 1, ETag: `"a"`, Size: 8}, want: checkpoint.ErrInvalid},
+		{desc: "checksum containing the separator", plan: ptr(knownPlan()), uploadID: "upload-1", part: checkpoint.Part{Number: 1, ETag: `"a"`, Size: 8, Checksum: "a|b"}, want: checkpoint.ErrInvalid},
 	}
 	for _, tc := range tests {
 		t.Run(tc.desc, func(t *testing.T) {
@@ -387,7 +399,7 @@ func TestTTL(t *testing.T) {
 			}
 			// Shorten it by hand: RecordPart must bring it back.
 			b.rdb.PExpire(b.ctx, hashKey(id), time.Second)
-			if err := b.store.RecordPart(b.ctx, id, p.UploadID, checkpoint.Part{1, `"a"`, 8}); err != nil {
+			if err := b.store.RecordPart(b.ctx, id, p.UploadID, checkpoint.Part{Number: 1, ETag: `"a"`, Size: 8}); err != nil {
 				t.Fatal(err)
 			}
 			pttl = b.rdb.PTTL(b.ctx, hashKey(id)).Val()
@@ -407,7 +419,7 @@ func TestExpires(t *testing.T) {
 	if _, err := b.store.Load(b.ctx, id); !errors.Is(err, checkpoint.ErrNotFound) {
 		t.Errorf("Load after TTL error = %v, want ErrNotFound", err)
 	}
-	err := b.store.RecordPart(b.ctx, id, "upload-1", checkpoint.Part{1, `"a"`, 8})
+	err := b.store.RecordPart(b.ctx, id, "upload-1", checkpoint.Part{Number: 1, ETag: `"a"`, Size: 8})
 	if !errors.Is(err, checkpoint.ErrNotFound) {
 		t.Errorf("RecordPart after TTL error = %v, want ErrNotFound", err)
 	}
@@ -451,12 +463,12 @@ func TestList(t *testing.T) {
 
 	p := knownPlan()
 	mustCreate(t, b, live, p)
-	if err := b.store.RecordPart(b.ctx, live, p.UploadID, checkpoint.Part{2, `"b"`, 8}); err != nil {
+	if err := b.store.RecordPart(b.ctx, live, p.UploadID, checkpoint.Part{Number: 2, ETag: `"b"`, Size: 8}); err != nil {
 		t.Fatal(err)
 	}
 	mustCreate(t, short, expired, p)
 	mustCreate(t, short, expiredParts, p)
-	if err := short.store.RecordPart(b.ctx, expiredParts, p.UploadID, checkpoint.Part{1, `"a"`, 8}); err != nil {
+	if err := short.store.RecordPart(b.ctx, expiredParts, p.UploadID, checkpoint.Part{Number: 1, ETag: `"a"`, Size: 8}); err != nil {
 		t.Fatal(err)
 	}
 	mustCreate(t, b, vanished, p)
@@ -469,7 +481,7 @@ func TestList(t *testing.T) {
 
 	all := []string{live, expired, expiredParts, vanished, deleted}
 	want := map[string]checkpoint.Checkpoint{
-		live: {TaskID: live, Plan: p, Parts: []checkpoint.Part{{2, `"b"`, 8}}},
+		live: {TaskID: live, Plan: p, Parts: []checkpoint.Part{{Number: 2, ETag: `"b"`, Size: 8}}},
 	}
 	if diff := cmp.Diff(want, listMine(t, b, all...)); diff != "" {
 		t.Errorf("List mismatch (-want +got):\n%s", diff)
@@ -628,7 +640,7 @@ func TestKeyLayout(t *testing.T) {
 	id := testenv.UniqueName("task")
 	p := knownPlan()
 	mustCreate(t, b, id, p)
-	if err := b.store.RecordPart(b.ctx, id, p.UploadID, checkpoint.Part{3, `"c"`, 42}); err != nil {
+	if err := b.store.RecordPart(b.ctx, id, p.UploadID, checkpoint.Part{Number: 3, ETag: `"c"`, Size: 42}); err != nil {
 		t.Fatal(err)
 	}
 

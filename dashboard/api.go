@@ -34,10 +34,55 @@ type Transfer struct {
 	// once completed.
 	Percent float64 `json:"percent"`
 	// ETASeconds is the time left at Rate, or 0 when unknown or finished.
+	// A migration's is its objects left at ObjectsRate, known once its
+	// source is listed to the end.
 	ETASeconds float64 `json:"eta_seconds,omitempty"`
+	// ObjectsRate is a migration's objects decided (copied, skipped,
+	// failed, filtered, ignored) per second over this run.
+	ObjectsRate float64 `json:"objects_rate,omitempty"`
 }
 
-func newTransfer(p tasks.Progress) Transfer {
+// migrationDecided are the counters of a migration's objects that need
+// nothing more: every listed object ends in one of them.
+var migrationDecided = []string{"copied", "skipped", "failed", "filtered", "ignored", "would_copy"}
+
+// DecidedObjects sums the objects of a migration's counters c that need
+// nothing more (the CLI's bar per migration counts them too).
+func DecidedObjects(c map[string]int64) int64 {
+	var n int64
+	for _, k := range migrationDecided {
+		n += c[k]
+	}
+	return n
+}
+
+// migration derives a migration's percent, objects rate and ETA from its
+// counters: objects decided out of listed, at the rate of this run (a
+// resumed run's earlier work, ResumedCounters, excluded). Before the
+// source is listed to its end the total is unknown: no percent, no ETA.
+func (t *Transfer) migration() {
+	c := t.Counters
+	if t.Type != tasks.TypeMigrate || c == nil {
+		return
+	}
+	done, listed := DecidedObjects(c), c["listed"]
+	secs := t.UpdatedAt.Sub(t.StartedAt).Seconds()
+	if run := done - DecidedObjects(t.ResumedCounters); secs > 0 && run > 0 && !t.StartedAt.IsZero() {
+		t.ObjectsRate = float64(run) / secs
+	}
+	if c["listing_done"] != 1 || listed == 0 || t.State.Terminal() {
+		return
+	}
+	left := max(listed-done, 0)
+	t.Percent = min(100*float64(done)/float64(listed), 100)
+	if t.ObjectsRate > 0 {
+		t.ETASeconds = float64(left) / t.ObjectsRate
+	}
+}
+
+// NewTransfer derives a Transfer from p. `ferry status --json` prints it too,
+// so the CLI and the API show one object.
+func NewTransfer(p tasks.Progress) Transfer {
 	t := Transfer{Progress: p}
 	switch {
 	case p.State == tasks.StateCompleted:
@@ -51,6 +96,7 @@ func newTransfer(p tasks.Progress) Transfer {
 	if !p.State.Terminal() && p.Rate > 0 && p.BytesTotal > p.BytesDone {
 		t.ETASeconds = float64(p.BytesTotal-p.BytesDone) / p.Rate
 	}
+	t.migration()
 	return t
 }
 
@@ -73,7 +119,7 @@ func (s *Server) handleListTransfers(w http.ResponseWriter, r *http.Request) {
 	ps := s.hub.list(limit)
 	out := transferList{Transfers: make([]Transfer, len(ps)), ReadOnly: s.cfg.ReadOnly}
 	for i, p := range ps {
-		out.Transfers[i] = newTransfer(p)
+		out.Transfers[i] = NewTransfer(p)
 	}
 	writeJSON(w, http.StatusOK, out)
 }
@@ -90,7 +136,7 @@ func (s *Server) handleGetTransfer(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusBadGateway, "reading the transfer from Redis failed")
 		return
 	}
-	writeJSON(w, http.StatusOK, newTransfer(p))
+	writeJSON(w, http.StatusOK, NewTransfer(p))
 }
 
 func (s *Server) handleCancel(w http.ResponseWriter, r *http.Request) {

@@ -2,7 +2,6 @@ package dashboard
 
 import (
 	"encoding/json"
-	"errors"
 	"net/http"
 	"slices"
 	"strconv"
@@ -41,7 +40,12 @@ func (s *Server) serveStream(w http.ResponseWriter, r *http.Request, spec stream
 	}
 	c := s.hub.subscribe(spec.ids)
 	if c == nil {
-		writeError(w, http.StatusServiceUnavailable, "the dashboard is shutting down")
+		msg := "the dashboard is shutting down: reconnect"
+		if spec.withIDs {
+			writeAPIError(w, http.StatusServiceUnavailable, apiError{Code: "unavailable", Message: msg})
+		} else {
+			writeError(w, http.StatusServiceUnavailable, msg)
+		}
 		return
 	}
 	defer s.hub.unsubscribe(c)
@@ -139,13 +143,9 @@ func (s *Server) handleV1TransferEvents(w http.ResponseWriter, r *http.Request) 
 		s.writeAPIErr(w, err)
 		return
 	}
-	p, err := s.client.Progress(r.Context(), id)
-	switch {
-	case errors.Is(err, tasks.ErrNotFound):
-		s.writeAPIErr(w, &apiError{status: http.StatusNotFound, Code: "not_found", Message: "no transfer " + strconv.Quote(id)})
-		return
-	case err != nil:
-		s.writeAPIErr(w, s.redisDown("read the transfer", err))
+	p, err := s.transferProgress(r.Context(), id)
+	if err != nil {
+		s.writeAPIErr(w, err)
 		return
 	}
 	newer := since == 0 || p.UpdatedAt.UnixNano() > since
@@ -180,4 +180,4 @@ func (s *Server) handleV1Events(w http.ResponseWriter, r *http.Request) {
 	s.serveStream(w, r, spec)
 }
 
-func jsonTransfer(p tasks.Progress) ([]byte, error) { return json.Marshal(newTransfer(p)) }
+func jsonTransfer(p tasks.Progress) ([]byte, error) { return json.Marshal(NewTransfer(p)) }

@@ -22,9 +22,10 @@ type apiType struct {
 	name    string       // the API's name: "upload"
 	task    string       // the task type: tasks.TypeUpload
 	payload reflect.Type // the payload struct, for decoding errors and OpenAPI
-	// build decodes raw strictly and returns the task with opts, and the
-	// source and dest for display (either may be "").
-	build func(raw []byte, opts []asynq.Option) (t *asynq.Task, src, dst string, size int64, err error)
+	// build decodes raw strictly, sets notify (the request's option) on the
+	// payload, and returns the task with opts, and the source and dest for
+	// display (either may be "").
+	build func(raw []byte, notify *tasks.Notify, opts []asynq.Option) (t *asynq.Task, src, dst string, size int64, err error)
 }
 
 // apiTypes are the task types producers may enqueue over HTTP, by API name.
@@ -48,6 +49,23 @@ var apiTypes = map[string]apiType{
 	"migrate": newAPIType("migrate", tasks.TypeMigrate, tasks.NewMigrateTask, func(p tasks.MigratePayload) (tasks.Location, tasks.Location, int64) {
 		return p.Source, p.Dest, 0
 	}),
+	"batch": newAPIType("batch", tasks.TypeBatch, newProducerBatch, func(p tasks.BatchPayload) (tasks.Location, tasks.Location, int64) {
+		var size int64
+		for _, it := range p.Items {
+			size += it.Size
+		}
+		// Shown like the worker shows it: the first item's destination.
+		return tasks.Location{}, p.Items[0].Dest, size
+	}),
+}
+
+// newProducerBatch is tasks.NewBatchTask for a producer: the migration
+// field belongs to the batches a migration enqueues.
+func newProducerBatch(p tasks.BatchPayload, opts ...asynq.Option) (*asynq.Task, error) {
+	if p.Migration != "" {
+		return nil, badRequest("payload.migration", "migration is set only on the batches a migration enqueues: drop it")
+	}
+	return tasks.NewBatchTask(p, opts...)
 }
 
 // apiTypeNames are the keys of apiTypes, sorted.
@@ -72,19 +90,43 @@ func newAPIType[P any](name, typ string, newTask func(P, ...asynq.Option) (*asyn
 		name:    name,
 		task:    typ,
 		payload: reflect.TypeFor[P](),
-		build: func(raw []byte, opts []asynq.Option) (*asynq.Task, string, string, int64, error) {
+		build: func(raw []byte, notify *tasks.Notify, opts []asynq.Option) (*asynq.Task, string, string, int64, error) {
 			var p P
 			if err := decodeStrict(raw, &p, "payload"); err != nil {
 				return nil, "", "", 0, err
 			}
+			if err := setNotify(&p, notify); err != nil {
+				return nil, "", "", 0, err
+			}
 			t, err := newTask(p, opts...)
 			if err != nil {
-				return nil, "", "", 0, validationError(reflect.TypeFor[P](), err)
+				ae := validationError(reflect.TypeFor[P](), err)
+				if notify != nil && ae.Field == "payload.notify" {
+					ae.Field = "notify" // it came as the option
+				}
+				return nil, "", "", 0, ae
 			}
 			src, dst, size := ends(p)
 			return t, display(src), display(dst), size, nil
 		},
 	}
+}
+
+// setNotify sets the payload's Notify field to the request's notify
+// option; giving both is ambiguous and refused.
+func setNotify(p any, notify *tasks.Notify) error {
+	if notify == nil {
+		return nil
+	}
+	f := reflect.ValueOf(p).Elem().FieldByName("Notify")
+	if !f.IsValid() {
+		return badRequest("notify", "this type sends no webhooks: drop notify")
+	}
+	if !f.IsNil() {
+		return badRequest("notify", "notify is given twice, as an option and in the payload: give one")
+	}
+	f.Set(reflect.ValueOf(notify))
+	return nil
 }
 
 func display(l tasks.Location) string {
@@ -164,7 +206,7 @@ func jsonError(err error, prefix string) error {
 // validationError turns a payload's Validate error (wrapped by the task
 // constructor) into a 400 naming the field: tasks' messages start with the
 // field they are about ("dest: ...", "part_size ... is out of range").
-func validationError(payload reflect.Type, err error) error {
+func validationError(payload reflect.Type, err error) *apiError {
 	inner := err
 	if u := errors.Unwrap(err); u != nil {
 		inner = u

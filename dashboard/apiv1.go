@@ -22,6 +22,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/ferryhq/ferry/tasks"
+	"github.com/ferryhq/ferry/webhook"
 )
 
 // The versioned HTTP API, for producers in any language: enqueue, read,
@@ -58,9 +59,13 @@ var apiRoutes = []apiRoute{
 	{http.MethodPost, "/transfers", ScopeProducer, func(s *Server) http.HandlerFunc { return s.handleV1Enqueue }, docEnqueue},
 	{http.MethodGet, "/transfers", ScopeViewer, func(s *Server) http.HandlerFunc { return s.handleV1List }, docList},
 	{http.MethodGet, "/transfers/{id}", ScopeViewer, func(s *Server) http.HandlerFunc { return s.handleV1Get }, docGet},
+	{http.MethodGet, "/transfers/{id}/report", ScopeViewer, func(s *Server) http.HandlerFunc { return s.handleV1Report }, docReport},
+	{http.MethodGet, "/transfers/{id}/parts", ScopeViewer, func(s *Server) http.HandlerFunc { return s.handleV1Parts }, docParts},
 	{http.MethodPost, "/transfers/{id}/cancel", ScopeProducer, func(s *Server) http.HandlerFunc { return s.handleV1Cancel }, docCancel},
 	{http.MethodGet, "/transfers/{id}/events", ScopeViewer, func(s *Server) http.HandlerFunc { return s.handleV1TransferEvents }, docTransferEvents},
 	{http.MethodGet, "/events", ScopeViewer, func(s *Server) http.HandlerFunc { return s.handleV1Events }, docEvents},
+	{http.MethodGet, "/throughput", ScopeViewer, func(s *Server) http.HandlerFunc { return s.handleV1Throughput }, docThroughput},
+	{http.MethodGet, "/workers", ScopeViewer, func(s *Server) http.HandlerFunc { return s.handleV1Workers }, docWorkers},
 	{http.MethodGet, "/openapi.json", ScopeViewer, func(s *Server) http.HandlerFunc { return s.handleOpenAPI }, docOpenAPI},
 }
 
@@ -105,6 +110,9 @@ type enqueueRequest struct {
 	ProcessAt *time.Time `json:"process_at,omitempty"`
 	// ProcessIn schedules the task after a delay, a Go duration.
 	ProcessIn string `json:"process_in,omitempty"`
+	// Notify asks for a signed webhook when the transfer ends; the same as
+	// the payload's notify (give one of them). See docs/api.md "Webhooks".
+	Notify *tasks.Notify `json:"notify,omitempty"`
 }
 
 // options turns the request's options into asynq options.
@@ -231,7 +239,7 @@ func (s *Server) enqueue(w http.ResponseWriter, r *http.Request) (apiTransfer, i
 		id = idempotentTaskID(key)
 		opts = append(opts, asynq.TaskID(id))
 	}
-	task, src, dst, size, err := typ.build(req.Payload, opts)
+	task, src, dst, size, err := typ.build(req.Payload, req.Notify, opts)
 	if err != nil {
 		return apiTransfer{}, 0, err
 	}
@@ -245,6 +253,8 @@ func (s *Server) enqueue(w http.ResponseWriter, r *http.Request) (apiTransfer, i
 	}
 	info, err := s.client.Enqueue(ctx, task)
 	switch {
+	case errors.Is(err, webhook.ErrRefused):
+		return apiTransfer{}, 0, &apiError{status: http.StatusBadRequest, Code: "invalid_payload", Field: notifyField(req.Notify), Message: err.Error()}
 	case hasKey && errors.Is(err, asynq.ErrTaskIDConflict):
 		// Another request with the same key won the race.
 		return s.existing(ctx, id, task, queue)
@@ -259,7 +269,15 @@ func (s *Server) enqueue(w http.ResponseWriter, r *http.Request) (apiTransfer, i
 	}
 	c, _ := callerFrom(r.Context())
 	s.log.Info("api: task enqueued", zap.String("task_id", info.ID), zap.String("type", info.Type), zap.String("queue", info.Queue), zap.String("token", c.id))
-	return apiTransfer{Transfer: newTransfer(p), Queue: info.Queue}, http.StatusCreated, nil
+	return apiTransfer{Transfer: NewTransfer(p), Queue: info.Queue}, http.StatusCreated, nil
+}
+
+// notifyField is the request field that carried the notify URL.
+func notifyField(option *tasks.Notify) string {
+	if option != nil {
+		return "notify"
+	}
+	return "payload.notify"
 }
 
 // existing answers a request whose Idempotency-Key already made task id:
@@ -281,7 +299,7 @@ func (s *Server) existing(ctx context.Context, id string, task *asynq.Task, queu
 	if err != nil {
 		return apiTransfer{}, 0, s.redisDown("read the transfer", err)
 	}
-	return apiTransfer{Transfer: newTransfer(p), Queue: info.Queue}, http.StatusOK, nil
+	return apiTransfer{Transfer: NewTransfer(p), Queue: info.Queue}, http.StatusOK, nil
 }
 
 // redisDown logs err and returns a 503 that says to retry.
@@ -293,15 +311,30 @@ func (s *Server) redisDown(what string, err error) error {
 
 func (s *Server) handleV1Get(w http.ResponseWriter, r *http.Request) {
 	id := r.PathValue("id")
-	p, err := s.client.Progress(r.Context(), id)
+	p, err := s.transferProgress(r.Context(), id)
+	if err != nil {
+		s.writeAPIErr(w, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, apiTransfer{Transfer: NewTransfer(p)})
+}
+
+// transferProgress reads transfer id's progress. Its error is the API's
+// answer: 404 for an id with no progress, 503 when Redis did not answer.
+func (s *Server) transferProgress(ctx context.Context, id string) (tasks.Progress, error) {
+	p, err := s.client.Progress(ctx, id)
 	switch {
 	case errors.Is(err, tasks.ErrNotFound):
-		s.writeAPIErr(w, &apiError{status: http.StatusNotFound, Code: "not_found", Message: "no transfer " + strconv.Quote(id)})
+		return p, noTransfer(id)
 	case err != nil:
-		s.writeAPIErr(w, s.redisDown("read the transfer", err))
-	default:
-		writeJSON(w, http.StatusOK, apiTransfer{Transfer: newTransfer(p)})
+		return p, s.redisDown("read the transfer", err)
 	}
+	return p, nil
+}
+
+// noTransfer is the API's 404 for an unknown transfer id.
+func noTransfer(id string) *apiError {
+	return &apiError{status: http.StatusNotFound, Code: "not_found", Message: "no transfer " + strconv.Quote(id)}
 }
 
 func (s *Server) handleV1Cancel(w http.ResponseWriter, r *http.Request) {
@@ -313,7 +346,7 @@ func (s *Server) handleV1Cancel(w http.ResponseWriter, r *http.Request) {
 	err := s.client.Cancel(r.Context(), id)
 	switch {
 	case errors.Is(err, tasks.ErrNotFound):
-		s.writeAPIErr(w, &apiError{status: http.StatusNotFound, Code: "not_found", Message: "no transfer " + strconv.Quote(id)})
+		s.writeAPIErr(w, noTransfer(id))
 		return
 	case errors.Is(err, tasks.ErrFinished):
 		s.writeAPIErr(w, &apiError{status: http.StatusConflict, Code: "finished", Message: "transfer " + strconv.Quote(id) + " already finished: there is nothing to cancel"})
@@ -360,6 +393,15 @@ func (c listCursor) after(p tasks.Progress) bool {
 
 var allStates = []tasks.State{tasks.StatePending, tasks.StateActive, tasks.StateRetrying, tasks.StateCompleted, tasks.StateFailed, tasks.StateCancelled}
 
+// stateNames are allStates for messages and docs: "pending, active, ...".
+func stateNames() string {
+	names := make([]string, len(allStates))
+	for i, st := range allStates {
+		names[i] = string(st)
+	}
+	return strings.Join(names, ", ")
+}
+
 func (s *Server) handleV1List(w http.ResponseWriter, r *http.Request) {
 	q := r.URL.Query()
 	limit := defaultPageSize
@@ -384,7 +426,7 @@ func (s *Server) handleV1List(w http.ResponseWriter, r *http.Request) {
 	states := map[tasks.State]bool{}
 	for _, v := range splitList(q["state"]) {
 		if !slices.Contains(allStates, tasks.State(v)) {
-			s.writeAPIErr(w, badRequest("state", "state %q: give one or more (comma-separated) of pending, active, retrying, completed, failed, cancelled", v))
+			s.writeAPIErr(w, badRequest("state", "state %q: give one or more (comma-separated) of %s", v, stateNames()))
 			return
 		}
 		states[tasks.State(v)] = true
@@ -421,7 +463,7 @@ func (s *Server) handleV1List(w http.ResponseWriter, r *http.Request) {
 			page.NextCursor = listCursor{Terminal: last.State.Terminal(), Updated: last.UpdatedAt, ID: last.TaskID}.encode()
 			break
 		}
-		page.Transfers = append(page.Transfers, apiTransfer{Transfer: newTransfer(p)})
+		page.Transfers = append(page.Transfers, apiTransfer{Transfer: NewTransfer(p)})
 		last = p
 	}
 	writeJSON(w, http.StatusOK, page)

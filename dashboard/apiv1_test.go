@@ -3,6 +3,7 @@ package dashboard_test
 import (
 	"bufio"
 	"bytes"
+	"cmp"
 	"context"
 	"crypto/rand"
 	"encoding/json"
@@ -34,12 +35,30 @@ const (
 	viewerToken   = "v2d4f6a8c0e1b3d5f7a9c1e3b5d7f9a1"
 )
 
-// apiSetup is setup with API tokens.
+// apiTokens configures the API tests' tokens.
+func apiTokens(c *dashboard.Config) {
+	c.APITokens = []dashboard.APIToken{{Token: producerToken, Scope: dashboard.ScopeProducer}, {Token: viewerToken, Scope: dashboard.ScopeViewer}}
+}
+
+// apiSetup is setup with API tokens, and every exchange with the API
+// validated against the OpenAPI document (specCheck): a request the server
+// accepts or an answer it gives that the document does not describe fails
+// the test.
 func apiSetup(t *testing.T, opts ...func(*dashboard.Config)) *bundle {
 	t.Helper()
-	return setup(t, append([]func(*dashboard.Config){func(c *dashboard.Config) {
-		c.APITokens = []dashboard.APIToken{{Token: producerToken, Scope: dashboard.ScopeProducer}, {Token: viewerToken, Scope: dashboard.ScopeViewer}}
-	}}, opts...)...)
+	check := newSpecCheck(t)
+	// Registered before setup's cleanups, so it runs after them: once the
+	// server is closed, its streams have ended and been checked.
+	t.Cleanup(func() {
+		check.mu.Lock()
+		defer check.mu.Unlock()
+		for _, e := range check.errs {
+			t.Error("OpenAPI: " + e)
+		}
+	})
+	b := setupWrapped(t, check.wrap, append([]func(*dashboard.Config){apiTokens}, opts...)...)
+	b.spec = check
+	return b
 }
 
 // call sends one API request; hdr are name, value pairs.
@@ -254,7 +273,7 @@ func TestAPIBadInput(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			req.Header.Set("Content-Type", cmpOr(tc.contentType, "application/json"))
+			req.Header.Set("Content-Type", cmp.Or(tc.contentType, "application/json"))
 			if tc.token != "" {
 				req.Header.Set("Authorization", "Bearer "+tc.token)
 			}
@@ -284,13 +303,6 @@ func TestAPIBadInput(t *testing.T) {
 	if n := queueLen(t, b.client, queue); n != 0 {
 		t.Errorf("bad requests enqueued %d tasks", n)
 	}
-}
-
-func cmpOr(a, b string) string {
-	if a != "" {
-		return a
-	}
-	return b
 }
 
 // TestAPIRateLimit: a token beyond its rate gets 429 with Retry-After;
@@ -487,4 +499,196 @@ func TestAPIUploadEndToEnd(t *testing.T) {
 // redisClientAt is a client of a Redis that is not there, failing fast.
 func redisClientAt(addr string) *redis.Client {
 	return redis.NewClient(&redis.Options{Addr: addr, DialTimeout: 200 * time.Millisecond, MaxRetries: -1})
+}
+
+// TestAPIBadPayloadCorpus sends the fault suite's bad payloads
+// (internal/faulttest TestBadInputCorpus) that a producer can know are bad
+// through HTTP: each is refused with 400, a message naming the problem and
+// the field, and nothing is enqueued. The rest of that corpus (symlinks,
+// FIFOs, missing files, unknown profiles, hosts off the allowlist) depends
+// on the worker's machine and configuration: the API accepts those and the
+// worker archives them with the reason, as the fault suite checks.
+func TestAPIBadPayloadCorpus(t *testing.T) {
+	t.Parallel()
+	b := apiSetup(t, func(c *dashboard.Config) { c.APIRate, c.APIBurst = 1000, 1000 })
+	queue := testenv.UniqueName("q")
+	const bk = "bucket-api"
+	dest := `{"bucket":"` + bk + `","key":"out/x"}`
+	big := strings.Repeat("A", 400<<10) // base64 of 300 KiB, over the 256 KiB inline limit
+	for _, tc := range []struct {
+		desc, typ, payload, want, field string
+	}{
+		{"JSON null", "put", `null`, "payload is missing", "payload"},
+		{"JSON array", "copy", `[1,2,3]`, "expected tasks.CopyPayload", "payload"},
+		{"trailing data in the payload", "put", `{"source":{"data":"eA=="},"dest":` + dest + `} {}`, "malformed JSON", ""},
+		{"oversized inline data", "put", `{"source":{"data":"` + big + `"},"dest":` + dest + `}`, "inline", "payload.source"},
+		{"over-long key", "put", `{"source":{"data":"eA=="},"dest":{"bucket":"` + bk + `","key":"out/` + strings.Repeat("k", 1100) + `"}}`, "1024", "payload.dest"},
+		{"control character in key", "put", `{"source":{"data":"eA=="},"dest":{"bucket":"` + bk + `","key":"out/a\u0000b"}}`, "key", "payload.dest"},
+		{"dot-dot key on delete", "delete", `{"dest":{"bucket":"` + bk + `","key":"keep/../keep/me"}}`, "..", "payload.dest"},
+		{"dot-dot path escape", "upload", `{"source":{"path":"/data/../etc/secret.txt"},"dest":` + dest + `}`, "not clean", "payload.source"},
+		{"relative path", "upload", `{"source":{"path":"secret.txt"},"dest":` + dest + `}`, "absolute", "payload.source"},
+		{"credentials in a profile name", "copy", `{"source":{"profile":"AKIA:secret","bucket":"` + bk + `","key":"keep/me"},"dest":{"bucket":"` + bk + `","key":"out/c"}}`, "profile", "payload.source"},
+		{"credentials in a URL", "put", `{"source":{"url":"https://AKIA:hunter2@example.com/x"},"dest":` + dest + `}`, "user info", "payload.source"},
+		{"invalid bucket name", "put", `{"source":{"data":"eA=="},"dest":{"bucket":"Not_A_Bucket","key":"k"}}`, "bucket", "payload.dest"},
+		{"recursive delete of a whole bucket without allow_all", "delete", `{"dest":{"bucket":"` + bk + `","key":""},"recursive":true}`, "allow_all", ""},
+		{"reserved metadata key", "put", `{"source":{"data":"eA=="},"dest":` + dest + `,"metadata":{"ferry-task-id":"spoof"}}`, "reserved", "payload.metadata"},
+		{"part size below 5 MiB", "upload", `{"source":{"path":"/data/a"},"dest":` + dest + `,"part_size":1024}`, "part_size", "payload.part_size"},
+		{"part concurrency 1000", "upload", `{"source":{"path":"/data/a"},"dest":` + dest + `,"part_concurrency":1000}`, "part_concurrency", "payload.part_concurrency"},
+		{"http (not https) source", "put", `{"source":{"url":"http://127.0.0.1:1/x"},"dest":` + dest + `}`, "https", "payload.source"},
+		{"two sources at once", "put", `{"source":{"data":"eA==","path":"/etc/passwd"},"dest":` + dest + `}`, "source", "payload.source"},
+		{"move onto itself", "move", `{"source":{"bucket":"` + bk + `","key":"keep/me"},"dest":{"bucket":"` + bk + `","key":"keep/me"}}`, "same object", ""},
+	} {
+		t.Run(tc.desc, func(t *testing.T) {
+			body := fmt.Sprintf(`{"type":%q,"queue":%q,"payload":%s}`, tc.typ, queue, tc.payload)
+			resp, out := b.call(t, "POST", "/api/v1/transfers", producerToken, []byte(body), "Idempotency-Key", testenv.UniqueName("bad"))
+			var e struct{ Error, Code, Field string }
+			if err := json.Unmarshal([]byte(out), &e); err != nil {
+				t.Fatalf("%d %.300s: not a JSON error: %v", resp.StatusCode, out, err)
+			}
+			if resp.StatusCode != http.StatusBadRequest || !strings.Contains(e.Error, tc.want) || (tc.field != "" && e.Field != tc.field) {
+				t.Errorf("%d %.300s; want 400 with %q and field %q", resp.StatusCode, out, tc.want, tc.field)
+			}
+			for _, secret := range []string{"hunter2", "AKIA:secret"} {
+				if strings.Contains(out, secret) {
+					t.Errorf("the error echoes a credential: %.300s", out)
+				}
+			}
+		})
+	}
+	if n := queueLen(t, b.client, queue); n != 0 {
+		t.Errorf("bad payloads enqueued %d tasks", n)
+	}
+}
+
+// TestAPIBadInputEveryRoute: every route refuses a request without a
+// token (401) and with an unknown one (401); the routes that write refuse
+// a viewer token (403) and change nothing; each route's own bad input
+// (parameters, Last-Event-ID, unknown id) gets a precise 4xx naming it.
+func TestAPIBadInputEveryRoute(t *testing.T) {
+	t.Parallel()
+	b := apiSetup(t, func(c *dashboard.Config) { c.APIRate, c.APIBurst = 1000, 1000 })
+	queue := testenv.UniqueName("q")
+	resp, out := b.call(t, "POST", "/api/v1/transfers", producerToken, putBody(queue, "bucket-api", "k", ""))
+	if resp.StatusCode != http.StatusCreated {
+		t.Fatalf("enqueue: %d %s", resp.StatusCode, out)
+	}
+	id := decodeTransfer(t, out).TaskID
+	concrete := func(pattern string) (string, string) {
+		method, path, _ := strings.Cut(pattern, " ")
+		return method, strings.ReplaceAll(path, "{id}", id)
+	}
+	writes := map[string]bool{"POST /api/v1/transfers": true, "POST /api/v1/transfers/{id}/cancel": true}
+	for _, p := range b.srv.APIPatterns() {
+		method, path := concrete(p)
+		// A bad Last-Event-ID keeps an authorised event stream from
+		// streaming; without authorisation it is never read.
+		if resp, out := b.call(t, method, path, "", putBody(queue, "bucket-api", "k2", "")); resp.StatusCode != http.StatusUnauthorized || !strings.Contains(out, "Authorization: Bearer") || resp.Header.Get("WWW-Authenticate") == "" {
+			t.Errorf("%s without a token: %d %s; want 401 saying how to authenticate", p, resp.StatusCode, out)
+		}
+		if resp, out := b.call(t, method, path, "u1n2k3n4o5w6n7t8o9k0e1n2", putBody(queue, "bucket-api", "k2", "")); resp.StatusCode != http.StatusUnauthorized || !strings.Contains(out, "not one of this server's tokens") {
+			t.Errorf("%s with an unknown token: %d %s; want 401", p, resp.StatusCode, out)
+		}
+		if writes[p] {
+			if resp, out := b.call(t, method, path, viewerToken, putBody(queue, "bucket-api", "k2", "")); resp.StatusCode != http.StatusForbidden || !strings.Contains(out, "needs a producer token; yours is a viewer token") {
+				t.Errorf("%s with a viewer token: %d %s; want 403", p, resp.StatusCode, out)
+			}
+		}
+	}
+	for _, tc := range []struct {
+		method, path string
+		hdr          []string
+		status       int
+		want, field  string
+	}{
+		{"GET", "/api/v1/transfers?limit=0", nil, 400, `limit "0": give 1 to 1000`, "limit"},
+		{"GET", "/api/v1/transfers?limit=many", nil, 400, `limit "many"`, "limit"},
+		{"GET", "/api/v1/transfers?state=stuck", nil, 400, `state "stuck"`, "state"},
+		{"GET", "/api/v1/transfers?type=teleport", nil, 400, `type "teleport"`, "type"},
+		{"GET", "/api/v1/transfers?cursor=not-a-cursor", nil, 400, "pass next_cursor unchanged", "cursor"},
+		{"GET", "/api/v1/transfers/nope-" + id, nil, 404, `no transfer "nope-` + id + `"`, ""},
+		{"POST", "/api/v1/transfers/nope-" + id + "/cancel", nil, 404, `no transfer "nope-` + id + `"`, ""},
+		{"GET", "/api/v1/transfers/nope-" + id + "/events", nil, 404, `no transfer "nope-` + id + `"`, ""},
+		{"GET", "/api/v1/transfers/" + id + "/events", []string{"Last-Event-ID", "yesterday"}, 400, `Last-Event-ID "yesterday"`, "Last-Event-ID"},
+		{"GET", "/api/v1/events", []string{"Last-Event-ID", "-5"}, 400, `Last-Event-ID "-5"`, "Last-Event-ID"},
+		{"DELETE", "/api/v1/transfers/" + id, nil, 404, "no route DELETE", ""},
+	} {
+		resp, out := b.call(t, tc.method, tc.path, producerToken, nil, tc.hdr...)
+		var e struct{ Error, Code, Field string }
+		if err := json.Unmarshal([]byte(out), &e); err != nil || resp.StatusCode != tc.status || !strings.Contains(e.Error, tc.want) || e.Field != tc.field {
+			t.Errorf("%s %s: %d %s; want %d with %q and field %q", tc.method, tc.path, resp.StatusCode, out, tc.status, tc.want, tc.field)
+		}
+	}
+	// The refused writes changed nothing: one task, still pending.
+	if n := queueLen(t, b.client, queue); n != 1 {
+		t.Errorf("queue holds %d tasks; want only the one enqueued", n)
+	}
+	info, err := b.client.Lookup(context.Background(), id)
+	if err != nil || info.State.String() != "pending" {
+		t.Errorf("the transfer after refused cancels: %v, %v; want pending", info, err)
+	}
+}
+
+// TestAPIBatch: POST /api/v1/transfers takes a ferry:batch like any other
+// transfer: the worker runs it to completion and the final event counts
+// the bytes written. A bad item is refused with 400 naming it, and a
+// producer cannot pose as a migration's batch.
+func TestAPIBatch(t *testing.T) {
+	t.Parallel()
+	b := apiSetup(t)
+	srv := testenv.S3(t)
+	bucket := srv.Bucket(t)
+	queue := testenv.UniqueName("q")
+	w, err := worker.New(worker.Config{Redis: b.rdb, Queues: map[string]int{queue: 1},
+		Profiles: map[string]storage.Config{"default": srv.Profile()}, JanitorInterval: -1,
+		Logger: zaptest.NewLogger(t, zaptest.Level(zap.WarnLevel))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv.PutObject(t, bucket, "src/1", []byte("hello"), nil)
+	srv.PutObject(t, bucket, "src/2", []byte("world!"), nil)
+	body := fmt.Appendf(nil, `{"type":"batch","queue":%q,"payload":{"items":[`+
+		`{"source":{"bucket":%q,"key":"src/1"},"dest":{"bucket":%q,"key":"b/1"}},`+
+		`{"source":{"bucket":%q,"key":"src/2"},"dest":{"bucket":%q,"key":"b/2"}}]}}`, queue, bucket, bucket, bucket, bucket)
+	resp, out := b.call(t, "POST", "/api/v1/transfers", producerToken, body, "Idempotency-Key", testenv.UniqueName("batch"))
+	if resp.StatusCode != http.StatusCreated {
+		t.Fatalf("enqueue a batch: %d %s", resp.StatusCode, out)
+	}
+	tr := decodeTransfer(t, out)
+	if tr.Type != tasks.TypeBatch {
+		t.Errorf("enqueued %+v; want a %s", tr, tasks.TypeBatch)
+	}
+	// The OpenAPI document offers it, with its payload's schema.
+	_, doc := b.call(t, "GET", "/api/v1/openapi.json", viewerToken, nil)
+	if !strings.Contains(doc, `"ferry:batch"`) || !strings.Contains(doc, `"concurrency"`) {
+		t.Errorf("the OpenAPI document does not offer ferry:batch with its payload")
+	}
+	_, r := b.stream(t, "/api/v1/transfers/"+tr.TaskID+"/events", viewerToken)
+	wctx, stop := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- w.Run(wctx) }()
+	t.Cleanup(func() { stop(); <-done })
+	var last dashboard.Transfer
+	for !last.State.Terminal() {
+		_, last = readSSE(t, r)
+	}
+	if last.State != tasks.StateCompleted || last.BytesDone != 11 {
+		t.Fatalf("final event %+v; want completed with 11 bytes", last)
+	}
+	for _, k := range []string{"b/1", "b/2"} {
+		if _, err := srv.Client().HeadObject(context.Background(), &s3.HeadObjectInput{Bucket: aws.String(bucket), Key: aws.String(k)}); err != nil {
+			t.Errorf("%s at the destination: %v", k, err)
+		}
+	}
+
+	for _, tc := range []struct{ desc, payload, want string }{
+		{"a bad item", `{"items":[{"source":{"bucket":"` + bucket + `","key":"src/1"},"dest":{"bucket":"` + bucket + `","key":"ok"}},{"source":{"bucket":"` + bucket + `","key":"src/1"},"dest":{"bucket":"Not_A_Bucket","key":"k"}}]}`, "item 1"},
+		{"no items", `{"items":[]}`, "item"},
+		{"posing as a migration's batch", `{"items":[{"source":{"bucket":"` + bucket + `","key":"src/1"},"dest":{"bucket":"` + bucket + `","key":"ok"}}],"migration":"mig-1"}`, "migration"},
+	} {
+		body := fmt.Sprintf(`{"type":"ferry:batch","queue":%q,"payload":%s}`, queue, tc.payload)
+		resp, out := b.call(t, "POST", "/api/v1/transfers", producerToken, []byte(body), "Idempotency-Key", testenv.UniqueName("bad"))
+		if resp.StatusCode != http.StatusBadRequest || !strings.Contains(out, tc.want) {
+			t.Errorf("%s: %d %.300s; want 400 naming %q", tc.desc, resp.StatusCode, out, tc.want)
+		}
+	}
 }

@@ -3,15 +3,21 @@ package dashboard_test
 import (
 	"context"
 	"fmt"
+	"net/http"
+	"net/http/httptest"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
 	"github.com/chromedp/chromedp"
+	"github.com/hibiken/asynq"
+	"go.uber.org/zap/zaptest"
 
 	"github.com/ferryhq/ferry/dashboard"
 	"github.com/ferryhq/ferry/internal/testenv"
@@ -89,7 +95,15 @@ func screenshot(t *testing.T, ctx context.Context, name string) {
 func TestBrowser(t *testing.T) {
 	t.Parallel()
 	const token = testToken
-	b := setup(t, func(c *dashboard.Config) { c.AuthToken = token })
+	var apiSeen sync.Map // API paths the page requested
+	b := setupWrapped(t, func(next http.Handler) http.Handler {
+		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			if strings.HasPrefix(r.URL.Path, "/api/") {
+				apiSeen.Store(r.URL.Path, true)
+			}
+			next.ServeHTTP(w, r)
+		})
+	}, func(c *dashboard.Config) { c.AuthToken = token })
 	ctx := browser(t)
 
 	id := testenv.UniqueName("ferry")
@@ -233,6 +247,20 @@ func TestBrowser(t *testing.T) {
 		return found
 	})
 	screenshot(t, ctx, "monitoring.png")
+
+	// The page uses the versioned API, as producers do.
+	var paths []string
+	apiSeen.Range(func(k, _ any) bool { paths = append(paths, k.(string)); return true })
+	for _, want := range []string{"/api/v1/transfers", "/api/v1/events", "/api/v1/transfers/" + id2, "/api/v1/transfers/" + id2 + "/events"} {
+		if !slices.Contains(paths, want) {
+			t.Errorf("the page did not request %s; it requested %v", want, paths)
+		}
+	}
+	for _, p := range paths {
+		if !strings.HasPrefix(p, "/api/v1/") {
+			t.Errorf("the page requested the unversioned %s", p)
+		}
+	}
 }
 
 // eventuallyBrowser retries f for up to 20 s, with a screenshot on failure.
@@ -253,4 +281,182 @@ func doWithin(ctx context.Context, d time.Duration, steps ...chromedp.Action[chr
 	ctx, cancel := context.WithTimeout(ctx, d)
 	defer cancel()
 	return chromedp.Do(ctx, steps...)
+}
+
+// TestBrowserFrontPage drives the front page's counts and filters in a real
+// chromium. The dashboard runs on a redis-server of its own, so the counts
+// it shows are of this test's transfers only: they must match what the test
+// published, follow a live update, and the filters by state, type and queue
+// (asynq's, asked through /api/v1) must narrow the table to the right rows.
+func TestBrowserFrontPage(t *testing.T) {
+	t.Parallel()
+	ctx := browser(t)
+	rdb := testenv.PrivateRedisClient(t)
+	const token = testToken
+	srv, err := dashboard.New(dashboard.Config{Redis: rdb, AuthToken: token, Logger: zaptest.NewLogger(t)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ts := httptest.NewServer(srv)
+	t.Cleanup(ts.Close)
+	t.Cleanup(func() { _ = srv.Close() })
+
+	// Six transfers in two asynq queues; the progress says their state.
+	client := tasks.NewClient(rdb)
+	qa, qb := testenv.UniqueName("qa"), testenv.UniqueName("qb")
+	type transfer struct {
+		queue, typ string
+		state      tasks.State
+		age        time.Duration // since the last update
+	}
+	ts6 := map[string]transfer{
+		"t1": {qa, tasks.TypeUpload, tasks.StateActive, 0},
+		"t2": {qa, tasks.TypeCopy, tasks.StateActive, 0},
+		"t3": {qb, tasks.TypeUpload, tasks.StateRetrying, 0},
+		"t4": {qb, tasks.TypeDelete, tasks.StateFailed, time.Minute},
+		"t5": {qb, tasks.TypeUpload, tasks.StateFailed, 2 * time.Hour}, // failed, but not in the last hour
+		"t6": {qa, tasks.TypeUpload, tasks.StateCompleted, 0},
+	}
+	ids := map[string]string{} // name -> task id
+	names := map[string]string{}
+	for name, tr := range ts6 {
+		task, err := tasks.NewPutTask(tasks.PutPayload{
+			Source: tasks.Location{Data: []byte("hello")},
+			Dest:   tasks.Location{Bucket: "bucket-dash", Key: testenv.UniqueName("k")},
+		}, asynq.Queue(tr.queue))
+		if err != nil {
+			t.Fatal(err)
+		}
+		info, err := client.Enqueue(context.Background(), task)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ids[name], names[info.ID] = info.ID, name
+		publish(t, rdb, tasks.Progress{TaskID: info.ID, Type: tr.typ, State: tr.state,
+			BytesDone: 10, BytesTotal: 100, UpdatedAt: time.Now().Add(-tr.age),
+			Source: "/data/" + name, Dest: "s3://bucket-dash/" + name})
+	}
+
+	type view struct {
+		Counts map[string]string `json:"counts"`
+		Rows   []string          `json:"rows"`
+		Types  []string          `json:"types"`
+		Note   string            `json:"note"`
+	}
+	viewJS := `(() => ({
+		counts: Object.fromEntries([...document.querySelectorAll("#summary [data-count]")].map(b => [b.dataset.count, b.querySelector(".n").textContent])),
+		rows: [...document.querySelectorAll("#transfers tbody tr")].map(tr => tr.dataset.taskId),
+		types: [...document.querySelectorAll("#f-type option")].map(o => o.value),
+		note: document.getElementById("filter-note").textContent,
+	}))()`
+	var v view
+	rowNames := func() string {
+		var out []string
+		for _, id := range v.Rows {
+			out = append(out, names[id])
+		}
+		slices.Sort(out)
+		return strings.Join(out, ",")
+	}
+	waitView := func(what string, ok func() bool) {
+		t.Helper()
+		eventuallyBrowser(t, ctx, what, func() bool {
+			var err error
+			v, err = chromedp.Run(ctx, chromedp.Evaluate[view](viewJS))
+			return err == nil && ok()
+		})
+	}
+	counts := func(active, retrying, failed string) func() bool {
+		return func() bool {
+			return v.Counts["active"] == active && v.Counts["retrying"] == retrying && v.Counts["failed-1h"] == failed
+		}
+	}
+	// set changes a filter as a user does: the value, then its event.
+	set := func(sel, value, event string) {
+		t.Helper()
+		js := fmt.Sprintf(`(() => { const e = document.querySelector(%q); e.value = %q; e.dispatchEvent(new Event(%q)); return e.value; })()`, sel, value, event)
+		got, err := chromedp.Run(ctx, chromedp.Evaluate[string](js))
+		if err != nil || got != value {
+			t.Fatalf("set %s to %q: got %q, %v", sel, value, got, err)
+		}
+	}
+
+	if err := doWithin(ctx, 60*time.Second,
+		chromedp.Navigate(ts.URL+"/?token="+token),
+		chromedp.WaitVisible(chromedp.CSS("#live.on")),
+		chromedp.WaitVisible(chromedp.CSS("#summary")),
+	); err != nil {
+		t.Fatalf("load the transfers page: %v", err)
+	}
+	waitView("all six rows and the counts 2 active, 1 retrying, 1 failed in the last hour",
+		func() bool { return len(v.Rows) == 6 && counts("2", "1", "1")() })
+	if want := []string{"", tasks.TypeCopy, tasks.TypeDelete, tasks.TypeUpload}; !slices.Equal(v.Types, want) {
+		t.Errorf("type filter offers %q; want %q", v.Types, want)
+	}
+
+	// A live update moves a transfer from retrying to active.
+	publish(t, rdb, tasks.Progress{TaskID: ids["t3"], Type: tasks.TypeUpload, State: tasks.StateActive, BytesDone: 20, BytesTotal: 100})
+	waitView("the counts to follow t3 from retrying to active", counts("3", "0", "1"))
+
+	// State: the failed button filters by state failed (both failures).
+	if err := doWithin(ctx, 30*time.Second, chromedp.Click(chromedp.CSS(`#summary [data-count="failed-1h"]`))); err != nil {
+		t.Fatalf("click the failed count: %v", err)
+	}
+	waitView("the failed filter to show t4 and t5", func() bool { return rowNames() == "t4,t5" })
+	screenshot(t, ctx, "front-failed.png")
+	set("#f-state", "", "change")
+
+	// Type.
+	set("#f-type", tasks.TypeUpload, "change")
+	waitView("the upload filter to show t1, t3, t5, t6", func() bool { return rowNames() == "t1,t3,t5,t6" })
+
+	// Queue, with the type filter still on, then alone. The counts stay
+	// those of every transfer.
+	set("#f-queue", qb, "input")
+	waitView("queue "+qb+" and type upload to show t3, t5", func() bool { return rowNames() == "t3,t5" })
+	set("#f-type", "", "change")
+	waitView("queue "+qb+" to show t3, t4, t5", func() bool { return rowNames() == "t3,t4,t5" })
+	set("#f-queue", qa, "input")
+	waitView("queue "+qa+" to show t1, t2, t6", func() bool { return rowNames() == "t1,t2,t6" && counts("3", "0", "1")() })
+	if v.Note != "" {
+		t.Errorf("filter note %q; want none", v.Note)
+	}
+	screenshot(t, ctx, "front-queue.png")
+
+	// A queue with none of them: the table says so.
+	set("#f-queue", "no-such-queue", "input")
+	waitView("an unknown queue to empty the table", func() bool { return len(v.Rows) == 0 })
+	var noMatch bool
+	if noMatch, err = chromedp.Run(ctx, chromedp.Evaluate[bool](`!document.getElementById("no-match").hidden`)); err != nil || !noMatch {
+		t.Errorf("no 'no transfer matches' note under an empty filter (%v)", err)
+	}
+	set("#f-queue", "", "input")
+	waitView("clearing the filters to show all six", func() bool { return len(v.Rows) == 6 })
+	screenshot(t, ctx, "front.png")
+
+	// A finished transfer's page says its average rate: 80 MiB moved this
+	// run (100 done, 20 resumed) in 10 s, instead of an empty chart.
+	done := testenv.UniqueName("done")
+	end := time.Now()
+	publish(t, rdb, tasks.Progress{TaskID: done, Type: tasks.TypeUpload, State: tasks.StateCompleted,
+		BytesDone: 100 << 20, BytesTotal: 100 << 20, ResumedFrom: 20 << 20, PartsDone: 10, PartsTotal: 10,
+		StartedAt: end.Add(-10 * time.Second), UpdatedAt: end})
+	if err := doWithin(ctx, 60*time.Second, chromedp.Navigate(ts.URL+"/transfers/"+done)); err != nil {
+		t.Fatalf("load the finished transfer's page: %v", err)
+	}
+	type finished struct {
+		Rate       string `json:"rate"`
+		Note       string `json:"note"`
+		ChartShown bool   `json:"chart"`
+	}
+	var fin finished
+	eventuallyBrowser(t, ctx, "the finished transfer's average rate", func() bool {
+		fin, _ = chromedp.Run(ctx, chromedp.Evaluate[finished](`({rate: document.querySelector('[data-field="rate"]').textContent,
+			note: document.getElementById("spark-note").textContent, chart: getComputedStyle(document.getElementById("sparkline")).display !== "none"})`))
+		return fin.Rate != ""
+	})
+	if fin.Rate != "8.0 MiB/s average" || !strings.Contains(fin.Note, "Average 8.0 MiB/s over 10s") || fin.ChartShown {
+		t.Errorf("finished transfer shows rate %q, note %q, chart shown %v; want 8.0 MiB/s average, its note, no empty chart", fin.Rate, fin.Note, fin.ChartShown)
+	}
+	screenshot(t, ctx, "finished.png")
 }

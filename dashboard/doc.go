@@ -3,9 +3,13 @@
 // metrics and health checks, all served by one http.Handler (Server).
 //
 // It reads progress through package tasks (the hashes ProgressKey and the
-// channel ProgressChannel) and changes jobs only through tasks.Client.Cancel
-// and asynq's Inspector. It never imports worker, storage or checkpoint, and
-// it does not start an HTTP server or read the environment: cmd/ferry does.
+// channel ProgressChannel), with one exception: the parts map of a
+// multipart transfer (GET /api/v1/transfers/{id}/parts, parts.go) reads the
+// finished parts from the transfer's checkpoint, through package
+// checkpoint's Store.Load, read-only, because the progress hash counts parts
+// but does not name them. It changes jobs only through tasks.Client.Cancel
+// and asynq's Inspector. It never imports worker or storage, and it does not
+// start an HTTP server or read the environment: cmd/ferry does.
 //
 // # Routes
 //
@@ -15,6 +19,7 @@
 //	GET  /api/transfers/{id}            JSON of one transfer
 //	GET  /api/events                    Server-Sent Events: every progress update
 //	POST /api/transfers/{id}/cancel     cancel (403 with ReadOnly)
+//	     /api/v1/                       the HTTP API for producers (apiv1.go; docs/api.md, /api/v1/openapi.json)
 //	     /monitoring/                   asynqmon (read-only without AuthToken)
 //	GET  /metrics                       Prometheus: asynq queue metrics, the dashboard's own, Config.Registry
 //	GET  /healthz                       the process is up

@@ -6,7 +6,6 @@ import (
 	"encoding/json"
 	"errors"
 	"maps"
-	"net"
 	"slices"
 	"strings"
 	"sync"
@@ -25,16 +24,12 @@ var progressKeyPattern = tasks.ProgressKey("*")
 // scanBatch is the COUNT of each SCAN and the HGETALLs per pipeline.
 const scanBatch = 500
 
-// pingInterval is how long the subscription may stay silent before a PING
-// checks it.
-const pingInterval = 30 * time.Second
-
 // clientBuffer is the events queued for one SSE client; a client that falls
 // further behind is disconnected (its EventSource reconnects and reloads).
 const clientBuffer = 256
 
-// hub owns the one subscription to tasks.ProgressChannel, the index of
-// transfers it feeds, and the SSE clients it fans updates out to.
+// hub owns the dashboard's one tasks.ProgressFeed, the index of transfers it
+// feeds, and the SSE clients it fans updates out to.
 type hub struct {
 	rdb      redis.UniversalClient
 	log      *zap.Logger
@@ -44,8 +39,13 @@ type hub struct {
 
 	ready chan struct{} // closed once subscribed (or when run ends)
 
-	mu      sync.Mutex
-	index   map[string]tasks.Progress
+	mu    sync.Mutex
+	index map[string]tasks.Progress
+	// seen is when the hub last stored each index entry, on its own clock:
+	// reconcile drops an entry a scan missed only if it was seen before the
+	// scan started. UpdatedAt cannot tell: it is the writer's clock, stamped
+	// before its HSET, which may land after SCAN passed the key.
+	seen    map[string]time.Time
 	clients map[*sseClient]struct{}
 	closed  bool
 }
@@ -74,6 +74,7 @@ func newHub(rdb redis.UniversalClient, log *zap.Logger, interval time.Duration, 
 		metrics:  m,
 		ready:    make(chan struct{}),
 		index:    make(map[string]tasks.Progress),
+		seen:     make(map[string]time.Time),
 		clients:  make(map[*sseClient]struct{}),
 	}
 }
@@ -94,74 +95,24 @@ func (h *hub) run(ctx context.Context) {
 	}()
 
 	// Subscribe before the first scan so that no update falls in between.
-	sub := h.rdb.Subscribe(ctx, tasks.ProgressChannel)
-	var readerDone chan struct{} // closed when the reader below returns
-	defer func() {
-		_ = sub.Close() // unblocks the reader
-		if readerDone != nil {
-			<-readerDone
-		}
-	}()
+	var feed *tasks.ProgressFeed
 	for {
-		_, err := sub.Receive(ctx)
-		if err == nil {
+		var err error
+		if feed, err = tasks.SubscribeProgress(ctx, h.rdb); err == nil {
 			break
 		}
 		if ctx.Err() != nil {
 			return
 		}
-		h.log.Warn("dashboard: subscribe to progress failed; retrying", zap.String("channel", tasks.ProgressChannel), zap.Error(err))
+		h.log.Warn("dashboard: subscribe to progress failed; retrying", zap.Error(err))
 		select {
 		case <-ctx.Done():
 			return
 		case <-time.After(time.Second):
 		}
 	}
+	defer feed.Close()
 	markReady()
-
-	// Receive (rather than Channel) also reports re-subscriptions: after a
-	// reconnect, updates published meanwhile are lost, so rescan at once.
-	msgs := make(chan *redis.Message, 256)
-	resubscribed := make(chan struct{}, 1)
-	readerDone = make(chan struct{})
-	go func() {
-		defer close(readerDone)
-		defer close(msgs)
-		for {
-			m, err := sub.ReceiveTimeout(ctx, pingInterval)
-			if ctx.Err() != nil {
-				return
-			}
-			var ne net.Error
-			if errors.As(err, &ne) && ne.Timeout() {
-				// Idle: a PING proves the connection (go-redis reconnects
-				// and resubscribes when it is dead).
-				_ = sub.Ping(ctx)
-				continue
-			}
-			switch m := m.(type) {
-			case *redis.Message:
-				select {
-				case msgs <- m:
-				case <-ctx.Done():
-					return
-				}
-			case *redis.Subscription:
-				select {
-				case resubscribed <- struct{}{}:
-				default:
-				}
-			}
-			if err != nil {
-				h.log.Warn("dashboard: progress subscription interrupted; reconnecting", zap.Error(err))
-				select {
-				case <-ctx.Done():
-					return
-				case <-time.After(500 * time.Millisecond):
-				}
-			}
-		}
-	}()
 
 	scanDone := make(chan map[string]tasks.Progress, 1)
 	var scanStart time.Time // when the running scan started
@@ -192,25 +143,25 @@ func (h *hub) run(ctx context.Context) {
 				<-scanDone
 			}
 			return
-		case m, ok := <-msgs:
-			if !ok {
+		case e, ok := <-feed.C:
+			switch {
+			case !ok:
 				if scanning {
 					<-scanDone
 				}
 				return
-			}
-			var p tasks.Progress
-			if err := json.Unmarshal([]byte(m.Payload), &p); err != nil || p.TaskID == "" {
-				h.log.Debug("dashboard: ignoring a malformed progress message", zap.Error(err))
-				continue
-			}
-			h.metrics.messages.Inc()
-			h.apply(p)
-		case <-resubscribed:
-			if scanning {
-				rescan = true // after the running one
-			} else {
-				startScan()
+			case e.Err != nil:
+				h.log.Warn("dashboard: progress subscription interrupted; reconnecting", zap.Error(e.Err))
+			case e.Resubscribed:
+				// Updates published while it was down are lost: rescan.
+				if scanning {
+					rescan = true // after the running one
+				} else {
+					startScan()
+				}
+			default:
+				h.metrics.messages.Inc()
+				h.apply(e.Progress)
 			}
 		case found := <-scanDone:
 			scanning = false
@@ -228,17 +179,18 @@ func (h *hub) run(ctx context.Context) {
 	}
 }
 
-// apply records p, unless the index has a newer value, and sends it to the
-// clients that want it.
+// apply records p, unless it does not supersede the indexed value
+// (tasks.Progress.Supersedes), and sends it to the clients that want it.
 func (h *hub) apply(p tasks.Progress) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	if old, ok := h.index[p.TaskID]; ok && p.UpdatedAt.Before(old.UpdatedAt) {
+	if old, ok := h.index[p.TaskID]; ok && !p.Supersedes(old) {
 		return
 	}
 	h.index[p.TaskID] = p
+	h.seen[p.TaskID] = time.Now()
 	h.trimLocked()
-	data, err := json.Marshal(newTransfer(p))
+	data, err := json.Marshal(NewTransfer(p))
 	if err != nil {
 		return // a Progress always encodes
 	}
@@ -258,22 +210,29 @@ func (h *hub) apply(p tasks.Progress) {
 	}
 }
 
-// reconcile merges a scan's result: newer values win, and entries the scan
-// did not find (their hash expired) are removed unless updated since start.
+// reconcile merges a scan that started at start: newer values win, and
+// entries the scan did not find (their hash expired) are removed unless the
+// hub stored them since start (see seen).
 func (h *hub) reconcile(found map[string]tasks.Progress, start time.Time) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	for id, old := range h.index {
-		if _, ok := found[id]; !ok && old.UpdatedAt.Before(start) {
-			delete(h.index, id)
+	for id := range h.index {
+		if _, ok := found[id]; !ok && h.seen[id].Before(start) {
+			h.deleteLocked(id)
 		}
 	}
 	for id, p := range found {
-		if old, ok := h.index[id]; !ok || old.UpdatedAt.Before(p.UpdatedAt) {
+		if old, ok := h.index[id]; !ok || p.Supersedes(old) {
 			h.index[id] = p
+			h.seen[id] = start
 		}
 	}
 	h.trimLocked()
+}
+
+func (h *hub) deleteLocked(id string) {
+	delete(h.index, id)
+	delete(h.seen, id)
 }
 
 // trimLocked keeps the index within max: active transfers first, then the
@@ -289,8 +248,16 @@ func (h *hub) trimLocked() {
 	}
 	sortTransfers(all)
 	for _, p := range all[h.max:] {
-		delete(h.index, p.TaskID)
+		h.deleteLocked(p.TaskID)
 	}
+}
+
+// get returns the indexed transfer id.
+func (h *hub) get(id string) (tasks.Progress, bool) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	p, ok := h.index[id]
+	return p, ok
 }
 
 // list returns up to limit indexed transfers, active first, then most

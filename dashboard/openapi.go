@@ -39,6 +39,9 @@ type responseDoc struct {
 var (
 	idParam        = paramDoc{name: "id", in: "path", desc: "the transfer's task id", required: true}
 	lastEventIDDoc = paramDoc{name: "Last-Event-ID", in: "header", desc: "resume after this event id (the updated_at of the last event received, Unix nanoseconds)"}
+	lastEventIDQry = paramDoc{name: "last_event_id", in: "query", desc: "Last-Event-ID for clients that cannot set headers"}
+	badEventID     = responseDoc{status: 400, desc: "Last-Event-ID is not an event id of this API"}
+	shuttingDown   = responseDoc{status: 503, desc: "the server is shutting down; reconnect"}
 	errorReplies   = []responseDoc{{status: 401, desc: "no or unknown token"}, {status: 403, desc: "the token's scope does not allow this"}, {status: 429, desc: "the token's rate limit is exhausted; see Retry-After"}}
 	unavailable    = responseDoc{status: 503, desc: "Redis did not answer; see Retry-After"}
 	transferType   = reflect.TypeFor[apiTransfer]()
@@ -60,8 +63,8 @@ var (
 		body:   reflect.TypeFor[enqueueRequest](), responses: enqueueResult}
 	docList = operationDoc{id: "listTransfers", summary: "List transfers: unfinished first, then the most recently updated",
 		params: []paramDoc{
-			{name: "state", in: "query", desc: "comma-separated states: pending, active, retrying, completed, failed, cancelled"},
-			{name: "type", in: "query", desc: "comma-separated types: put, upload, copy, move, delete, migrate"},
+			{name: "state", in: "query", desc: "comma-separated states: " + stateNames()},
+			{name: "type", in: "query", desc: "comma-separated types: " + strings.Join(apiTypeNames(), ", ")},
 			{name: "queue", in: "query", desc: "only transfers in this asynq queue"},
 			{name: "limit", in: "query", desc: "page size, 1 to 1000 (default 100)"},
 			{name: "cursor", in: "query", desc: "next_cursor of the previous page"},
@@ -70,11 +73,11 @@ var (
 	docGet = operationDoc{id: "getTransfer", summary: "Read one transfer", params: []paramDoc{idParam},
 		responses: []responseDoc{{status: 200, desc: "the transfer", schema: transferType}, {status: 404, desc: "unknown id"}, unavailable}}
 	docCancel = operationDoc{id: "cancelTransfer", summary: "Cancel a transfer (a running one aborts its upload)", params: []paramDoc{idParam},
-		responses: []responseDoc{{status: 202, desc: "cancelled (a running transfer stops at its next part)", schema: reflect.TypeFor[cancelResult]()}, {status: 404, desc: "unknown id"}, {status: 409, desc: "already finished"}, unavailable}}
-	docTransferEvents = operationDoc{id: "streamTransferEvents", summary: "Follow one transfer (Server-Sent Events, ends after it finishes)", params: []paramDoc{idParam, lastEventIDDoc},
-		responses: []responseDoc{{status: 200, desc: "progress events: data is a transfer", sse: true}, {status: 204, desc: "finished, and its last state was already received"}, {status: 404, desc: "unknown id"}}}
-	docEvents = operationDoc{id: "streamEvents", summary: "Follow every transfer (Server-Sent Events)", params: []paramDoc{lastEventIDDoc},
-		responses: []responseDoc{{status: 200, desc: "progress events: data is a transfer", sse: true}}}
+		responses: []responseDoc{{status: 202, desc: "cancelled (a running transfer stops at once and aborts its multipart upload)", schema: reflect.TypeFor[cancelResult]()}, {status: 404, desc: "unknown id"}, {status: 409, desc: "already finished"}, unavailable}}
+	docTransferEvents = operationDoc{id: "streamTransferEvents", summary: "Follow one transfer (Server-Sent Events, ends after it finishes)", params: []paramDoc{idParam, lastEventIDDoc, lastEventIDQry},
+		responses: []responseDoc{{status: 200, desc: "progress events: data is a transfer", sse: true}, {status: 204, desc: "finished, and its last state was already received"}, badEventID, {status: 404, desc: "unknown id"}, unavailable}}
+	docEvents = operationDoc{id: "streamEvents", summary: "Follow every transfer (Server-Sent Events)", params: []paramDoc{lastEventIDDoc, lastEventIDQry},
+		responses: []responseDoc{{status: 200, desc: "progress events: data is a transfer", sse: true}, badEventID, shuttingDown}}
 	docOpenAPI = operationDoc{id: "getOpenAPI", summary: "This document",
 		responses: []responseDoc{{status: 200, desc: "the OpenAPI 3.1 document", schema: reflect.TypeFor[map[string]any]()}}}
 )
@@ -105,19 +108,27 @@ func OpenAPI() map[string]any {
 		}
 		item[strings.ToLower(rt.method)] = g.operation(rt)
 	}
-	// The payloads: one schema per type, and the enqueue body's payload is
-	// one of them (the type field says which).
-	var oneOf []any
+	// The payloads: one schema per type, and the enqueue body is one of
+	// them, chosen by its type (a payload alone is ambiguous: copy and move
+	// have the same fields).
+	var variants, names []any
 	for _, name := range apiTypeNames() {
 		t := apiTypes[name]
-		ref := g.schema(t.payload)
-		oneOf = append(oneOf, ref)
+		names = append(names, name, t.task)
+		variants = append(variants, map[string]any{
+			"title": name,
+			"properties": map[string]any{
+				"type":    map[string]any{"enum": []string{name, t.task}},
+				"payload": g.schema(t.payload),
+			},
+		})
 	}
 	req := g.components["enqueueRequest"].(map[string]any)
 	props := req["properties"].(map[string]any)
-	props["payload"] = map[string]any{"description": "the payload of the type (the task catalog's JSON)", "oneOf": oneOf}
-	props["type"] = map[string]any{"type": "string", "enum": apiTypeNames(), "description": "the task type (ferry:upload etc. are accepted too)"}
+	props["payload"] = map[string]any{"type": "object", "description": "the payload of the type (the task catalog's JSON); oneOf gives each type's"}
+	props["type"] = map[string]any{"type": "string", "enum": names, "description": "the task type: " + strings.Join(apiTypeNames(), ", ") + " (or ferry:upload etc.)"}
 	req["required"] = []string{"type", "payload"}
+	req["oneOf"] = variants
 	return map[string]any{
 		"openapi": "3.1.0",
 		"info": map[string]any{

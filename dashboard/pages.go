@@ -7,6 +7,7 @@ import (
 	"html/template"
 	"io/fs"
 	"net/http"
+	"slices"
 
 	"go.uber.org/zap"
 )
@@ -64,6 +65,9 @@ type pageData struct {
 	ReadOnly   bool
 	TaskID     string // the detail page's task
 	Monitoring string // asynqmon's path
+	// Queues are the asynq queues known when the page was rendered: the
+	// front page's queue filter suggests them (any name can be typed).
+	Queues []string
 }
 
 func (s *Server) render(w http.ResponseWriter, t *template.Template, data pageData) {
@@ -83,7 +87,14 @@ func (s *Server) render(w http.ResponseWriter, t *template.Template, data pageDa
 }
 
 func (s *Server) handleIndexPage(w http.ResponseWriter, r *http.Request) {
-	s.render(w, s.pages.index, pageData{Title: "Transfers"})
+	// The queue names only help filling in the filter: without Redis the
+	// page still renders (it says so itself once its stream fails).
+	queues, err := s.client.Inspector().Queues()
+	if err != nil {
+		s.log.Warn("dashboard: list queues for the filter", zap.Error(err))
+	}
+	slices.Sort(queues)
+	s.render(w, s.pages.index, pageData{Title: "Transfers", Queues: queues})
 }
 
 func (s *Server) handleTransferPage(w http.ResponseWriter, r *http.Request) {

@@ -15,7 +15,9 @@ import (
 	"github.com/redis/go-redis/v9"
 	"go.uber.org/zap"
 
+	"github.com/ferryhq/ferry/checkpoint"
 	"github.com/ferryhq/ferry/tasks"
+	"github.com/ferryhq/ferry/webhook"
 )
 
 // Defaults of Config's zero values.
@@ -82,6 +84,11 @@ type Config struct {
 	// APIBurst is the requests one API token may send at once; zero means
 	// DefaultAPIBurst.
 	APIBurst int
+	// WebhookAllow is the workers' webhook allowlist (their webhook_allow):
+	// POST /api/v1/transfers refuses a notify URL off it with 400 and the
+	// reason. Nil means unknown here: only the URL's shape is checked, and
+	// a worker archives a delivery it refuses.
+	WebhookAllow []string
 }
 
 func (c *Config) validate() error {
@@ -98,6 +105,9 @@ func (c *Config) validate() error {
 		return fmt.Errorf("dashboard: %w", err)
 	}
 	if err := checkAPITokens(c.AuthToken, c.APITokens); err != nil {
+		return fmt.Errorf("dashboard: %w", err)
+	}
+	if _, err := webhook.ParseAllowlist(c.WebhookAllow); err != nil {
 		return fmt.Errorf("dashboard: %w", err)
 	}
 	if c.APIRate < 0 || c.APIBurst < 0 {
@@ -121,6 +131,16 @@ func (c *Config) validate() error {
 	return nil
 }
 
+// webhookAllow is the parsed allowlist (validated in validate); nil when
+// none is configured.
+func webhookAllow(entries []string) *webhook.Allowlist {
+	if len(entries) == 0 {
+		return nil
+	}
+	a, _ := webhook.ParseAllowlist(entries)
+	return a
+}
+
 // Server is the dashboard, an http.Handler. Close it to stop its background
 // goroutines and end open event streams.
 type Server struct {
@@ -128,6 +148,7 @@ type Server struct {
 	hosts   hostPolicy
 	log     *zap.Logger
 	client  *tasks.Client
+	ckpt    *checkpoint.Store // read only: the parts maps
 	hub     *hub
 	handler http.Handler
 	pages   *pages
@@ -165,7 +186,8 @@ func New(cfg Config) (*Server, error) {
 		cfg:     cfg,
 		hosts:   hosts,
 		log:     cfg.Logger,
-		client:  tasks.NewClient(cfg.Redis),
+		client:  tasks.NewClient(cfg.Redis, func(o *tasks.ClientOptions) { o.WebhookAllow = webhookAllow(cfg.WebhookAllow) }),
+		ckpt:    checkpoint.New(cfg.Redis, checkpoint.Options{}),
 		pages:   pg,
 		metrics: newServerMetrics(),
 		auth:    newAuthenticator(cfg.AuthToken, cfg.APITokens),

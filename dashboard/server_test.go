@@ -31,10 +31,18 @@ type bundle struct {
 	srv    *dashboard.Server
 	ts     *httptest.Server
 	client *tasks.Client
+	spec   *specCheck // apiSetup's OpenAPI check; nil otherwise
 }
 
 // setup starts a dashboard on the shared test Redis; opts adjust its Config.
 func setup(t *testing.T, opts ...func(*dashboard.Config)) *bundle {
+	t.Helper()
+	return setupWrapped(t, nil, opts...)
+}
+
+// setupWrapped is setup with the test server's handler wrapped by wrap
+// (nil: not wrapped).
+func setupWrapped(t *testing.T, wrap func(http.Handler) http.Handler, opts ...func(*dashboard.Config)) *bundle {
 	t.Helper()
 	rdb := testenv.RedisClient(t)
 	cfg := dashboard.Config{Redis: rdb, Logger: zaptest.NewLogger(t)}
@@ -45,7 +53,11 @@ func setup(t *testing.T, opts ...func(*dashboard.Config)) *bundle {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ts := httptest.NewServer(srv)
+	var h http.Handler = srv
+	if wrap != nil {
+		h = wrap(srv)
+	}
+	ts := httptest.NewServer(h)
 	// Cleanups run last-in first-out: the dashboard ends its event streams
 	// before the test server waits for them.
 	t.Cleanup(ts.Close)

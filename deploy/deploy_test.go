@@ -4,6 +4,7 @@ package deploy
 
 import (
 	"bytes"
+	"cmp"
 	"errors"
 	"io"
 	"io/fs"
@@ -142,7 +143,7 @@ func TestKustomization(t *testing.T) {
 	if err := yaml.Unmarshal(data, &cfg); err != nil {
 		t.Fatal(err)
 	}
-	shutdown, err := time.ParseDuration(cmpOr(cfg.Worker.ShutdownTimeout, "20s"))
+	shutdown, err := time.ParseDuration(cmp.Or(cfg.Worker.ShutdownTimeout, "20s"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -156,13 +157,6 @@ func TestKustomization(t *testing.T) {
 	if at(t, trig, "type") != "redis" || at(t, trig, "metadata", "listName") != "asynq:{default}:pending" {
 		t.Errorf("KEDA trigger = %v, want redis on asynq:{default}:pending", trig)
 	}
-}
-
-func cmpOr(a, b string) string {
-	if a != "" {
-		return a
-	}
-	return b
 }
 
 // TestCompose checks docker-compose.yml: Redis with AOF and noeviction, a

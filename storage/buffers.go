@@ -30,7 +30,11 @@ func (p *BufferPool) Max() int64 { return p.max }
 func (p *BufferPool) Get(ctx context.Context, size int) ([]byte, error) {
 	if int64(size) > p.max {
 		// A ConfigError: no retry can succeed (the task is archived).
-		return nil, &ConfigError{Field: "part_size", Reason: fmt.Sprintf("%d exceeds the worker's buffer budget of %d bytes: lower the part size or raise max_buffer_memory", size, p.max)}
+		// The part may be larger than the configured part_size: an object
+		// too large for 10,000 parts of part_size gets parts of size/10,000
+		// (a 5 TiB file needs 525 MiB parts). Lowering part_size cannot help
+		// then, so the advice names the size the budget must reach.
+		return nil, &ConfigError{Field: "max_buffer_memory", Reason: fmt.Sprintf("a part of %d bytes does not fit the worker's buffer budget of %d bytes: raise max_buffer_memory to at least %d (parts are part_size, or size/10,000 for objects too large for 10,000 parts), or lower part_size if it is the configured one", size, p.max, size)}
 	}
 	for {
 		p.mu.Lock()

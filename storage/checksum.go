@@ -1,11 +1,19 @@
 package storage
 
 import (
+	"bytes"
+	"context"
 	"crypto/md5"
 	"encoding/base64"
 	"encoding/binary"
+	"encoding/hex"
+	"errors"
 	"fmt"
+	"hash"
 	"hash/crc32"
+	"io"
+	"regexp"
+	"strconv"
 )
 
 // MetaChecksum is the user-metadata key under which ferry records what an
@@ -67,6 +75,64 @@ func ParseChecksum(s string, size int64) (Checksum, error) {
 	return Checksum{CRC: binary.BigEndian.Uint32(b), Size: size}, nil
 }
 
+// Verify checks b, the whole of f's bytes as read, against what f records
+// about them: its CRC32C (Checksum) when known, else its ETag when that is
+// the MD5 of its bytes. It returns an *IntegrityError naming op when they
+// differ, nil when they match or f records nothing usable.
+func (f StoredFile) Verify(op string, b []byte) error {
+	switch {
+	case int64(len(b)) != f.Size:
+		return fmt.Errorf("%s: %d bytes read, the object has %d", op, len(b), f.Size)
+	case f.Checksum != "":
+		if got := ChecksumOf(b).String(); got != f.Checksum {
+			return &IntegrityError{Op: op, Check: MetaChecksum, Want: f.Checksum, Got: got}
+		}
+	case f.ETagIsMD5():
+		sum := md5.Sum(b)
+		if got := hex.EncodeToString(sum[:]); got != f.ETag {
+			return &IntegrityError{Op: op, Check: "ETag (MD5)", Want: f.ETag, Got: got}
+		}
+	}
+	return nil
+}
+
+// ChecksumObject reads the object at key (that version only, when etag is
+// not empty: ErrSourceChanged otherwise) and returns the checksum of its
+// bytes, in bounded memory: what a caller computes when the object records
+// none.
+func (s *S3) ChecksumObject(ctx context.Context, key, etag string) (Checksum, error) {
+	rc, _, err := s.GetRangeIfMatch(ctx, key, etag, 0, -1)
+	if err != nil {
+		return Checksum{}, err
+	}
+	defer rc.Close()
+	h := crc32.New(castagnoli)
+	n, err := io.CopyBuffer(h, rc, make([]byte, 1<<20))
+	if err != nil {
+		return Checksum{}, fmt.Errorf("read %s: %w", s.display(key), err)
+	}
+	return Checksum{CRC: h.Sum32(), Size: n}, nil
+}
+
+// ChecksumReaderAt reads size bytes of r for their checksum, in 1 MiB
+// reads (memory stays bounded), stopping when ctx ends: what an upload of
+// a file records before its first part.
+func ChecksumReaderAt(ctx context.Context, r io.ReaderAt, size int64) (Checksum, error) {
+	buf := make([]byte, 1<<20)
+	var sum Checksum
+	for sum.Size < size {
+		if err := ctx.Err(); err != nil {
+			return Checksum{}, err
+		}
+		n, err := r.ReadAt(buf[:min(int64(len(buf)), size-sum.Size)], sum.Size)
+		sum = sum.Update(buf[:n])
+		if err != nil && !(errors.Is(err, io.EOF) && sum.Size == size) {
+			return Checksum{}, fmt.Errorf("read at %d: %w", sum.Size, err)
+		}
+	}
+	return sum, nil
+}
+
 // contentMD5 is the Content-MD5 header value of b.
 func contentMD5(b []byte) string {
 	sum := md5.Sum(b)
@@ -124,4 +190,134 @@ func gf2Square(square, mat *[32]uint32) {
 	for n := range mat {
 		square[n] = gf2Times(mat, mat[n])
 	}
+}
+
+// ETagCheck is what an object's ETag says about its bytes when it records
+// no checksum: the hex MD5 of the bytes (a single PutObject, not KMS or
+// SSE-C encrypted), or, for a multipart upload, the MD5 of its parts' MD5s
+// followed by "-" and the number of parts. The second can only be
+// recomputed knowing where each part ends: Parts holds their sizes (nil for
+// a plain MD5). See S3.ETagCheck.
+type ETagCheck struct {
+	ETag  string
+	Parts []int64
+}
+
+// Name names the check in an *IntegrityError.
+func (c *ETagCheck) Name() string {
+	if c.Parts == nil {
+		return "ETag (MD5)"
+	}
+	return "ETag (MD5 of part MD5s)"
+}
+
+// NewHash returns a hash to write the object's bytes into, in order.
+func (c *ETagCheck) NewHash() *ETagHash {
+	return &ETagHash{check: c, cur: md5.New()}
+}
+
+// Verify checks b, the whole of the object's bytes.
+func (c *ETagCheck) Verify(op string, b []byte) error {
+	h := c.NewHash()
+	_, _ = h.Write(b)
+	return h.Verify(op)
+}
+
+// ETagHash computes an object's ETag from its bytes, written in order, and
+// the boundaries of its parts (ETagCheck.Parts). Bytes past the last part
+// count in the last part's MD5, so a longer body never matches.
+type ETagHash struct {
+	check *ETagCheck
+	cur   hash.Hash // the MD5 of the current part (of everything: plain MD5)
+	sums  []byte    // the MD5s of the finished parts, concatenated
+	part  int       // parts started
+	left  int64     // bytes left in the current part
+}
+
+// Write hashes p. It never fails.
+func (h *ETagHash) Write(p []byte) (int, error) {
+	n := len(p)
+	for len(p) > 0 {
+		if h.left == 0 && h.part < len(h.check.Parts) {
+			if h.part > 0 {
+				h.sums = h.cur.Sum(h.sums)
+				h.cur.Reset()
+			}
+			h.left = h.check.Parts[h.part]
+			h.part++
+		}
+		k := int64(len(p))
+		if h.left > 0 {
+			k = min(k, h.left)
+			h.left -= k
+		}
+		h.cur.Write(p[:k])
+		p = p[k:]
+	}
+	return n, nil
+}
+
+// ETag is the ETag of the bytes written so far.
+func (h *ETagHash) ETag() string {
+	if h.check.Parts == nil {
+		return hex.EncodeToString(h.cur.Sum(nil))
+	}
+	all := h.cur.Sum(bytes.Clone(h.sums))
+	sum := md5.Sum(all)
+	return fmt.Sprintf("%s-%d", hex.EncodeToString(sum[:]), h.part)
+}
+
+// Verify returns an *IntegrityError naming op when the bytes written do
+// not give the object's ETag.
+func (h *ETagHash) Verify(op string) error {
+	if got := h.ETag(); got != h.check.ETag {
+		return &IntegrityError{Op: op, Check: h.check.Name(), Want: h.check.ETag, Got: got}
+	}
+	return nil
+}
+
+// multipartETagRE is an ETag of the form AWS gives a multipart upload.
+var multipartETagRE = regexp.MustCompile(`^[0-9a-f]{32}-([1-9][0-9]{0,4})$`)
+
+// multipartETagParts is the number of parts f's ETag says it was uploaded
+// in, when the ETag has the form of AWS's multipart ETag; else 0.
+func (f StoredFile) multipartETagParts() int {
+	m := multipartETagRE.FindStringSubmatch(f.ETag)
+	if m == nil {
+		return 0
+	}
+	n, err := strconv.Atoi(m[1])
+	if err != nil || n > MaxParts {
+		return 0
+	}
+	return n
+}
+
+// ETagCheck returns how f's bytes, read in order, can be checked against
+// its ETag, for an object that records no checksum: by its MD5 when the
+// ETag is one, by recomputing its multipart ETag when it has that form,
+// the server is known to compute it that way (providerTable) and tells
+// where the parts end (HeadObject with partNumber, one request per part,
+// pinned to f's ETag). When there is no check to make it returns nil and
+// why, for the caller to log: the bytes are then not verified as read.
+func (s *S3) ETagCheck(ctx context.Context, f StoredFile) (*ETagCheck, string, error) {
+	if f.ETagIsMD5() {
+		return &ETagCheck{ETag: f.ETag}, "", nil
+	}
+	n := f.multipartETagParts()
+	switch {
+	case n == 0:
+		return nil, fmt.Sprintf("its ETag %q is neither an MD5 nor a multipart ETag ferry can recompute", f.ETag), nil
+	case f.Encryption != "" && !(f.Encryption == "AES256" && s.c.cfg.provider() == ProviderAWS):
+		// KMS and SSE-C change the ETag everywhere; MinIO's SSE-S3 does
+		// too, where AWS's keeps the MD5s.
+		return nil, fmt.Sprintf("it is encrypted (%s), so its multipart ETag is not known to be the MD5 of its part MD5s", f.Encryption), nil
+	case !s.c.quirks.multipartETags(f.LastModified):
+		return nil, fmt.Sprintf("provider %s is not known to give multipart uploads the ETag AWS does (the MD5 of the part MD5s)", s.c.cfg.provider()), nil
+	}
+	parts, why, err := s.partSizes(ctx, f, n)
+	if err != nil || parts == nil {
+		return nil, why, err
+	}
+	return &ETagCheck{ETag: f.ETag, Parts: parts}, "", nil
 }

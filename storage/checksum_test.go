@@ -5,6 +5,7 @@ import (
 	"context"
 	"crypto/md5"
 	"encoding/base64"
+	"encoding/hex"
 	"errors"
 	"hash/crc32"
 	"io"
@@ -223,5 +224,92 @@ func TestPutRefusesBytesThatDoNotMatchTheirChecksum(t *testing.T) {
 	}
 	if f.sends != 0 {
 		t.Errorf("PutObject was sent %d times with bytes that do not match their checksum", f.sends)
+	}
+}
+
+// getS3 serves one object from GetObject, its body optionally with one bit
+// flipped on the way (what a faulty middlebox does to a response).
+type getS3 struct {
+	storage.S3API
+	body []byte
+	etag string
+	meta map[string]string
+	flip bool
+}
+
+func (g *getS3) GetObject(context.Context, *s3.GetObjectInput, ...func(*s3.Options)) (*s3.GetObjectOutput, error) {
+	b := bytes.Clone(g.body)
+	if g.flip {
+		b[len(b)/3] ^= 0x10
+	}
+	return &s3.GetObjectOutput{Body: io.NopCloser(bytes.NewReader(b)), ContentLength: aws.Int64(int64(len(b))),
+		ETag: aws.String(`"` + g.etag + `"`), Metadata: g.meta}, nil
+}
+
+// TestGetVerifies: Get and GetBytes check the bytes they read against the
+// object's recorded CRC32C, else its plain-MD5 ETag: a flipped bit fails
+// with ErrIntegrity (not permanent: a retry reads again) and GetBytes
+// returns no bytes; an object with neither (a multipart ETag) is read
+// unchecked; integrity off checks nothing.
+func TestGetVerifies(t *testing.T) {
+	t.Parallel()
+	body := make([]byte, 100_000)
+	for i := range body {
+		body[i] = byte(rand.Uint32())
+	}
+	sum := md5.Sum(body)
+	md5hex := hex.EncodeToString(sum[:])
+	crc := storage.ChecksumOf(body).String()
+	for _, tc := range []struct {
+		desc    string
+		etag    string
+		meta    map[string]string
+		flip    bool
+		off     bool
+		wantErr bool
+	}{
+		{desc: "recorded CRC32C, intact", etag: "abc-2", meta: map[string]string{storage.MetaChecksum: crc}},
+		{desc: "recorded CRC32C, flipped", etag: "abc-2", meta: map[string]string{storage.MetaChecksum: crc}, flip: true, wantErr: true},
+		{desc: "recorded CRC32C wins over the ETag", etag: md5hex, meta: map[string]string{storage.MetaChecksum: crc}, flip: true, wantErr: true},
+		{desc: "plain MD5 ETag, intact", etag: md5hex},
+		{desc: "plain MD5 ETag, flipped", etag: md5hex, flip: true, wantErr: true},
+		{desc: "multipart ETag, nothing recorded: unchecked", etag: "abc-2", flip: true},
+		{desc: "integrity off: unchecked", etag: md5hex, flip: true, off: true},
+	} {
+		t.Run(tc.desc, func(t *testing.T) {
+			t.Parallel()
+			cfg := storage.Config{Provider: storage.ProviderGeneric, EndpointURL: "https://s3.example"}
+			if tc.off {
+				cfg.Integrity = aws.Bool(false)
+			}
+			c, err := storage.NewClientWithAPI(cfg, &getS3{body: body, etag: tc.etag, meta: tc.meta, flip: tc.flip})
+			if err != nil {
+				t.Fatal(err)
+			}
+			s, _ := c.Bucket("bucket")
+			got, err := s.GetBytes(context.Background(), "k")
+			rc, gerr := s.Get(context.Background(), "k")
+			if gerr != nil {
+				t.Fatal(gerr)
+			}
+			_, cerr := io.Copy(io.Discard, rc)
+			rc.Close()
+			if tc.wantErr {
+				var ie *storage.IntegrityError
+				if !errors.As(err, &ie) || !errors.Is(err, storage.ErrIntegrity) || storage.IsPermanent(err) || got != nil {
+					t.Errorf("GetBytes = %d bytes, %v; want no bytes and a non-permanent *IntegrityError", len(got), err)
+				}
+				if !errors.Is(cerr, storage.ErrIntegrity) {
+					t.Errorf("reading Get to the end: %v; want ErrIntegrity", cerr)
+				}
+				return
+			}
+			if err != nil || cerr != nil {
+				t.Errorf("GetBytes: %v; Get: %v; want no error", err, cerr)
+			}
+			if !tc.flip && !bytes.Equal(got, body) {
+				t.Error("GetBytes returned other bytes")
+			}
+		})
 	}
 }

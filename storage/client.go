@@ -119,6 +119,11 @@ func NewClientWithAPI(cfg Config, api S3API) (*Client, error) {
 // Provider returns the provider in effect (configured or detected).
 func (c *Client) Provider() Provider { return c.cfg.provider() }
 
+// Integrity reports whether the profile checks bytes (Config.Integrity):
+// callers that can learn an object's checksum before it is written (a
+// file, hashed first) record it then.
+func (c *Client) Integrity() bool { return c.cfg.integrity() }
+
 // Bucket opens a storage on bucket with the profile's prefix.
 func (c *Client) Bucket(bucket string) (*S3, error) {
 	if err := ValidateBucket(bucket); err != nil {

@@ -203,6 +203,14 @@ func (c Config) poolSize() int {
 
 // quirks is what differs between providers. Keep every provider difference here.
 type quirks struct {
+	// deleteIfMatch: DeleteObject honours If-Match (412 when the ETag
+	// differs): AWS (general purpose buckets since 2025-09), versitygw and
+	// Ceph. MinIO ignores the header and deletes anyway; R2, B2 and Spaces
+	// do not document it. See DeleteIfUnchanged.
+	deleteIfMatch bool
+	// bulkDeleteIfMatch: DeleteObjects honours each object's ETag (AWS).
+	// versitygw ignores it.
+	bulkDeleteIfMatch bool
 	// checksumWhenRequired turns off the SDK's default CRC32 on every
 	// PutObject/UploadPart (aws-sdk-go-v2, 2025): B2, R2 and older MinIO
 	// reject or mishandle it.
@@ -222,13 +230,31 @@ type quirks struct {
 	// flexible checksums are known to work: AWS. Everyone else gets
 	// Content-MD5, which AWS, R2, B2, Spaces, MinIO and versitygw verify.
 	crc32cHeader bool
+	// multipartETagsSince: the provider gives an object uploaded in parts
+	// the ETag AWS does (the MD5 of the parts' MD5s, "-", the number of
+	// parts) when it was written at or after this time (zero: always), so
+	// a streamed copy can check the bytes it reads against it
+	// (S3.ETagCheck). noMultipartETags: not known to, never checked.
+	multipartETagsSince time.Time
+	noMultipartETags    bool
 }
 
+// multipartETags reports whether an object written at modified has a
+// multipart ETag ferry can recompute (see quirks.multipartETagsSince).
+func (q quirks) multipartETags(modified time.Time) bool {
+	return !q.noMultipartETags && !modified.Before(q.multipartETagsSince)
+}
+
+// Multipart ETags: AWS, Spaces (Ceph RGW), MinIO (unencrypted objects) and
+// versitygw compute the MD5 of the part MD5s; R2 does for uploads created
+// after 2023-06-21 (its docs); B2 does not document it, so its multipart
+// objects are copied unverified. A generic server that computes them
+// otherwise fails such copies with the check named (docs/reliability.md).
 var providerTable = map[Provider]quirks{
-	ProviderAWS:     {defaultRegion: "us-east-1", crc32cHeader: true},
-	ProviderR2:      {checksumWhenRequired: true, equalParts: true, defaultRegion: "auto"},
-	ProviderB2:      {checksumWhenRequired: true, defaultRegion: "us-west-004"},
+	ProviderAWS:     {defaultRegion: "us-east-1", crc32cHeader: true, deleteIfMatch: true, bulkDeleteIfMatch: true},
+	ProviderR2:      {checksumWhenRequired: true, equalParts: true, defaultRegion: "auto", multipartETagsSince: time.Date(2023, 6, 22, 0, 0, 0, 0, time.UTC)},
+	ProviderB2:      {checksumWhenRequired: true, defaultRegion: "us-west-004", noMultipartETags: true},
 	ProviderSpaces:  {checksumWhenRequired: true, defaultRegion: "us-east-1"},
 	ProviderMinIO:   {checksumWhenRequired: true, pathStyle: true, defaultRegion: "us-east-1"},
-	ProviderGeneric: {checksumWhenRequired: true, pathStyle: true, defaultRegion: "us-east-1"},
+	ProviderGeneric: {checksumWhenRequired: true, pathStyle: true, defaultRegion: "us-east-1", deleteIfMatch: true},
 }

@@ -48,7 +48,9 @@
 // before Complete); MinIO and generic servers are addressed path-style.
 //
 // Multipart ETags are opaque: VerifyCopy compares them only when both are
-// plain MD5s. Exists is false only when the server says not found; an auth or
+// plain MD5s. Reads check a multipart ETag only by recomputing it from the
+// bytes and the part sizes the server tells (ETagCheck), on providers known
+// to compute it as AWS does. Exists is false only when the server says not found; an auth or
 // network failure is an error. SDK retries are few and have no client-side
 // retry quota, so a long outage is left to the caller's retries (the queue's,
 // with checkpoints) instead of failing with "retry quota exceeded".

@@ -18,10 +18,12 @@ func (s *S3) ref(key string) objectid.Ref {
 
 func validatePrefix(p string) error { return s3key.ValidatePrefix(p) }
 
-// fullKey applies the prefix and validates the result.
+// fullKey applies the prefix and validates the result. A folder marker
+// ("dir/", a key ending in "/") is an object like any other: a listing
+// returns it, and reading, writing and deleting it must work.
 func (s *S3) fullKey(key string) (string, error) {
 	full := s.prefix + key
-	if err := s3key.Validate(full); err != nil {
+	if err := s3key.ValidateStored(full); err != nil {
 		return "", fmt.Errorf("%w: %w", ErrInvalidKey, err)
 	}
 	return full, nil

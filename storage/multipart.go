@@ -76,6 +76,28 @@ type MultipartOptions struct {
 	Metadata map[string]string
 	// PartSize: zero means DefaultPartSize.
 	PartSize int64
+	// Tracker, when not nil, is told before the upload is created and once
+	// it exists (see UploadTracker); nil tracks nothing.
+	Tracker UploadTracker
+}
+
+// UploadTracker lets a caller keep a registry of the multipart uploads it
+// starts, so that it can later tell its own uploads from other
+// applications' in a shared bucket, and abort only its own orphans. storage
+// calls it around every CreateMultipartUpload it makes for the caller,
+// including those inside PutLarge and multipart copies.
+type UploadTracker interface {
+	// Starting runs before CreateMultipartUpload of key: recording the
+	// intent first means a crash between the create and Started cannot
+	// leave an upload nobody knows. An error stops before anything exists.
+	Starting(ctx context.Context, key string) error
+	// Started runs once the upload exists. An error aborts it: an upload
+	// its owner could not record is never left behind.
+	Started(ctx context.Context, key, uploadID string) error
+	// Ended runs after an upload storage itself completes or aborts
+	// (PutLarge, multipart copies). A caller of StartMultipartUpload ends
+	// its uploads itself.
+	Ended(ctx context.Context, key, uploadID string)
 }
 
 // DefaultPartSize and DefaultPartConcurrency were chosen from the benchmarks
@@ -166,11 +188,26 @@ func (s *S3) StartMultipartUpload(ctx context.Context, key string, opts *Multipa
 		in.ChecksumAlgorithm = types.ChecksumAlgorithmCrc32c
 		in.ChecksumType = types.ChecksumTypeFullObject
 	}
+	if opts.Tracker != nil {
+		if err := opts.Tracker.Starting(ctx, key); err != nil {
+			return nil, fmt.Errorf("start multipart upload %s: %w", s.display(key), err)
+		}
+	}
 	out, err := api.CreateMultipartUpload(ctx, in, optFns...)
 	if err != nil {
 		return nil, translate("start multipart upload "+s.display(key), opObject, err)
 	}
 	u := NewMultipartUpload(key, aws.ToString(out.UploadId), ps, nil)
+	if opts.Tracker != nil {
+		if err := opts.Tracker.Started(ctx, key, u.UploadID); err != nil {
+			actx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Minute)
+			defer cancel()
+			if aerr := s.AbortMultipartUpload(actx, key, u.UploadID); aerr != nil {
+				err = errors.Join(err, aerr)
+			}
+			return nil, fmt.Errorf("start multipart upload %s: %w", s.display(key), err)
+		}
+	}
 	u.Checksum = opts.Metadata[MetaChecksum]
 	return u, nil
 }

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"sync"
 	"time"
 )
@@ -97,6 +98,10 @@ type PartsOptions struct {
 	// OnPartFunc runs after each part is uploaded, before the buffer is
 	// reused — the place to checkpoint. An error stops the upload.
 	OnPartFunc func(Part) error
+	// StartPartFunc, when set, runs when part n has been read and its
+	// upload starts (a part Skip reports done never starts): with
+	// OnPartFunc, what tells which parts are in flight. It must be quick.
+	StartPartFunc func(n int)
 	// StartPart is the first part number to consider (zero means 1): parts
 	// before it were handled by the caller and are not read at all.
 	StartPart int
@@ -110,6 +115,49 @@ type PartsOptions struct {
 	// their size) and on providers that need equal part sizes (R2). False
 	// keeps every part at u.PartSize.
 	GrowPartSize bool
+	// InOrder, when set, is given every part's bytes in part order (1, 2,
+	// 3...), each once, before its buffer is reused: for a digest that
+	// does not combine (the MD5 a single-part source's ETag is). Parts that
+	// Skip reports done are read for it too, but not uploaded. A part
+	// waits, holding its buffer, for the parts before it; buffers are taken
+	// before part numbers, so the lowest part always has one and the wait
+	// always ends. Only for random-access sources.
+	InOrder func(n int, b []byte)
+}
+
+// turns lets parts pass in order: wait(n) returns once every part before n
+// passed (or ctx ended), pass(n) lets n+1 go.
+type turns struct {
+	mu   sync.Mutex
+	cond *sync.Cond
+	next int
+}
+
+func newTurns(ctx context.Context, first int) (*turns, func() bool) {
+	t := &turns{next: first}
+	t.cond = sync.NewCond(&t.mu)
+	stop := context.AfterFunc(ctx, func() {
+		t.mu.Lock()
+		t.cond.Broadcast()
+		t.mu.Unlock()
+	})
+	return t, stop
+}
+
+func (t *turns) wait(ctx context.Context, n int) error {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	for t.next != n && ctx.Err() == nil {
+		t.cond.Wait()
+	}
+	return context.Cause(ctx)
+}
+
+func (t *turns) pass(n int) {
+	t.mu.Lock()
+	t.next = n + 1
+	t.cond.Broadcast()
+	t.mu.Unlock()
 }
 
 // privatePool is the buffer pool of an upload given none: conc buffers of
@@ -150,6 +198,13 @@ func (s *S3) UploadParts(ctx context.Context, u *MultipartUpload, src PartSource
 	}
 	ctx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
+	ordered := o.InOrder != nil && !seq
+	var order *turns
+	if ordered {
+		var stop func() bool
+		order, stop = newTurns(ctx, max(o.StartPart, 1))
+		defer stop()
+	}
 
 	var (
 		mu    sync.Mutex // guards next, done and first
@@ -183,7 +238,7 @@ func (s *S3) UploadParts(ctx context.Context, u *MultipartUpload, src PartSource
 		for !done {
 			n := next
 			next++
-			if !seq && n <= MaxParts && o.Skip != nil && o.Skip(n) {
+			if !seq && !ordered && n <= MaxParts && o.Skip != nil && o.Skip(n) {
 				continue
 			}
 			return n
@@ -197,12 +252,23 @@ func (s *S3) UploadParts(ctx context.Context, u *MultipartUpload, src PartSource
 			readMu.Lock()
 			defer readMu.Unlock()
 		}
-		if n = claim(); n == 0 {
-			return 0, nil, nil
-		}
-		buf, err = pool.Get(ctx, int(partSize(n)))
-		if err != nil {
-			return 0, nil, err
+		if ordered {
+			// The buffer first: a claimed part never waits for one
+			// while later parts hold theirs waiting for it.
+			if buf, err = pool.Get(ctx, int(u.PartSize)); err != nil {
+				return 0, nil, err
+			}
+			if n = claim(); n == 0 {
+				pool.Put(buf)
+				return 0, nil, nil
+			}
+		} else {
+			if n = claim(); n == 0 {
+				return 0, nil, nil
+			}
+			if buf, err = pool.Get(ctx, int(partSize(n))); err != nil {
+				return 0, nil, err
+			}
 		}
 		length, err := src.ReadPart(ctx, n, buf)
 		switch {
@@ -241,7 +307,16 @@ func (s *S3) UploadParts(ctx context.Context, u *MultipartUpload, src PartSource
 				if n == 0 {
 					return
 				}
-				if seq && o.Skip != nil && o.Skip(n) {
+				if (seq || ordered) && o.Skip != nil && o.Skip(n) {
+					if ordered {
+						if err := order.wait(ctx, n); err != nil {
+							pool.Put(buf)
+							fail(err)
+							return
+						}
+						o.InOrder(n, buf)
+						order.pass(n)
+					}
 					pool.Put(buf)
 					continue
 				}
@@ -256,7 +331,18 @@ func (s *S3) UploadParts(ctx context.Context, u *MultipartUpload, src PartSource
 						return full[:l], err
 					}
 				}
+				if o.StartPartFunc != nil {
+					o.StartPartFunc(n)
+				}
 				p, err := s.uploadPart(ctx, u, n, buf, reread)
+				if err == nil && ordered {
+					// The bytes the server accepted (a re-read replaced
+					// rejected ones in buf).
+					if err = order.wait(ctx, n); err == nil {
+						o.InOrder(n, buf)
+						order.pass(n)
+					}
+				}
 				pool.Put(buf)
 				if err == nil && o.OnPartFunc != nil {
 					err = o.OnPartFunc(p)
@@ -294,6 +380,9 @@ type LargeOptions struct {
 	ProgressFunc func(done, total int64)
 	// Buffers bounds memory across uploads; nil means private buffers.
 	Buffers *BufferPool
+	// Tracker, when not nil, is told of the multipart upload (see
+	// UploadTracker), including when it ends.
+	Tracker UploadTracker
 }
 
 // PutLarge uploads body with a multipart upload: parts run concurrently,
@@ -322,8 +411,23 @@ func (s *S3) PutLarge(ctx context.Context, key string, body io.Reader, opts *Lar
 		ps = streamPartLimit(ps, pool.Max())
 	}
 	var src PartSource
+	meta := opts.Metadata
 	if ra, ok := body.(io.ReaderAt); ok && opts.Size > 0 {
 		src = ReaderAtSource(ra, opts.Size)
+		if s.c.cfg.integrity() && opts.Size >= ps && meta[MetaChecksum] == "" {
+			// Metadata is fixed when the upload starts: hash the body
+			// first, so the object records its CRC32C as a Put's does
+			// (the parts must then combine to it).
+			sum, err := ChecksumReaderAt(ctx, ra, opts.Size)
+			if err != nil {
+				return StoredFile{}, fmt.Errorf("checksum body of %s: %w", s.display(key), err)
+			}
+			meta = maps.Clone(meta)
+			if meta == nil {
+				meta = map[string]string{}
+			}
+			meta[MetaChecksum] = sum.String()
+		}
 	} else {
 		src = StreamSource(body)
 	}
@@ -361,7 +465,7 @@ func (s *S3) PutLarge(ctx context.Context, key string, body io.Reader, opts *Lar
 		}
 		return f, err
 	}
-	u, err := s.StartMultipartUpload(ctx, key, &MultipartOptions{Headers: opts.Headers, Metadata: opts.Metadata, PartSize: ps})
+	u, err := s.StartMultipartUpload(ctx, key, &MultipartOptions{Headers: opts.Headers, Metadata: meta, PartSize: ps, Tracker: opts.Tracker})
 	if err != nil {
 		pool.Put(first)
 		return StoredFile{}, err
@@ -389,6 +493,7 @@ func (s *S3) PutLarge(ctx context.Context, key string, body io.Reader, opts *Lar
 	if err == nil {
 		f, err = s.CompleteMultipartUpload(ctx, u)
 		if err == nil {
+			trackEnded(ctx, opts.Tracker, key, u.UploadID)
 			return f, nil
 		}
 	}
@@ -397,10 +502,20 @@ func (s *S3) PutLarge(ctx context.Context, key string, body io.Reader, opts *Lar
 	defer cancel()
 	if aerr := s.AbortMultipartUpload(actx, key, u.UploadID); aerr != nil {
 		err = errors.Join(err, aerr)
+	} else {
+		trackEnded(actx, opts.Tracker, key, u.UploadID)
 	}
 	var mue *MultipartUploadError
 	if errors.As(err, &mue) {
 		return StoredFile{}, err
 	}
 	return StoredFile{}, &MultipartUploadError{Key: key, UploadID: u.UploadID, Err: err}
+}
+
+// trackEnded tells t (when not nil) that storage completed or aborted an
+// upload, with a context that outlives a cancelled ctx.
+func trackEnded(ctx context.Context, t UploadTracker, key, uploadID string) {
+	if t != nil {
+		t.Ended(context.WithoutCancel(ctx), key, uploadID)
+	}
 }

@@ -13,6 +13,7 @@ import (
 	"maps"
 	"net/http"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
@@ -258,10 +259,80 @@ func (s *S3) PutBytes(ctx context.Context, key string, data []byte, opts *PutOpt
 }
 
 // Get streams the object. The caller closes the reader.
+//
+// With integrity on (the default) the bytes are verified as they are read
+// when the object says what they must be: its recorded CRC32C (MetaChecksum
+// metadata, or the server's full-object CRC32C on AWS), else its ETag when
+// that is the MD5 of its bytes (a single-part object, not KMS or SSE-C
+// encrypted) or a multipart ETag ferry can recompute (ETagCheck: Get then
+// HEADs each part first to learn where it ends). The Read that reaches
+// the end then returns an *IntegrityError (ErrIntegrity) instead of io.EOF
+// when they differ, so a caller must read to io.EOF and check the error
+// before trusting the bytes. An object with none of these (a multipart
+// upload on a server that does not tell its part sizes) is not verified.
 func (s *S3) Get(ctx context.Context, key string) (io.ReadCloser, error) {
-	rc, _, err := s.GetRange(ctx, key, 0, -1)
-	return rc, err
+	rc, f, err := s.GetRange(ctx, key, 0, -1)
+	if err != nil {
+		return nil, err
+	}
+	if !s.c.cfg.integrity() {
+		return rc, nil
+	}
+	v := &verifyReader{rc: rc, op: "read " + s.display(f.Key), size: f.Size}
+	if f.Checksum != "" {
+		v.check, v.want = MetaChecksum, f.Checksum
+		return v, nil
+	}
+	check, _, err := s.ETagCheck(ctx, f)
+	if err != nil {
+		rc.Close()
+		return nil, err
+	}
+	if check == nil {
+		return rc, nil
+	}
+	v.etag = check.NewHash()
+	return v, nil
 }
+
+// verifyReader computes the checksum of what it reads and compares it with
+// want (a CRC32C) or the object's ETag at the end: see Get.
+type verifyReader struct {
+	rc        io.ReadCloser
+	op, check string
+	size      int64
+	want      string
+	crc       Checksum
+	etag      *ETagHash // set when the ETag is the check
+	failed    error
+}
+
+func (v *verifyReader) Read(p []byte) (int, error) {
+	if v.failed != nil {
+		return 0, v.failed
+	}
+	n, err := v.rc.Read(p)
+	v.crc = v.crc.Update(p[:n])
+	if v.etag != nil {
+		_, _ = v.etag.Write(p[:n])
+	}
+	if err == io.EOF {
+		switch {
+		case v.crc.Size != v.size:
+			v.failed = fmt.Errorf("%s: the body ended after %d of %d bytes", v.op, v.crc.Size, v.size)
+		case v.etag != nil:
+			v.failed = v.etag.Verify(v.op)
+		case v.crc.String() != v.want:
+			v.failed = &IntegrityError{Op: v.op, Check: v.check, Want: v.want, Got: v.crc.String()}
+		}
+		if v.failed != nil {
+			return n, v.failed
+		}
+	}
+	return n, err
+}
+
+func (v *verifyReader) Close() error { return v.rc.Close() }
 
 // GetRange streams length bytes from offset (length < 0: to the end) and
 // returns the object's metadata as the GET saw it (Size is the whole object's).
@@ -285,6 +356,10 @@ func (s *S3) GetRangeIfMatch(ctx context.Context, key, etag string, offset, leng
 		}
 		in.Range = &r
 	}
+	if in.Range == nil && s.c.cfg.integrity() && s.c.quirks.crc32cHeader {
+		// The server's full-object CRC32C, for Get to check.
+		in.ChecksumMode = types.ChecksumModeEnabled
+	}
 	kind := opObject
 	if etag != "" {
 		in.IfMatch = aws.String(`"` + etag + `"`)
@@ -296,7 +371,9 @@ func (s *S3) GetRangeIfMatch(ctx context.Context, key, etag string, offset, leng
 	}
 	f := StoredFile{Key: key, Size: aws.ToInt64(out.ContentLength),
 		Headers: headersFrom(out.ContentType, out.ContentEncoding, out.ContentDisposition, out.CacheControl, out.ContentLanguage, out.ExpiresString),
-		ETag:    unquote(aws.ToString(out.ETag)), LastModified: aws.ToTime(out.LastModified), Metadata: out.Metadata}
+		ETag:    unquote(aws.ToString(out.ETag)), LastModified: aws.ToTime(out.LastModified), Metadata: out.Metadata,
+		Encryption: encryption(out.ServerSideEncryption, out.SSECustomerAlgorithm),
+		Checksum:   storedChecksum(out.Metadata, out.ChecksumCRC32C, out.ChecksumType)}
 	if cr := aws.ToString(out.ContentRange); cr != "" {
 		if i := strings.LastIndexByte(cr, '/'); i >= 0 {
 			var total int64
@@ -309,6 +386,8 @@ func (s *S3) GetRangeIfMatch(ctx context.Context, key, etag string, offset, leng
 }
 
 // GetBytes reads the whole object into memory. Use Get for large objects.
+// The bytes are verified as Get describes: a mismatch returns no bytes and
+// an *IntegrityError.
 func (s *S3) GetBytes(ctx context.Context, key string) ([]byte, error) {
 	rc, err := s.Get(ctx, key)
 	if err != nil {
@@ -370,6 +449,131 @@ func (s *S3) DeleteMany(ctx context.Context, keys []string) (int, error) {
 		done += len(batch)
 	}
 	return done, nil
+}
+
+// DeleteIfUnchanged deletes each of files (as a listing returned them) only
+// if the object at its key is still the version listed — the same ETag
+// and, where files carry it, no LastModified later by more than a second
+// (an object written again with the same bytes is a live one; see
+// rewrittenSince) — and returns how many it deleted and the keys it kept because they
+// changed or are gone. It is for deleting what a comparison of listings
+// found while others may write at the same keys.
+//
+// Where DeleteObjects honours per-object ETags (AWS) it sends them, 1000
+// objects per request. Elsewhere it HEADs each object and compares the
+// ETag right before deleting it, then deletes with If-Match where the
+// server honours it (AWS, versitygw, Ceph), so no window is left; where it
+// does not (MinIO ignores If-Match on DELETE; R2, B2 and Spaces do not
+// document it; a generic server may ignore it) a write landing between the
+// HEAD and the DELETE is still deleted. The LastModified check is the HEAD's: the
+// bulk AWS path conditions on the ETag only (DeleteObjects' LastModifiedTime
+// condition is for directory buckets), so there a same-bytes rewrite after
+// the listing can still be deleted.
+func (s *S3) DeleteIfUnchanged(ctx context.Context, files []StoredFile) (deleted int, changed []string, err error) {
+	if s.c.quirks.bulkDeleteIfMatch {
+		return s.deleteManyIfMatch(ctx, files)
+	}
+	for _, f := range files {
+		ok, err := s.deleteOneIfMatch(ctx, f)
+		if err != nil {
+			return deleted, changed, err
+		}
+		if ok {
+			deleted++
+		} else {
+			changed = append(changed, f.Key)
+		}
+	}
+	return deleted, changed, nil
+}
+
+// deleteOneIfMatch deletes f.Key if it still has f.ETag; false when it
+// has another or is gone.
+func (s *S3) deleteOneIfMatch(ctx context.Context, f StoredFile) (bool, error) {
+	cur, err := s.Info(ctx, f.Key)
+	if errors.Is(err, ErrNotFound) && !errors.Is(err, ErrBucketNotFound) {
+		return false, nil
+	}
+	if err != nil {
+		return false, err
+	}
+	if cur.ETag != f.ETag || rewrittenSince(f, cur) {
+		return false, nil
+	}
+	api, full, err := s.prepare(f.Key)
+	if err != nil {
+		return false, err
+	}
+	in := &s3.DeleteObjectInput{Bucket: &s.bucket, Key: &full}
+	if s.c.quirks.deleteIfMatch {
+		in.IfMatch = aws.String(`"` + f.ETag + `"`)
+	}
+	if _, err := api.DeleteObject(ctx, in); err != nil {
+		err = translate("delete "+s.display(f.Key), opObject, err)
+		if errors.Is(err, ErrExists) || (errors.Is(err, ErrNotFound) && !errors.Is(err, ErrBucketNotFound)) {
+			// 412: another version now; 404: gone (AWS answers NoSuchKey
+			// to If-Match on a missing key).
+			return false, nil
+		}
+		return false, err
+	}
+	return true, nil
+}
+
+// rewrittenSince reports whether cur, as a HEAD sees it now, was written
+// after listed was listed: an object written again with the same bytes has
+// the same ETag but a later LastModified. A HEAD's LastModified has
+// one-second resolution, a listing's milliseconds, and a StoredFile from a
+// Put carries the response's Date, which some servers (versitygw) send up
+// to a second late: so both are compared to the second with a second of
+// slack, and a rewrite within about two seconds of the listed version is
+// not seen.
+func rewrittenSince(listed, cur StoredFile) bool {
+	if listed.LastModified.IsZero() || cur.LastModified.IsZero() {
+		return false
+	}
+	return cur.LastModified.Truncate(time.Second).After(listed.LastModified.Truncate(time.Second).Add(time.Second))
+}
+
+// deleteManyIfMatch is DeleteIfUnchanged through DeleteObjects with each
+// object's ETag.
+func (s *S3) deleteManyIfMatch(ctx context.Context, files []StoredFile) (deleted int, changed []string, err error) {
+	api, err := s.api()
+	if err != nil {
+		return 0, nil, err
+	}
+	for start := 0; start < len(files); start += 1000 {
+		batch := files[start:min(start+1000, len(files))]
+		ids := make([]types.ObjectIdentifier, 0, len(batch))
+		for _, f := range batch {
+			full, err := s.fullKey(f.Key)
+			if err != nil {
+				return deleted, changed, err
+			}
+			ids = append(ids, types.ObjectIdentifier{Key: aws.String(full), ETag: aws.String(`"` + f.ETag + `"`)})
+		}
+		out, err := api.DeleteObjects(ctx, &s3.DeleteObjectsInput{Bucket: &s.bucket,
+			Delete: &types.Delete{Objects: ids, Quiet: aws.Bool(true)}})
+		if err != nil {
+			return deleted, changed, translate(fmt.Sprintf("delete %d objects in %s", len(ids), s.bucket), opObject, err)
+		}
+		var failed []types.Error
+		for _, e := range out.Errors {
+			switch aws.ToString(e.Code) {
+			case "PreconditionFailed", "NoSuchKey":
+				changed = append(changed, s.relKey(aws.ToString(e.Key)))
+			default:
+				failed = append(failed, e)
+			}
+		}
+		deleted += len(batch) - len(out.Errors)
+		if len(failed) > 0 {
+			e := failed[0]
+			return deleted, changed, fmt.Errorf("delete %s: %s: %s (and %d more failures)",
+				s.display(s.relKey(aws.ToString(e.Key))), aws.ToString(e.Code), aws.ToString(e.Message), len(failed)-1)
+		}
+	}
+	return deleted, changed, nil
 }
 
 // Exists reports whether key exists. It is false only when the server says
@@ -559,3 +763,90 @@ func (s *S3) Close() error {
 func (s *S3) display(key string) string { return "s3://" + s.bucket + "/" + s.prefix + key }
 
 func unquote(etag string) string { return strings.Trim(etag, "\"") }
+
+// partHeadConcurrency bounds the HEADs partSizes runs at once.
+const partHeadConcurrency = 8
+
+// partSizes learns the sizes of the n parts f was uploaded in, from
+// HeadObject with partNumber (its Content-Length is the part's, and it
+// reports the object's parts count), each pinned to f's ETag. It returns
+// nil and why when the server does not tell: it ignores partNumber (no
+// parts count), its count disagrees with the ETag's, or the sizes do not
+// add up to the object's. A changed source is ErrSourceChanged.
+func (s *S3) partSizes(ctx context.Context, f StoredFile, n int) ([]int64, string, error) {
+	api, full, err := s.prepare(f.Key)
+	if err != nil {
+		return nil, "", err
+	}
+	sizes := make([]int64, n)
+	count := make([]int32, n)
+	unsupported := errors.New("partNumber refused")
+	head := func(ctx context.Context, i int) error {
+		out, err := api.HeadObject(ctx, &s3.HeadObjectInput{Bucket: &s.bucket, Key: &full,
+			PartNumber: aws.Int32(int32(i + 1)), IfMatch: aws.String(`"` + f.ETag + `"`)})
+		if err != nil {
+			err = translate(fmt.Sprintf("info %s part %d", s.display(f.Key), i+1), opSource, err)
+			var re *smithyhttp.ResponseError
+			if errors.As(err, &re) && (re.HTTPStatusCode() == http.StatusBadRequest || re.HTTPStatusCode() == http.StatusRequestedRangeNotSatisfiable) {
+				// InvalidPartNumber, InvalidArgument: a server that has no
+				// parts to tell, not a failure of the transfer.
+				return fmt.Errorf("%w: %w", unsupported, err)
+			}
+			return err
+		}
+		sizes[i], count[i] = aws.ToInt64(out.ContentLength), aws.ToInt32(out.PartsCount)
+		return nil
+	}
+	// Part 1 first: a server that ignores partNumber is known after one
+	// request instead of n.
+	err = head(ctx, 0)
+	if err == nil && int(count[0]) == n {
+		err = forEachPart(ctx, n, partHeadConcurrency, head)
+	}
+	switch {
+	case errors.Is(err, unsupported):
+		return nil, fmt.Sprintf("the server refuses HeadObject with partNumber (%v), so where its parts end is unknown", err), nil
+	case err != nil:
+		return nil, "", err
+	}
+	var total int64
+	for i := range n {
+		if int(count[i]) != n || sizes[i] <= 0 {
+			return nil, fmt.Sprintf("the server does not tell its parts: HeadObject with partNumber=%d reports %d parts (the ETag says %d) and %d bytes", i+1, count[i], n, sizes[i]), nil
+		}
+		total += sizes[i]
+	}
+	if total != f.Size {
+		return nil, fmt.Sprintf("its %d parts add up to %d bytes, the object has %d", n, total, f.Size), nil
+	}
+	return sizes, "", nil
+}
+
+// forEachPart runs fn for parts 1..n-1 (indices; part 0 is done) with at
+// most conc at once, and returns the first error.
+func forEachPart(ctx context.Context, n, conc int, fn func(context.Context, int) error) error {
+	ctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	next := make(chan int)
+	var wg sync.WaitGroup
+	for range min(conc, n-1) {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range next {
+				if err := fn(ctx, i); err != nil {
+					cancel(err)
+				}
+			}
+		}()
+	}
+	for i := 1; i < n && ctx.Err() == nil; i++ {
+		select {
+		case next <- i:
+		case <-ctx.Done():
+		}
+	}
+	close(next)
+	wg.Wait()
+	return context.Cause(ctx)
+}

@@ -11,6 +11,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/ferryhq/ferry/internal/objectid"
+	"github.com/ferryhq/ferry/webhook"
 )
 
 // ErrNotFound is returned when neither ferry's progress hash nor asynq knows
@@ -50,6 +51,12 @@ type ClientOptions struct {
 	// refuses the same name, bucket and key only, and the worker, which
 	// knows its profiles, refuses the rest when it runs the task.
 	ProfileFunc func(name string) (ProfileInfo, bool)
+	// WebhookAllow is the workers' webhook allowlist (their webhook_allow).
+	// With it, Enqueue refuses a notify URL the workers would refuse, with
+	// the reason (errors.Is(err, webhook.ErrRefused)), and enqueues nothing.
+	// Nil means the allowlist is unknown here: only the URL's shape is
+	// checked, and a worker archives a delivery it refuses, with the reason.
+	WebhookAllow *webhook.Allowlist
 }
 
 // Client enqueues ferry tasks and reads their progress. It shares the caller's
@@ -88,6 +95,9 @@ func (c *Client) Enqueue(ctx context.Context, t *asynq.Task, opts ...asynq.Optio
 	if err := c.checkIdentity(t); err != nil {
 		return nil, fmt.Errorf("enqueue %s: %w", t.Type(), err)
 	}
+	if err := c.checkNotify(t); err != nil {
+		return nil, fmt.Errorf("enqueue %s: %w", t.Type(), err)
+	}
 	info, err := c.client.EnqueueContext(ctx, t, opts...)
 	if err != nil {
 		return nil, fmt.Errorf("enqueue %s: %w", t.Type(), err)
@@ -117,6 +127,8 @@ func (c *Client) checkIdentity(t *asynq.Task) error {
 	}
 	switch t.Type() {
 	case TypePut, TypeUpload, TypeCopy, TypeMove, TypeMigrate:
+	case TypeBatch:
+		return c.checkBatchIdentity(t)
 	default:
 		return nil
 	}
@@ -131,6 +143,23 @@ func (c *Client) checkIdentity(t *asynq.Task) error {
 	return objectid.CheckDistinct(src, dst)
 }
 
+// checkBatchIdentity is checkIdentity for each copy of a batch.
+func (c *Client) checkBatchIdentity(t *asynq.Task) error {
+	var p BatchPayload
+	if err := json.Unmarshal(t.Payload(), &p); err != nil {
+		return nil
+	}
+	for i, it := range p.Items {
+		if it.Source.Kind() != KindS3 || it.Dest.Kind() != KindS3 {
+			continue
+		}
+		if err := objectid.CheckDistinct(c.ref(it.Source), c.ref(it.Dest)); err != nil {
+			return fmt.Errorf("item %d (%s): %w", i, it.Dest.String(), err)
+		}
+	}
+	return nil
+}
+
 // ref is l for object identity, with its profile's endpoint and prefix
 // when ProfileFunc knows it.
 func (c *Client) ref(l Location) objectid.Ref {
@@ -139,6 +168,32 @@ func (c *Client) ref(l Location) objectid.Ref {
 		r.Profile = objectid.Profile{Name: r.Profile.Name, EndpointURL: info.EndpointURL, Region: info.Region, Prefix: info.Prefix}
 	}
 	return r
+}
+
+// checkNotify refuses a notify URL that WebhookAllow does not permit. A
+// payload that does not decode is left to the worker.
+func (c *Client) checkNotify(t *asynq.Task) error {
+	if c.opts.WebhookAllow == nil {
+		return nil
+	}
+	url := ""
+	if t.Type() == TypeNotify {
+		var p NotifyPayload
+		if json.Unmarshal(t.Payload(), &p) != nil {
+			return nil
+		}
+		url = p.URL
+	} else {
+		var p struct{ Notify *Notify }
+		if json.Unmarshal(t.Payload(), &p) != nil || p.Notify == nil {
+			return nil
+		}
+		url = p.Notify.URL
+	}
+	if _, err := c.opts.WebhookAllow.CheckURL(url); err != nil {
+		return fmt.Errorf("notify: %w", err)
+	}
+	return nil
 }
 
 // generatedID reports whether id looks like one asynq generates: a random

@@ -1,11 +1,13 @@
 package tasks
 
 import (
+	"cmp"
 	"errors"
 	"fmt"
 	"net/url"
 	"path/filepath"
 	"regexp"
+	"strconv"
 	"strings"
 
 	"github.com/ferryhq/ferry/internal/objectid"
@@ -66,6 +68,14 @@ type Location struct {
 	Key string `json:"key,omitempty"`
 	// Path is a local file on the worker: absolute and clean.
 	Path string `json:"path,omitempty"`
+	// NoFollow, on a Path, opens the file without following any symlink
+	// below the worker's allowed directory: a component that is a symlink
+	// when it is opened fails the task as changed at the source. A
+	// migration of a local tree sets it on the files its walk found, so a
+	// symlink put in place of one, or of a directory above it, after the
+	// walk is never followed. Without it, symlinks that stay inside the
+	// allowed directory are followed (a put or an upload of one file).
+	NoFollow bool `json:"no_follow,omitempty"`
 	// URL is an https:// source, without user:password@.
 	URL string `json:"url,omitempty"`
 	// Data is inline content, puts only, at most MaxInlineSize bytes. A
@@ -118,17 +128,14 @@ func (l Location) String() string {
 	}
 }
 
-// profile is l.Profile with the default filled in.
-func (l Location) profile() string {
-	if l.Profile == "" {
-		return DefaultProfile
-	}
-	return l.Profile
-}
+// ProfileName is a profile name as given (a payload's, a plan's, a flag's)
+// with the default filled in: "" means DefaultProfile. Every reader of a
+// profile name resolves it here.
+func ProfileName(name string) string { return cmp.Or(name, DefaultProfile) }
 
 // nameRef is l for object identity when its profile is known by name only.
 func (l Location) nameRef() objectid.Ref {
-	return objectid.Ref{Profile: objectid.Profile{Name: l.profile(), NameOnly: true}, Bucket: l.Bucket, Key: l.Key}
+	return objectid.Ref{Profile: objectid.Profile{Name: ProfileName(l.Profile), NameOnly: true}, Bucket: l.Bucket, Key: l.Key}
 }
 
 var (
@@ -149,14 +156,11 @@ func ParseLocation(s, profile string) (Location, error) {
 	lower := strings.ToLower(s)
 	switch {
 	case strings.HasPrefix(lower, "s3://"):
-		if profile == "" {
-			profile = DefaultProfile
-		}
 		bucket, key, _ := strings.Cut(s[len("s3://"):], "/")
 		if bucket == "" {
 			return Location{}, fmt.Errorf("location %q has no bucket: write s3://bucket/key", s)
 		}
-		return Location{Profile: profile, Bucket: bucket, Key: key}, nil
+		return Location{Profile: ProfileName(profile), Bucket: bucket, Key: key}, nil
 	case strings.HasPrefix(lower, "https://"):
 		return Location{URL: s}, nil
 	case strings.HasPrefix(lower, "http://"):
@@ -199,7 +203,10 @@ func (l Location) validate(role string, mode keyMode) error {
 		return fmt.Errorf("%s: location sets more than one of bucket, path, url and data: set exactly one", role)
 	}
 	if l.Profile != "" && l.Kind() != KindS3 {
-		return fmt.Errorf("%s: profile %q applies to s3 locations only: remove it", role, l.Profile)
+		return fmt.Errorf("%s: profile %s applies to s3 locations only: remove it", role, quoteProfile(l.Profile))
+	}
+	if l.NoFollow && l.Kind() != KindFile {
+		return fmt.Errorf("%s: no_follow applies to local paths only: remove it", role)
 	}
 	if l.Key != "" && l.Kind() != KindS3 {
 		return fmt.Errorf("%s: key %q applies to s3 locations only: remove it", role, l.Key)
@@ -210,7 +217,7 @@ func (l Location) validate(role string, mode keyMode) error {
 			return fmt.Errorf("%s: bucket %q is not a valid S3 bucket name: use 3 to 63 lowercase letters, digits, dots and hyphens, starting and ending with a letter or digit", role, l.Bucket)
 		}
 		if l.Profile != "" && !profileRE.MatchString(l.Profile) {
-			return fmt.Errorf("%s: profile %q is not a profile name: use 1 to 64 letters, digits, '_', '.' or '-' naming a profile of the worker's config", role, l.Profile)
+			return fmt.Errorf("%s: profile is not a profile name: %s (the value is not repeated: it may be a credential); use 1 to 64 letters, digits, '_', '.' or '-' naming a profile of the worker's config", role, whyNotProfile(l.Profile))
 		}
 		validate := s3key.Validate
 		if mode == keyPrefix {
@@ -251,4 +258,29 @@ func (l Location) validate(role string, mode keyMode) error {
 		}
 	}
 	return nil
+}
+
+// quoteProfile quotes a profile name for an error message, or describes a
+// value that is not one without repeating it: a producer that put a
+// credential in the profile field must not see it echoed into logs,
+// task results and API answers.
+func quoteProfile(p string) string {
+	if profileRE.MatchString(p) {
+		return strconv.Quote(p)
+	}
+	return "(not a profile name: " + whyNotProfile(p) + ")"
+}
+
+// whyNotProfile says what makes p, which fails profileRE, not a profile
+// name: its length or its first character that is not allowed.
+func whyNotProfile(p string) string {
+	if len(p) > 64 {
+		return fmt.Sprintf("it is %d bytes long", len(p))
+	}
+	for _, r := range p {
+		if !profileRE.MatchString(string(r)) {
+			return fmt.Sprintf("it contains %q", r)
+		}
+	}
+	return "it is not one"
 }

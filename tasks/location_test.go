@@ -104,7 +104,11 @@ func TestLocationValidate(t *testing.T) {
 		{desc: "bucket too long", loc: tasks.Location{Bucket: strings.Repeat("b", 64), Key: "k"}, wantErr: "not a valid S3 bucket name"},
 		{desc: "bucket underscore", loc: tasks.Location{Bucket: "my_bucket", Key: "k"}, wantErr: "not a valid S3 bucket name"},
 		{desc: "bad profile", loc: tasks.Location{Profile: "a b", Bucket: "bkt", Key: "k"}, wantErr: "not a profile name"},
+		{desc: "credentials as a profile", loc: tasks.Location{Profile: "AKIA:s3cret", Bucket: "bkt", Key: "k"}, wantErr: `not a profile name: it contains ':'`},
 		{desc: "profile on a file", loc: tasks.Location{Profile: "p", Path: "/x"}, wantErr: "s3 locations only"},
+		{desc: "credentials as a profile on a file", loc: tasks.Location{Profile: "AKIA:s3cret", Path: "/x"}, wantErr: "s3 locations only"},
+		{desc: "file no_follow ok", loc: tasks.Location{Path: "/srv/data/file.bin", NoFollow: true}},
+		{desc: "no_follow on s3", loc: tasks.Location{Bucket: "bkt", Key: "k", NoFollow: true}, wantErr: "local paths only"},
 		{desc: "key on a URL", loc: tasks.Location{Key: "k", URL: "https://x.y/"}, wantErr: "s3 locations only"},
 		{desc: "empty key", loc: tasks.Location{Bucket: "bkt"}, wantErr: "key is empty"},
 		{desc: "dotdot key", loc: tasks.Location{Bucket: "bkt", Key: "a/../b"}, wantErr: `".." segment`},
@@ -137,7 +141,7 @@ func TestLocationValidate(t *testing.T) {
 				t.Errorf("Validate error %q does not start with the role", err)
 			}
 			if strings.Contains(err.Error(), "s3cret") {
-				t.Errorf("Validate error %q leaks the URL's password", err)
+				t.Errorf("Validate error %q leaks a secret (a URL's password, a profile that is a credential)", err)
 			}
 		})
 	}

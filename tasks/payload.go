@@ -56,6 +56,10 @@ type PutPayload struct {
 	ContentType string `json:"content_type,omitempty"`
 	// Metadata is user metadata: lowercase keys [a-z0-9-], 2 KiB in all.
 	Metadata map[string]string `json:"metadata,omitempty"`
+	// Notify, when set, asks for a signed webhook when the transfer ends
+	// (see Notify); nil means the worker's default for the queue or the
+	// destination's profile, if it has one.
+	Notify *Notify `json:"notify,omitempty"`
 }
 
 // Validate reports what is wrong with p, or nil.
@@ -67,6 +71,9 @@ func (p PutPayload) Validate() error {
 		return err
 	}
 	if err := checkDistinct("put", p.Source, p.Dest); err != nil {
+		return err
+	}
+	if err := p.Notify.validate(); err != nil {
 		return err
 	}
 	return validateObjectAttrs(p.ContentType, p.Metadata)
@@ -92,6 +99,10 @@ type UploadPayload struct {
 	// Size is an optional hint of the source's size in bytes, used for the
 	// default Timeout; 0 means unknown. The worker trusts the source, not it.
 	Size int64 `json:"size,omitempty"`
+	// Notify, when set, asks for a signed webhook when the transfer ends
+	// (see Notify); nil means the worker's default for the queue or the
+	// destination's profile, if it has one.
+	Notify *Notify `json:"notify,omitempty"`
 }
 
 // Validate reports what is wrong with p, or nil.
@@ -109,6 +120,9 @@ func (p UploadPayload) Validate() error {
 		return err
 	}
 	if err := validateParts(p.PartSize, p.PartConcurrency, p.Size); err != nil {
+		return err
+	}
+	if err := p.Notify.validate(); err != nil {
 		return err
 	}
 	return validateObjectAttrs(p.ContentType, p.Metadata)
@@ -133,11 +147,15 @@ type CopyPayload struct {
 	// Migration is the id of the ferry:migrate task that enqueued this
 	// copy, if any: copies of one migration share its SlowDown backoff.
 	Migration string `json:"migration,omitempty"`
+	// Notify, when set, asks for a signed webhook when the transfer ends
+	// (see Notify); nil means the worker's default for the queue or the
+	// destination's profile, if it has one.
+	Notify *Notify `json:"notify,omitempty"`
 }
 
 // Validate reports what is wrong with p, or nil.
 func (p CopyPayload) Validate() error {
-	return validateTransfer("copy", p.Source, p.Dest, p.PartSize, p.PartConcurrency, p.Size)
+	return validateCopy("copy", p.Source, p.Dest, p.PartSize, p.PartConcurrency, p.Size, p.Notify)
 }
 
 // MovePayload is the payload of TypeMove: a copy, verified at Dest, then the
@@ -148,11 +166,15 @@ type MovePayload struct {
 	PartSize        int64    `json:"part_size,omitempty"`
 	PartConcurrency int      `json:"part_concurrency,omitempty"`
 	Size            int64    `json:"size,omitempty"`
+	// Notify, when set, asks for a signed webhook when the transfer ends
+	// (see Notify); nil means the worker's default for the queue or the
+	// destination's profile, if it has one.
+	Notify *Notify `json:"notify,omitempty"`
 }
 
 // Validate reports what is wrong with p, or nil.
 func (p MovePayload) Validate() error {
-	return validateTransfer("move", p.Source, p.Dest, p.PartSize, p.PartConcurrency, p.Size)
+	return validateCopy("move", p.Source, p.Dest, p.PartSize, p.PartConcurrency, p.Size, p.Notify)
 }
 
 // DeletePayload is the payload of TypeDelete: one object, or with Recursive
@@ -169,10 +191,17 @@ type DeletePayload struct {
 	// DryRun lists what a recursive delete would delete (the count and up
 	// to 1,000 keys, as the task's result) and deletes nothing.
 	DryRun bool `json:"dry_run,omitempty"`
+	// Notify, when set, asks for a signed webhook when the transfer ends
+	// (see Notify); nil means the worker's default for the queue or the
+	// destination's profile, if it has one.
+	Notify *Notify `json:"notify,omitempty"`
 }
 
 // Validate reports what is wrong with p, or nil.
 func (p DeletePayload) Validate() error {
+	if err := p.Notify.validate(); err != nil {
+		return err
+	}
 	if !p.Recursive {
 		if p.AllowAll {
 			return errors.New("allow_all applies to recursive deletes only: set recursive or drop allow_all")
@@ -201,7 +230,9 @@ func validateS3(role string, l Location, mode keyMode) error {
 	return nil
 }
 
-func validateTransfer(what string, src, dst Location, partSize int64, partConcurrency int, size int64) error {
+// validateCopy validates the fields a copy and a move share (a move is a
+// copy, then a delete): what names the task type in errors.
+func validateCopy(what string, src, dst Location, partSize int64, partConcurrency int, size int64, notify *Notify) error {
 	if err := validateS3("source", src, keyObject); err != nil {
 		return err
 	}
@@ -211,7 +242,10 @@ func validateTransfer(what string, src, dst Location, partSize int64, partConcur
 	if err := checkDistinct(what, src, dst); err != nil {
 		return err
 	}
-	return validateParts(partSize, partConcurrency, size)
+	if err := validateParts(partSize, partConcurrency, size); err != nil {
+		return err
+	}
+	return notify.validate()
 }
 
 // checkDistinct refuses a transfer from an s3 source onto itself as far as
@@ -346,7 +380,14 @@ func DecodeDelete(t *asynq.Task) (DeletePayload, error) {
 
 // MigratePayload is the payload of TypeMigrate: copy every object under
 // Source (an s3 prefix) to the same relative key under Dest (an s3 prefix),
-// skipping objects already identical there.
+// skipping objects already identical there. Source may instead be a local
+// directory on the worker (Source.Path, under its allow_dirs): every regular
+// file of the tree is uploaded to Dest under its path relative to the
+// directory ("a/b.jpg"); symlinks and special files are passed over with a
+// counted reason, never followed: each file is named with
+// Location.NoFollow, so one replaced (or a directory above it) by a symlink
+// after the walk fails as changed at the source instead of being read
+// through it.
 type MigratePayload struct {
 	Source Location `json:"source"`
 	Dest   Location `json:"dest"`
@@ -366,13 +407,28 @@ type MigratePayload struct {
 	// to ask for a raw prefix). "*" does not cross "/"; "**" is any key.
 	Include []string `json:"include,omitempty"`
 	Exclude []string `json:"exclude,omitempty"`
-	// Window caps the copies of this migration pending or running at once;
-	// 0 means 64. It keeps Redis memory flat for any number of objects.
+	// Window caps the tasks of this migration pending or running at once
+	// (batches of up to 100 small objects, and a copy task per object
+	// at or above tasks.MaxBatchObjectSize); 0 means 64. It keeps Redis
+	// memory flat for any number of objects.
 	Window int `json:"window,omitempty"`
+	// CheckHeaders compares, for every object of the same size at both
+	// ends, the headers and user metadata of both (two HEADs), as well as
+	// what the listings show. Without it an object is identical when the
+	// listings show the same size and ETag and the source not modified
+	// after the destination was written (no HEAD), or, when the ETags
+	// differ, ferry's record of the source ETag at the destination (one
+	// HEAD); a change of headers alone at the destination, or at the source
+	// within the second of the copy, is then not seen.
+	CheckHeaders bool `json:"check_headers,omitempty"`
 	// PartSize and PartConcurrency are passed to each copy; PartSize is
 	// raised for an object it would split into more than 10,000 parts.
 	PartSize        int64 `json:"part_size,omitempty"`
 	PartConcurrency int   `json:"part_concurrency,omitempty"`
+	// Notify, when set, asks for a signed webhook when the transfer ends
+	// (see Notify); nil means the worker's default for the queue or the
+	// destination's profile, if it has one.
+	Notify *Notify `json:"notify,omitempty"`
 }
 
 // MaxMigrateWindow bounds MigratePayload.Window.
@@ -380,14 +436,18 @@ const MaxMigrateWindow = 10000
 
 // Validate reports what is wrong with p, or nil.
 func (p MigratePayload) Validate() error {
-	if err := validateS3("source", p.Source, keyPrefix); err != nil {
+	local := p.Source.Kind() == KindFile
+	if err := p.Source.validate("source", keyPrefix); err != nil {
 		return err
+	}
+	if k := p.Source.Kind(); k != KindS3 && !local {
+		return fmt.Errorf("source: must be an s3://bucket/prefix location or a local directory on the worker, not %s %q", k, p.Source.String())
 	}
 	if err := validateS3("dest", p.Dest, keyPrefix); err != nil {
 		return err
 	}
 	for _, l := range []Location{p.Source, p.Dest} {
-		if strings.HasSuffix(l.Key, "*") {
+		if l.Kind() == KindS3 && strings.HasSuffix(l.Key, "*") {
 			return fmt.Errorf("prefix %q ends in '*': a migration maps keys from one directory to another; migrate the parent directory and select with an include glob instead (--include '%s')", l.Key, path.Base(l.Key))
 		}
 	}
@@ -399,7 +459,12 @@ func (p MigratePayload) Validate() error {
 			return fmt.Errorf("glob %q is malformed: %v", g, err)
 		}
 	}
-	if err := objectid.CheckNoOverlap(p.Source.dir().nameRef(), p.Dest.dir().nameRef()); err != nil {
+	if !local {
+		if err := objectid.CheckNoOverlap(p.Source.dir().nameRef(), p.Dest.dir().nameRef()); err != nil {
+			return err
+		}
+	}
+	if err := p.Notify.validate(); err != nil {
 		return err
 	}
 	return validateParts(p.PartSize, p.PartConcurrency, 0)
@@ -407,11 +472,15 @@ func (p MigratePayload) Validate() error {
 
 // DecodeMigrate decodes and validates a TypeMigrate payload. Source.Key and
 // Dest.Key come back as the literal prefixes to list (DirPrefix applied):
-// "photos" is "photos/" on both sides.
+// "photos" is "photos/" on both sides. A local Source.Path is a directory
+// already and comes back as it is.
 func DecodeMigrate(t *asynq.Task) (MigratePayload, error) {
 	p, err := decode[MigratePayload](t, TypeMigrate)
 	if err == nil {
-		p.Source.Key, p.Dest.Key = DirPrefix(p.Source.Key), DirPrefix(p.Dest.Key)
+		if p.Source.Kind() == KindS3 {
+			p.Source.Key = DirPrefix(p.Source.Key)
+		}
+		p.Dest.Key = DirPrefix(p.Dest.Key)
 	}
 	return p, err
 }

@@ -55,6 +55,12 @@ func globMatches(g, rel string) bool {
 			return true
 		}
 	}
+	return matchesLeadingDir(g, rel)
+}
+
+// matchesLeadingDir reports whether the glob g matches one of the leading
+// directories of rel: "a" and "a/b" of "a/b/c".
+func matchesLeadingDir(g, rel string) bool {
 	for i := range len(rel) {
 		if rel[i] != '/' {
 			continue
@@ -82,4 +88,20 @@ func (p MigratePayload) Selects(rel string) bool {
 		return false
 	}
 	return !matchAny(p.Exclude)
+}
+
+// ExcludesDir reports whether every key under the directory dir (a key
+// relative to the source prefix, ending in "/") is excluded: some Exclude
+// matches dir or one of its leading directories. A local tree's walk does
+// not read such a directory at all.
+func (p MigratePayload) ExcludesDir(dir string) bool {
+	for _, g := range p.Exclude {
+		if g == "**" {
+			return true
+		}
+		if matchesLeadingDir(strings.TrimSuffix(g, "/"), dir) {
+			return true
+		}
+	}
+	return false
 }

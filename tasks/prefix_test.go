@@ -64,6 +64,40 @@ func TestMigrateSelects(t *testing.T) {
 	}
 }
 
+// TestExcludesDir: a directory is skipped whole only when every key under
+// it is excluded, as Selects would decide key by key.
+func TestExcludesDir(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		exclude []string
+		dir     string
+		want    bool
+	}{
+		{[]string{"tmp"}, "tmp/", true},
+		{[]string{"tmp/"}, "tmp/", true},
+		{[]string{"tmp"}, "a/tmp/", false},
+		{[]string{"*/tmp"}, "a/tmp/", true},
+		{[]string{"tmp"}, "tmp/sub/", true},
+		{[]string{"tmp*"}, "tmp-2/", true},
+		{[]string{"*.log"}, "logs/", false},
+		{[]string{"*.log"}, "x.log/", true},
+		{[]string{"**"}, "a/", true},
+		{nil, "tmp/", false},
+	} {
+		p := tasks.MigratePayload{Exclude: tc.exclude}
+		if got := p.ExcludesDir(tc.dir); got != tc.want {
+			t.Errorf("exclude %q: ExcludesDir(%q) = %v, want %v", tc.exclude, tc.dir, got, tc.want)
+		}
+		if tc.want {
+			for _, k := range []string{tc.dir + "f", tc.dir + "a/b.log", tc.dir + "tmp"} {
+				if p.Selects(k) {
+					t.Errorf("exclude %q: ExcludesDir(%q) but Selects(%q)", tc.exclude, tc.dir, k)
+				}
+			}
+		}
+	}
+}
+
 func TestPrefixPayloadRules(t *testing.T) {
 	t.Parallel()
 	a := tasks.Location{Bucket: "bkt-a", Key: "photos"}
@@ -113,5 +147,14 @@ func TestDecodeAppliesDirPrefix(t *testing.T) {
 	p, err := tasks.DecodeMigrate(asynq.NewTask(tasks.TypeMigrate, []byte(`{"source":{"bucket":"bkt-a","key":"photos"},"dest":{"bucket":"bkt-b","key":"photos"},"delete_extra":true}`)))
 	if err != nil || p.Source.Key != "photos/" || p.Dest.Key != "photos/" {
 		t.Errorf("DecodeMigrate: source %q dest %q (%v), want photos/ and photos/", p.Source.Key, p.Dest.Key, err)
+	}
+	// A local directory is a directory already: its path is not touched,
+	// and a key with it is refused.
+	p, err = tasks.DecodeMigrate(asynq.NewTask(tasks.TypeMigrate, []byte(`{"source":{"path":"/data/photos"},"dest":{"bucket":"bkt-b","key":"photos"}}`)))
+	if err != nil || p.Source.Path != "/data/photos" || p.Source.Key != "" || p.Dest.Key != "photos/" {
+		t.Errorf("DecodeMigrate of a local tree: source %+v dest %q (%v), want /data/photos and photos/", p.Source, p.Dest.Key, err)
+	}
+	if _, err := tasks.DecodeMigrate(asynq.NewTask(tasks.TypeMigrate, []byte(`{"source":{"path":"/data/photos","key":"x"},"dest":{"bucket":"bkt-b","key":"photos"}}`))); err == nil {
+		t.Error("DecodeMigrate took a local source with a key")
 	}
 }

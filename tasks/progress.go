@@ -5,7 +5,9 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"reflect"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/hibiken/asynq"
@@ -38,10 +40,15 @@ const DefaultProgressTTL = DefaultRetention
 // finished, renewed by every update, so a task lost for good cannot leak it.
 const activeProgressTTL = 7 * 24 * time.Hour
 
-// Progress is the last known state of a task. It is stored in the hash
-// ProgressKey(TaskID) (see Fields) and published on ProgressChannel as JSON.
+// Progress is the last known state of a task: the one shape of progress.
+// It is stored in the hash ProgressKey(TaskID) (see Fields), published on
+// ProgressChannel as JSON, and printed as is by `ferry status --json` and the
+// dashboard's API. Its JSON tags are also its hash field names (progressCodec),
+// so adding a field is one edit here: a field of a type the codec does not
+// know fails TestProgressFieldsRoundTrip.
 type Progress struct {
-	TaskID string `json:"task_id"`
+	// TaskID is the asynq task id. The hash key holds it (hash:"-").
+	TaskID string `json:"task_id" hash:"-"`
 	Type   string `json:"type,omitempty"`
 	State  State  `json:"state"`
 	// BytesDone and BytesTotal count bytes; BytesTotal is 0 when unknown.
@@ -52,6 +59,12 @@ type Progress struct {
 	PartsTotal int `json:"parts_total"`
 	// ResumedFrom is BytesDone when this run resumed a checkpoint; 0 else.
 	ResumedFrom int64 `json:"resumed_from,omitempty"`
+	// PartsResumed are the part numbers this run found done in its
+	// checkpoint (an earlier attempt uploaded them), and PartsActive the
+	// parts being sent now: part lists as FormatParts writes them
+	// ("1-40,43"), empty when none.
+	PartsResumed string `json:"parts_resumed,omitempty"`
+	PartsActive  string `json:"parts_active,omitempty"`
 	// Rate is the recent transfer rate in bytes per second.
 	Rate      float64   `json:"rate"`
 	StartedAt time.Time `json:"started_at,omitzero"`
@@ -63,51 +76,122 @@ type Progress struct {
 	Dest   string `json:"dest,omitempty"`
 	// Counters are aggregates of a migrate task (objects copied, skipped...).
 	Counters map[string]int64 `json:"counters,omitempty"`
+	// ResumedCounters are the Counters when this run started (a migration
+	// resumed after a crash or a deploy): this run's own work is Counters
+	// minus these, which rates are computed from. Absent on a fresh start.
+	ResumedCounters map[string]int64 `json:"resumed_counters,omitempty"`
 }
 
-// Hash field names of Progress, as the worker writes them.
-const (
-	fieldType        = "type"
-	fieldState       = "state"
-	fieldBytesDone   = "bytes_done"
-	fieldBytesTotal  = "bytes_total"
-	fieldPartsDone   = "parts_done"
-	fieldPartsTotal  = "parts_total"
-	fieldResumedFrom = "resumed_from"
-	fieldRate        = "rate"
-	fieldStartedAt   = "started_at"
-	fieldUpdatedAt   = "updated_at"
-	fieldError       = "error"
-	fieldSource      = "source"
-	fieldDest        = "dest"
-	fieldCounters    = "counters"
-)
-
-// Fields is p as hash fields for HSET. Every field is written, empty ones
-// included, so the hash always holds exactly the last value: times are
-// RFC3339Nano ("" when zero) and counters are JSON ("" when none).
+// Fields is p as hash fields for HSET, one per field of Progress but TaskID,
+// named by its JSON name. Every field is written, empty ones included, so the
+// hash always holds exactly the last value: integers and floats in decimal,
+// times RFC3339Nano ("" when zero), anything else (counters) as JSON (""
+// when empty).
 func (p Progress) Fields() map[string]any {
-	counters := ""
-	if len(p.Counters) > 0 {
-		b, _ := json.Marshal(p.Counters) // a map[string]int64 always encodes
-		counters = string(b)
+	v := reflect.ValueOf(p)
+	out := make(map[string]any, len(progressCodec))
+	for _, f := range progressCodec {
+		out[f.name] = f.format(v.Field(f.index))
 	}
-	return map[string]any{
-		fieldType:        p.Type,
-		fieldState:       string(p.State),
-		fieldBytesDone:   strconv.FormatInt(p.BytesDone, 10),
-		fieldBytesTotal:  strconv.FormatInt(p.BytesTotal, 10),
-		fieldPartsDone:   strconv.Itoa(p.PartsDone),
-		fieldPartsTotal:  strconv.Itoa(p.PartsTotal),
-		fieldResumedFrom: strconv.FormatInt(p.ResumedFrom, 10),
-		fieldRate:        strconv.FormatFloat(p.Rate, 'g', -1, 64),
-		fieldStartedAt:   formatTime(p.StartedAt),
-		fieldUpdatedAt:   formatTime(p.UpdatedAt),
-		fieldError:       p.Error,
-		fieldSource:      p.Source,
-		fieldDest:        p.Dest,
-		fieldCounters:    counters,
+	return out
+}
+
+// ParseProgress parses the hash written from Fields. Missing or empty fields
+// are zero, and fields it does not know are ignored (a newer worker's, in a
+// rolling upgrade); malformed ones are an error naming the field.
+func ParseProgress(taskID string, h map[string]string) (Progress, error) {
+	p := Progress{TaskID: taskID}
+	v := reflect.ValueOf(&p).Elem()
+	var errs []error
+	for _, f := range progressCodec {
+		if s := h[f.name]; s != "" {
+			if err := f.parse(s, v.Field(f.index)); err != nil {
+				errs = append(errs, fmt.Errorf("field %s: %w", f.name, err))
+			}
+		}
 	}
+	if p.State == "" {
+		errs = append(errs, errors.New("no state field"))
+	}
+	if err := errors.Join(errs...); err != nil {
+		return p, fmt.Errorf("progress of %s: %w", taskID, err)
+	}
+	return p, nil
+}
+
+// progressField is the hash encoding of one field of Progress.
+type progressField struct {
+	name   string // hash field: the JSON name
+	index  int    // in Progress
+	format func(reflect.Value) string
+	parse  func(string, reflect.Value) error
+}
+
+// progressCodec is the hash encoding of Progress, derived from its JSON tags.
+// The field names are those workers have always written, so old and new
+// workers and dashboards read each other's hashes.
+var progressCodec = newProgressCodec(reflect.TypeFor[Progress]())
+
+var timeType = reflect.TypeFor[time.Time]()
+
+// newProgressCodec builds the codec of t's fields. It panics on a field type
+// it cannot encode: a programming error, caught by any test of the package.
+func newProgressCodec(t reflect.Type) []progressField {
+	var out []progressField
+	for i := range t.NumField() {
+		sf := t.Field(i)
+		name, _, _ := strings.Cut(sf.Tag.Get("json"), ",")
+		if sf.Tag.Get("hash") == "-" || name == "-" || !sf.IsExported() {
+			continue
+		}
+		if name == "" {
+			panic(fmt.Sprintf("tasks: Progress.%s needs a json tag: it names the hash field", sf.Name))
+		}
+		f := progressField{name: name, index: i}
+		switch k := sf.Type.Kind(); {
+		case sf.Type == timeType:
+			f.format = func(v reflect.Value) string { return formatTime(v.Interface().(time.Time)) }
+			f.parse = func(s string, v reflect.Value) error {
+				t, err := time.Parse(time.RFC3339Nano, s)
+				v.Set(reflect.ValueOf(t))
+				return err
+			}
+		case k == reflect.String:
+			f.format = func(v reflect.Value) string { return v.String() }
+			f.parse = func(s string, v reflect.Value) error { v.SetString(s); return nil }
+		case k == reflect.Int || k == reflect.Int64:
+			bits := sf.Type.Bits()
+			f.format = func(v reflect.Value) string { return strconv.FormatInt(v.Int(), 10) }
+			f.parse = func(s string, v reflect.Value) error {
+				n, err := strconv.ParseInt(s, 10, bits)
+				v.SetInt(n)
+				return err
+			}
+		case k == reflect.Float64:
+			f.format = func(v reflect.Value) string { return strconv.FormatFloat(v.Float(), 'g', -1, 64) }
+			f.parse = func(s string, v reflect.Value) error {
+				n, err := strconv.ParseFloat(s, 64)
+				v.SetFloat(n)
+				return err
+			}
+		case k == reflect.Map || k == reflect.Slice:
+			f.format = func(v reflect.Value) string {
+				if v.Len() == 0 {
+					return ""
+				}
+				b, err := json.Marshal(v.Interface())
+				if err != nil {
+					panic(fmt.Sprintf("tasks: encode progress field %s: %v", name, err))
+				}
+				return string(b)
+			}
+			f.parse = func(s string, v reflect.Value) error { return json.Unmarshal([]byte(s), v.Addr().Interface()) }
+		default:
+			panic(fmt.Sprintf("tasks: Progress.%s: no hash encoding for %s; add one to newProgressCodec", sf.Name, sf.Type))
+		}
+		out = append(out, f)
+	}
+	return out
 }
 
 func formatTime(t time.Time) string {
@@ -117,71 +201,18 @@ func formatTime(t time.Time) string {
 	return t.UTC().Format(time.RFC3339Nano)
 }
 
-// ParseProgress parses the hash written from Fields. Missing or empty fields
-// are zero; malformed ones are an error naming the field.
-func ParseProgress(taskID string, h map[string]string) (Progress, error) {
-	p := Progress{
-		TaskID: taskID,
-		Type:   h[fieldType],
-		State:  State(h[fieldState]),
-		Error:  h[fieldError],
-		Source: h[fieldSource],
-		Dest:   h[fieldDest],
-	}
-	if p.State == "" {
-		return p, fmt.Errorf("progress of %s: no state field", taskID)
-	}
-	var errs []error
-	parseInt := func(field string, dst *int64) {
-		if s := h[field]; s != "" {
-			v, err := strconv.ParseInt(s, 10, 64)
-			if err != nil {
-				errs = append(errs, fmt.Errorf("field %s: %w", field, err))
-			}
-			*dst = v
-		}
-	}
-	parseTime := func(field string, dst *time.Time) {
-		if s := h[field]; s != "" {
-			v, err := time.Parse(time.RFC3339Nano, s)
-			if err != nil {
-				errs = append(errs, fmt.Errorf("field %s: %w", field, err))
-			}
-			*dst = v
-		}
-	}
-	var partsDone, partsTotal int64
-	parseInt(fieldBytesDone, &p.BytesDone)
-	parseInt(fieldBytesTotal, &p.BytesTotal)
-	parseInt(fieldPartsDone, &partsDone)
-	parseInt(fieldPartsTotal, &partsTotal)
-	parseInt(fieldResumedFrom, &p.ResumedFrom)
-	p.PartsDone, p.PartsTotal = int(partsDone), int(partsTotal)
-	if s := h[fieldRate]; s != "" {
-		v, err := strconv.ParseFloat(s, 64)
-		if err != nil {
-			errs = append(errs, fmt.Errorf("field %s: %w", fieldRate, err))
-		}
-		p.Rate = v
-	}
-	parseTime(fieldStartedAt, &p.StartedAt)
-	parseTime(fieldUpdatedAt, &p.UpdatedAt)
-	if s := h[fieldCounters]; s != "" {
-		if err := json.Unmarshal([]byte(s), &p.Counters); err != nil {
-			errs = append(errs, fmt.Errorf("field %s: %w", fieldCounters, err))
-		}
-	}
-	if err := errors.Join(errs...); err != nil {
-		return p, fmt.Errorf("progress of %s: %w", taskID, err)
-	}
-	return p, nil
-}
-
 // PublishProgress stores p in its hash and publishes it on ProgressChannel,
 // in one pipeline. A terminal state's hash expires after ttl
 // (DefaultProgressTTL when ttl <= 0); other states get a 7-day safety expiry,
 // renewed by every update. A zero UpdatedAt is set to now.
 func PublishProgress(ctx context.Context, rdb redis.UniversalClient, p Progress, ttl time.Duration) error {
+	return PublishProgressMoved(ctx, rdb, p, ttl, 0)
+}
+
+// PublishProgressMoved is PublishProgress for the worker running the task:
+// moved, the bytes it transferred since its previous update, is added to
+// the aggregate throughput (see Throughput) in the same pipeline.
+func PublishProgressMoved(ctx context.Context, rdb redis.UniversalClient, p Progress, ttl time.Duration, moved int64) error {
 	if p.TaskID == "" {
 		return errors.New("publish progress: empty task id")
 	}
@@ -207,6 +238,9 @@ func PublishProgress(ctx context.Context, rdb redis.UniversalClient, p Progress,
 		pipe.HSet(ctx, key, p.Fields())
 		pipe.Expire(ctx, key, expiry)
 		pipe.Publish(ctx, ProgressChannel, msg)
+		if moved > 0 {
+			addThroughput(ctx, pipe, moved, p.UpdatedAt)
+		}
 		return nil
 	})
 	if err != nil {
@@ -269,6 +303,14 @@ func (c *Client) Progress(ctx context.Context, taskID string) (Progress, error) 
 	if err != nil {
 		return Progress{}, err
 	}
+	if info.State == asynq.TaskStateArchived || info.State == asynq.TaskStateCompleted {
+		// A run publishes its final state before asynq records its end:
+		// a task that ended between the two reads has its hash now, with
+		// the state asynq cannot tell (cancelled) and its real error.
+		if h, err := c.rdb.HGetAll(ctx, ProgressKey(taskID)).Result(); err == nil && len(h) > 0 {
+			return ParseProgress(taskID, h)
+		}
+	}
 	return progressFromInfo(info), nil
 }
 
@@ -306,48 +348,49 @@ func progressFromInfo(info *asynq.TaskInfo) Progress {
 }
 
 // Watch streams the progress of the given tasks: first each one's current
-// value (when known), then every update published for them. Updates older
-// than a value already sent are dropped. Redis must answer when Watch is
-// called; afterwards the stream survives reconnects (a failover): updates
-// missed meanwhile are repaired from the progress hashes every 2 s. The
-// channel is closed when ctx is done or every task has reached a terminal
-// state. The caller must drain the channel or cancel ctx.
+// value (when known), then every update published for them, through one
+// ProgressFeed. A value that does not supersede the last one sent
+// (Progress.Supersedes) is dropped. Redis must answer when Watch is called;
+// afterwards the stream survives reconnects (a failover): when the feed
+// resubscribes, and every 2 s besides, the progress hashes of unfinished
+// tasks are re-read, repairing updates missed meanwhile. The channel is
+// closed when ctx is done or every task has reached a terminal state. The
+// caller must drain the channel or cancel ctx.
 func (c *Client) Watch(ctx context.Context, taskIDs ...string) (<-chan Progress, error) {
 	if len(taskIDs) == 0 {
 		return nil, errors.New("watch: no task ids")
 	}
 	// Subscribe first, so no update between the read below and the
 	// subscription is lost.
-	sub := c.rdb.Subscribe(ctx, ProgressChannel)
-	if _, err := sub.Receive(ctx); err != nil {
-		_ = sub.Close()
-		return nil, fmt.Errorf("watch: subscribe to %s: %w", ProgressChannel, err)
+	feed, err := SubscribeProgress(ctx, c.rdb)
+	if err != nil {
+		return nil, fmt.Errorf("watch: %w", err)
 	}
 	w := &watch{
-		last: make(map[string]time.Time, len(taskIDs)),
-		done: make(map[string]bool, len(taskIDs)),
+		watched: make(map[string]bool, len(taskIDs)),
+		last:    make(map[string]Progress, len(taskIDs)),
+		done:    make(map[string]bool, len(taskIDs)),
 	}
 	var initial []Progress
 	for _, id := range taskIDs {
-		if _, dup := w.last[id]; dup {
+		if w.watched[id] {
 			continue
 		}
-		w.last[id] = time.Time{}
+		w.watched[id] = true
 		p, err := c.Progress(ctx, id)
 		switch {
 		case errors.Is(err, ErrNotFound):
 			continue // not enqueued yet: wait for its first update
 		case err != nil:
-			_ = sub.Close()
+			_ = feed.Close()
 			return nil, fmt.Errorf("watch: %w", err)
 		}
 		initial = append(initial, p)
 	}
-	out := make(chan Progress, len(w.last))
-	msgs := sub.Channel()
+	out := make(chan Progress, len(w.watched))
 	go func() {
 		defer close(out)
-		defer sub.Close()
+		defer feed.Close()
 		send := func(p Progress) bool {
 			if !w.accept(p) {
 				return true
@@ -359,40 +402,48 @@ func (c *Client) Watch(ctx context.Context, taskIDs ...string) (<-chan Progress,
 			}
 			return !w.finished()
 		}
+		// repair re-reads the hashes: messages published while the
+		// subscription was down (a Redis failover, a network blip) are
+		// lost; the hashes are not.
+		repair := func() bool {
+			for _, id := range w.pending() {
+				p, err := c.Progress(ctx, id)
+				if err != nil {
+					continue // Redis still away, or not started: next time
+				}
+				if !send(p) {
+					return false
+				}
+			}
+			return true
+		}
 		for _, p := range initial {
 			if !send(p) {
 				return
 			}
 		}
-		repair := time.NewTicker(watchRepairInterval)
-		defer repair.Stop()
+		tick := time.NewTicker(watchRepairInterval)
+		defer tick.Stop()
 		for {
 			select {
 			case <-ctx.Done():
 				return
-			case <-repair.C:
-				// Messages published while the subscription was down (a
-				// Redis failover, a network blip: go-redis reconnects the
-				// subscription by itself) are lost; the hashes are not.
-				for _, id := range w.pending() {
-					p, err := c.Progress(ctx, id)
-					if err != nil {
-						continue // Redis still away, or not started: next tick
-					}
-					if !send(p) {
+			case <-tick.C:
+				if !repair() {
+					return
+				}
+			case e, ok := <-feed.C:
+				switch {
+				case !ok:
+					return
+				case e.Resubscribed:
+					if !repair() {
 						return
 					}
-				}
-			case m, ok := <-msgs:
-				if !ok {
-					return
-				}
-				var p Progress
-				if err := json.Unmarshal([]byte(m.Payload), &p); err != nil {
-					continue // not ours to judge; the hash stays readable
-				}
-				if !send(p) {
-					return
+				case e.Err == nil:
+					if !send(e.Progress) {
+						return
+					}
 				}
 			}
 		}
@@ -402,29 +453,32 @@ func (c *Client) Watch(ctx context.Context, taskIDs ...string) (<-chan Progress,
 
 // watch is the bookkeeping of one Watch, used by its goroutine only.
 type watch struct {
-	last map[string]time.Time // UpdatedAt last sent, per watched id
-	done map[string]bool      // ids that reached a terminal state
+	watched map[string]bool     // the ids asked for
+	last    map[string]Progress // the value last sent, per id
+	done    map[string]bool     // ids that reached a terminal state
 }
 
 // accept reports whether p should be sent, and records it.
 func (w *watch) accept(p Progress) bool {
-	last, ok := w.last[p.TaskID]
-	if !ok || w.done[p.TaskID] || p.UpdatedAt.Before(last) {
+	if !w.watched[p.TaskID] || w.done[p.TaskID] {
 		return false
 	}
-	w.last[p.TaskID] = p.UpdatedAt
+	if last, ok := w.last[p.TaskID]; ok && !p.Supersedes(last) {
+		return false
+	}
+	w.last[p.TaskID] = p
 	if p.State.Terminal() {
 		w.done[p.TaskID] = true
 	}
 	return true
 }
 
-func (w *watch) finished() bool { return len(w.done) == len(w.last) }
+func (w *watch) finished() bool { return len(w.done) == len(w.watched) }
 
 // pending returns the watched ids not yet in a terminal state.
 func (w *watch) pending() []string {
-	ids := make([]string, 0, len(w.last)-len(w.done))
-	for id := range w.last {
+	ids := make([]string, 0, len(w.watched)-len(w.done))
+	for id := range w.watched {
 		if !w.done[id] {
 			ids = append(ids, id)
 		}
@@ -433,6 +487,6 @@ func (w *watch) pending() []string {
 }
 
 // watchRepairInterval is how often Watch re-reads the progress hashes of
-// unfinished tasks, to repair updates missed while its subscription was
-// reconnecting. Between repairs it relies on pub/sub alone.
+// unfinished tasks, besides after each resubscription. Between repairs it
+// relies on pub/sub alone.
 const watchRepairInterval = 2 * time.Second

@@ -56,7 +56,7 @@ func TimeoutFor(size int64) time.Duration {
 // get different ids.
 func TaskID(typ string, src, dst Location) string {
 	h := sha256.New()
-	for _, s := range []string{typ, src.String(), src.profile(), dst.String(), dst.profile()} {
+	for _, s := range []string{typ, src.String(), ProfileName(src.Profile), dst.String(), ProfileName(dst.Profile)} {
 		h.Write([]byte(s))
 		h.Write([]byte{'|'})
 	}
@@ -68,14 +68,22 @@ func TaskID(typ string, src, dst Location) string {
 
 // defaults are the options every constructor attaches before the caller's.
 func defaults(maxRetry int, timeout time.Duration, opts []asynq.Option) []asynq.Option {
+	return defaultsRetained(maxRetry, timeout, DefaultRetention, opts)
+}
+
+func defaultsRetained(maxRetry int, timeout, retention time.Duration, opts []asynq.Option) []asynq.Option {
 	return append([]asynq.Option{
 		asynq.MaxRetry(maxRetry),
-		asynq.Retention(DefaultRetention),
+		asynq.Retention(retention),
 		asynq.Timeout(timeout),
 	}, opts...)
 }
 
 func newTask(typ string, p validator, maxRetry int, timeout time.Duration, opts []asynq.Option) (*asynq.Task, error) {
+	return newTaskRetained(typ, p, maxRetry, timeout, DefaultRetention, opts)
+}
+
+func newTaskRetained(typ string, p validator, maxRetry int, timeout, retention time.Duration, opts []asynq.Option) (*asynq.Task, error) {
 	if err := p.Validate(); err != nil {
 		return nil, fmt.Errorf("new %s task: %w", typ, err)
 	}
@@ -83,7 +91,7 @@ func newTask(typ string, p validator, maxRetry int, timeout time.Duration, opts 
 	if err != nil {
 		return nil, fmt.Errorf("new %s task: encode payload: %w", typ, err)
 	}
-	return asynq.NewTask(typ, b, defaults(maxRetry, timeout, opts)...), nil
+	return asynq.NewTask(typ, b, defaultsRetained(maxRetry, timeout, retention, opts)...), nil
 }
 
 // NewPutTask validates p and returns a TypePut task with the default options

@@ -3,6 +3,7 @@ package worker
 import (
 	"errors"
 	"fmt"
+	"maps"
 	"net/http"
 	"path/filepath"
 	"slices"
@@ -12,6 +13,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/ferryhq/ferry/storage"
+	"github.com/ferryhq/ferry/webhook"
 )
 
 // Config configures a Worker. Zero values mean the documented defaults; cmd/
@@ -42,6 +44,11 @@ type Config struct {
 	// PartConcurrency is the default number of parts in flight per upload;
 	// zero means 4.
 	PartConcurrency int
+	// BatchConcurrency is the number of items of one ferry:batch task in
+	// flight (a batch's payload may ask for another, 1..64); zero means 16.
+	// Each reads its object into a buffer of MaxBufferMemory's pool, so
+	// memory stays within that bound whatever the concurrency.
+	BatchConcurrency int
 	// MaxBufferMemory caps the part buffers of all uploads together; zero
 	// means Concurrency × PartConcurrency × PartSize. Peak memory is about
 	// this plus a fixed overhead, whatever the file sizes.
@@ -52,19 +59,45 @@ type Config struct {
 	// TaskCheckInterval is how often an idle worker polls for tasks; zero
 	// means 100ms (asynq's default of 1s adds up to a second of latency).
 	TaskCheckInterval time.Duration
-	// TakeoverInterval is how often this worker looks for uploads whose
-	// owner stopped renewing its ownership (a crashed worker) and continues
-	// them from their checkpoint; zero means 2s, negative disables it in
-	// this worker (asynq's lease recovery still retries them, in 1-2 min).
+	// TakeoverInterval is how often this worker looks for tasks (multipart
+	// uploads, migrations, recursive deletes, batches) whose owner stopped
+	// renewing its ownership (a crashed worker) and continues them from
+	// their record; zero means 2s, negative disables it in this worker
+	// (asynq's lease recovery still retries them, in 1-2 min).
 	TakeoverInterval time.Duration
 	// JanitorInterval is how often the janitor runs; zero means 1h, negative
 	// disables it in this worker.
 	JanitorInterval time.Duration
-	// JanitorUploadTTL: multipart uploads older than this that no live
-	// checkpoint owns are aborted; zero means 24h.
+	// JanitorUploadTTL: ferry's own multipart uploads (registered, or named
+	// by a checkpoint) older than this whose task is no longer live in
+	// asynq are aborted; zero means 24h. Other applications' uploads are
+	// never aborted.
 	JanitorUploadTTL time.Duration
 	// ProgressTTL keeps the progress of a finished task; zero means 24h.
 	ProgressTTL time.Duration
+	// WebhookAllow are the hosts completion webhooks may be delivered to
+	// (webhook.ParseAllowlist: names, "*.domain", IPs, CIDRs). Loopback,
+	// private, link-local and metadata addresses are reachable only through
+	// an IP or CIDR entry. Empty means no webhooks are delivered: ferry:notify
+	// tasks are archived with the reason.
+	WebhookAllow []string
+	// WebhookSecrets sign every delivery, one v1 per secret (two during a
+	// rotation); each at least webhook.MinSecretLength bytes. Required with
+	// WebhookAllow. They never appear in payloads, logs, Redis or errors.
+	WebhookSecrets [][]byte
+	// WebhookQueueDefaults maps a queue name to the notify URL of its
+	// transfers that carry none; WebhookProfileDefaults does the same by the
+	// destination's profile. A transfer's own notify wins, then its queue's,
+	// then its profile's. Nil means no defaults.
+	WebhookQueueDefaults   map[string]string
+	WebhookProfileDefaults map[string]string
+	// WebhookRetryDelay is the delay before a failed delivery's first retry,
+	// doubled on each retry up to an hour; zero means 10s (with MaxRetry
+	// tasks.NotifyMaxRetry, retries span about 7 hours).
+	WebhookRetryDelay time.Duration
+	// WebhookTimeout bounds one delivery attempt; zero means
+	// webhook.DefaultTimeout (10s).
+	WebhookTimeout time.Duration
 	// HTTPClient fetches https sources; nil means a client with sane timeouts.
 	HTTPClient *http.Client
 	// Logger; nil means no logging.
@@ -85,6 +118,9 @@ func (c *Config) setDefaults() {
 	}
 	if c.PartConcurrency <= 0 {
 		c.PartConcurrency = storage.DefaultPartConcurrency
+	}
+	if c.BatchConcurrency <= 0 {
+		c.BatchConcurrency = 16
 	}
 	if c.MaxBufferMemory <= 0 {
 		c.MaxBufferMemory = int64(c.Concurrency) * int64(c.PartConcurrency) * c.PartSize
@@ -115,6 +151,12 @@ func (c *Config) setDefaults() {
 	if c.Logger == nil {
 		c.Logger = zap.NewNop()
 	}
+	if c.WebhookRetryDelay <= 0 {
+		c.WebhookRetryDelay = 10 * time.Second
+	}
+	if c.WebhookTimeout <= 0 {
+		c.WebhookTimeout = webhook.DefaultTimeout
+	}
 }
 
 func (c *Config) validate() error {
@@ -136,15 +178,38 @@ func (c *Config) validate() error {
 	if c.MaxBufferMemory < c.PartSize {
 		return fmt.Errorf("worker config: max_buffer_memory %d is smaller than one part (%d)", c.MaxBufferMemory, c.PartSize)
 	}
+	return c.validateWebhooks()
+}
+
+// validateWebhooks checks the webhook settings: a parsable allowlist, a
+// signing secret when webhooks can be delivered, and defaults the allowlist
+// permits (a default it refuses would fail every transfer's notification).
+func (c *Config) validateWebhooks() error {
+	allow, err := webhook.ParseAllowlist(c.WebhookAllow)
+	if err != nil {
+		return fmt.Errorf("worker config: %w", err)
+	}
+	for i, s := range c.WebhookSecrets {
+		if len(s) < webhook.MinSecretLength {
+			// The length only: a secret never goes into a message.
+			return fmt.Errorf("worker config: webhook secret %d is %d bytes: use at least %d random bytes (openssl rand -hex 32)", i+1, len(s), webhook.MinSecretLength)
+		}
+	}
+	if len(c.WebhookAllow) > 0 && len(c.WebhookSecrets) == 0 {
+		return errors.New("worker config: webhook_allow is set but there is no signing secret: set FERRY_WEBHOOK_SECRET or FERRY_WEBHOOK_SECRET_FILE")
+	}
+	for _, d := range []struct {
+		what string
+		m    map[string]string
+	}{{"queue", c.WebhookQueueDefaults}, {"profile", c.WebhookProfileDefaults}} {
+		for _, k := range slices.Sorted(maps.Keys(d.m)) {
+			if _, err := allow.CheckURL(d.m[k]); err != nil {
+				return fmt.Errorf("worker config: default webhook of %s %q: %w", d.what, k, err)
+			}
+		}
+	}
 	return nil
 }
 
 // profileNames lists the configured profiles, sorted, for error messages.
-func (c *Config) profileNames() []string {
-	names := make([]string, 0, len(c.Profiles))
-	for n := range c.Profiles {
-		names = append(names, n)
-	}
-	slices.Sort(names)
-	return names
-}
+func (c *Config) profileNames() []string { return slices.Sorted(maps.Keys(c.Profiles)) }

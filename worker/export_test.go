@@ -1,8 +1,11 @@
 package worker
 
 import (
+	"context"
 	"os"
 	"testing"
+
+	"github.com/ferryhq/ferry/storage"
 )
 
 // FileFingerprint is the checkpoint fingerprint the worker computes for the
@@ -15,3 +18,40 @@ func FileFingerprint(t testing.TB, path string) string {
 	}
 	return versionOf(st).fingerprint()
 }
+
+// RegisterUpload starts a multipart upload at key of s the way the worker
+// does for task (registered under profile), and returns its id.
+func RegisterUpload(ctx context.Context, w *Worker, s *storage.S3, task, profile, key string) (string, error) {
+	u, err := s.StartMultipartUpload(ctx, key, &storage.MultipartOptions{Tracker: w.registrar(task, profile, s.Bucket())})
+	if err != nil {
+		return "", err
+	}
+	return u.UploadID, nil
+}
+
+// RegisterIntent records only the intent of task to upload to key of s, as
+// a worker that stopped right after CreateMultipartUpload leaves it.
+func RegisterIntent(ctx context.Context, w *Worker, s *storage.S3, task, profile, key string) error {
+	return w.registrar(task, profile, s.Bucket()).Starting(ctx, key)
+}
+
+// RegisteredUploads returns the upload ids the registry holds for task.
+func RegisteredUploads(ctx context.Context, w *Worker, task string) ([]string, error) {
+	ups, err := w.taskUploads(ctx, task)
+	var ids []string
+	for _, u := range ups {
+		ids = append(ids, u.UploadID)
+	}
+	return ids, err
+}
+
+// BeforeJanitorList makes w's janitor runs call f between reading the
+// upload registry and listing the buckets.
+func BeforeJanitorList(w *Worker, f func()) { w.beforeJanitorList = f }
+
+// BeforeExtrasDelete makes w's --delete-extra call f between the listings
+// that found the extras and their deletion.
+func BeforeExtrasDelete(w *Worker, f func()) { w.beforeExtrasDelete = f }
+
+// BatchRetiredTTL is how long a finished batch's record is kept.
+const BatchRetiredTTL = batchRetiredTTL

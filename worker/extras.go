@@ -9,6 +9,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/redis/go-redis/v9"
 	"go.uber.org/zap"
 
 	"github.com/ferryhq/ferry/storage"
@@ -36,8 +37,10 @@ type lister interface {
 // extras is what one comparison of two complete listings found.
 type extras struct {
 	// keys are destination keys to delete, in key order, at most the
-	// keep passed to findExtras.
-	keys []string
+	// keep passed to findExtras; etags and modified are their ETags and
+	// LastModified as listed (a delete checks both are still so).
+	keys, etags []string
+	modified    []time.Time
 	// found counts every extra, recent ones excepted (keys may hold fewer).
 	found int64
 	// recent counts extras kept because they were modified at the
@@ -45,27 +48,59 @@ type extras struct {
 	recent int64
 }
 
-// findExtras lists the source under srcPrefix and the destination under
-// dstPrefix to their ends and merges them: a destination object is extra
-// when selects(its relative key) and the source has no object at that
-// relative key. It deletes nothing: the caller deletes only what a call
-// that returned no error found, so every deletion rests on two complete
-// listings that passed storage.List's checks (keys strictly increasing and
-// inside the prefix, no truncated page without a continuation token —
-// errors wrapping storage.ErrListingInconsistent otherwise). Extras
-// modified at or after since are counted in recent, never in keys.
-func findExtras(ctx context.Context, src, dst lister, srcPrefix, dstPrefix string, selects func(string) bool, since time.Time, keep int) (extras, error) {
+// listedKey is an entry of the source's complete listing, for
+// --delete-extra: rel is its key relative to the source prefix; covers
+// marks an entry the migration passed over (a local tree's symlink or
+// special file), which stands for whatever the destination holds at its
+// key or under it as a directory: none of that is extra.
+type listedKey struct {
+	rel    string
+	covers bool
+}
+
+// findExtras merges the source's complete listing (src, in key order) with
+// the destination's under dstPrefix, listed to its end: a destination
+// object is extra when selects(its relative key) and the source has no
+// entry at that relative key (nor a covering entry at it or at one of its
+// leading directories). It deletes nothing: the caller deletes only what a
+// call that returned no error found, so every deletion rests on two
+// complete listings that passed their checks (storage.List: keys strictly
+// increasing and inside the prefix, no truncated page without a
+// continuation token — errors wrapping storage.ErrListingInconsistent
+// otherwise). Extras modified at or after since are counted in recent,
+// never in keys.
+func findExtras(ctx context.Context, src iter.Seq2[listedKey, error], dst lister, dstPrefix string, selects func(string) bool, since time.Time, keep int) (extras, error) {
 	var x extras
-	nextSrc, stopSrc := iter.Pull2(src.List(ctx, srcPrefix, 0))
+	nextSrc, stopSrc := iter.Pull2(src)
 	defer stopSrc()
-	srcRel, srcOK := "", true
+	var cur listedKey
+	srcOK := true
+	// covers holds the covering entries met that may still cover a
+	// destination key to come (c itself, or keys under c+"/").
+	var covers []string
 	advance := func() error {
-		f, err, ok := nextSrc()
+		k, err, ok := nextSrc()
 		if err != nil {
-			return fmt.Errorf("list source: %w", err)
+			return err
 		}
-		srcOK, srcRel = ok, strings.TrimPrefix(f.Key, srcPrefix)
+		srcOK, cur = ok, k
+		if ok && k.covers {
+			covers = append(covers, k.rel)
+		}
 		return nil
+	}
+	covered := func(rel string) bool {
+		keep := covers[:0]
+		hit := false
+		for _, c := range covers {
+			if rel >= c+"0" { // past every key under c+"/" ('0' follows '/')
+				continue
+			}
+			keep = append(keep, c)
+			hit = hit || rel == c || strings.HasPrefix(rel, c+"/")
+		}
+		covers = keep
+		return hit
 	}
 	if err := advance(); err != nil {
 		return extras{}, err
@@ -75,19 +110,21 @@ func findExtras(ctx context.Context, src, dst lister, srcPrefix, dstPrefix strin
 			return extras{}, fmt.Errorf("list destination: %w", err)
 		}
 		rel := strings.TrimPrefix(f.Key, dstPrefix)
-		for srcOK && srcRel < rel {
+		for srcOK && cur.rel < rel {
 			if err := advance(); err != nil {
 				return extras{}, err
 			}
 		}
 		switch {
-		case srcOK && srcRel == rel, !selects(rel):
+		case rel == "", srcOK && cur.rel == rel, !selects(rel), covered(rel):
+			// rel "" is the destination directory's own marker: never
+			// extra (listPage skips it likewise when it has no place).
 		case !f.LastModified.Before(since):
 			x.recent++
 		default:
 			x.found++
 			if len(x.keys) < keep {
-				x.keys = append(x.keys, f.Key)
+				x.keys, x.etags, x.modified = append(x.keys, f.Key), append(x.etags, f.ETag), append(x.modified, f.LastModified)
 			}
 		}
 	}
@@ -106,6 +143,9 @@ const (
 	// first ran (Unix seconds), or "unknown" when the server sent no Date.
 	stateDeleteSince   = "delete_since"
 	deleteSinceUnknown = "unknown"
+	// stateKeptChanged counts the extras kept because they changed
+	// between the listings and their deletion.
+	stateKeptChanged = "kept_changed"
 )
 
 // recordStart notes the destination server's clock once, when the
@@ -151,7 +191,7 @@ func (m *migration) deleteExtras(ctx context.Context, st map[string]string, rep 
 		keep = maxDryRunSample
 	}
 	for {
-		x, err := findExtras(ctx, m.src, m.dst, m.p.Source.Key, m.p.Dest.Key, m.p.Selects, since, keep)
+		x, err := findExtras(ctx, m.sourceKeys(ctx), m.dst, m.p.Dest.Key, m.p.Selects, since, keep)
 		if errors.Is(err, storage.ErrListingInconsistent) {
 			rep.DeleteSkipped = fmt.Sprintf("%v: nothing deleted at the destination", err)
 			return errDeleteSkipped
@@ -167,17 +207,40 @@ func (m *migration) deleteExtras(ctx context.Context, st map[string]string, rep 
 		if len(x.keys) == 0 {
 			return nil
 		}
-		n, err := m.dst.DeleteMany(ctx, x.keys)
-		total, cerr := m.w.rdb.HIncrBy(ctx, migrateKey(m.id), "deleted", int64(n)).Result()
+		// Before every batch, the first too: nothing is deleted after a
+		// cancel.
+		if err := m.w.checkCancel(ctx, m.id); err != nil {
+			return err
+		}
+		if err := m.w.checkOwner(ctx, m.id); err != nil {
+			return err // the fence before a write outside Redis
+		}
+		if m.w.beforeExtrasDelete != nil {
+			m.w.beforeExtrasDelete()
+		}
+		listed := make([]storage.StoredFile, len(x.keys))
+		for i, k := range x.keys {
+			listed[i] = storage.StoredFile{Key: k, ETag: x.etags[i], LastModified: x.modified[i]}
+		}
+		// Each is deleted only if still the version listed: one rewritten
+		// at the destination since is someone's new object.
+		n, changed, err := m.dst.DeleteIfUnchanged(ctx, listed)
+		var total, keptChanged *redis.IntCmd
+		_, cerr := m.w.rdb.TxPipelined(ctx, func(p redis.Pipeliner) error {
+			total = p.HIncrBy(ctx, migrateKey(m.id), "deleted", int64(n))
+			keptChanged = p.HIncrBy(ctx, migrateKey(m.id), stateKeptChanged, int64(len(changed)))
+			return nil
+		})
 		if err != nil {
 			return err
 		}
 		if cerr != nil {
 			return fmt.Errorf("migration state: %w", cerr)
 		}
-		m.prog.counters(ctx, map[string]int64{"deleted": total}, false)
+		rep.KeptChanged = keptChanged.Val()
+		m.prog.counters(ctx, map[string]int64{"deleted": total.Val()}, false)
 		m.log.Info("deleted extras at the destination", zap.Int("deleted", n), zap.Int64("found", x.found),
-			zap.Int64("kept_recent", x.recent), zap.Time("since", since))
+			zap.Int64("kept_recent", x.recent), zap.Int("kept_changed", len(changed)), zap.Time("since", since))
 		if int64(len(x.keys)) == x.found {
 			return nil
 		}

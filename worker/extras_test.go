@@ -101,17 +101,18 @@ func TestFindExtras(t *testing.T) {
 	t.Parallel()
 	api := &pagedAPI{pages: map[string][]*s3.ListObjectsV2Output{
 		"src": {page(1, "photos/a", "photos/c"), page(-1, "photos/e", "photos/z")},
-		"dst": {page(1, "photos/a", "photos/b", "photos/c"), page(2, "photos/d@recent", "photos/e"), page(-1, "photos/keep.tmp", "photos/y")},
+		// "photos/" is the destination directory's own marker: never extra.
+		"dst": {page(1, "photos/", "photos/a", "photos/b", "photos/c"), page(2, "photos/d@recent", "photos/e"), page(-1, "photos/keep.tmp", "photos/y")},
 	}}
 	m := fakeMigration(t, api, tasks.MigratePayload{Exclude: []string{"*.tmp"}})
-	x, err := findExtras(t.Context(), m.src, m.dst, "photos/", "photos/", m.p.Selects, started, 10)
+	x, err := findExtras(t.Context(), s3Keys(t.Context(), m.src, "photos/"), m.dst, "photos/", m.p.Selects, started, 10)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if diff := cmp.Diff(extras{keys: []string{"photos/b", "photos/y"}, found: 2, recent: 1}, x, cmp.AllowUnexported(extras{})); diff != "" {
+	if diff := cmp.Diff(extras{keys: []string{"photos/b", "photos/y"}, etags: []string{"e", "e"}, modified: []time.Time{longAgo, longAgo}, found: 2, recent: 1}, x, cmp.AllowUnexported(extras{})); diff != "" {
 		t.Errorf("findExtras (-want +got):\n%s", diff)
 	}
-	x, err = findExtras(t.Context(), m.src, m.dst, "photos/", "photos/", m.p.Selects, started, 1)
+	x, err = findExtras(t.Context(), s3Keys(t.Context(), m.src, "photos/"), m.dst, "photos/", m.p.Selects, started, 1)
 	if err != nil || len(x.keys) != 1 || x.found != 2 {
 		t.Errorf("with keep 1: %+v, %v; want 1 key of 2 found", x, err)
 	}
@@ -175,5 +176,31 @@ func TestDeleteExtraSkipsUntrustedListing(t *testing.T) {
 	rep = &MigrateReport{}
 	if err := fakeMigration(t, api, tasks.MigratePayload{DryRun: true}).deleteExtras(t.Context(), map[string]string{stateDeleteSince: fmt.Sprint(started.Unix())}, rep); err != nil || rep.WouldDelete != 1 || fmt.Sprint(rep.DeleteSample) != "[photos/c]" || len(api.deleted) > 0 {
 		t.Errorf("dry run: %v, would delete %d %v, deleted %v", err, rep.WouldDelete, rep.DeleteSample, api.deleted)
+	}
+}
+
+// TestFindExtrasCovers: a local tree's entry passed over (a symlink, a
+// FIFO) keeps what the destination holds at its key and under it as a
+// directory, and nothing else: its siblings "link-2" and "link.txt" are
+// extras when the tree lacks them.
+func TestFindExtrasCovers(t *testing.T) {
+	t.Parallel()
+	api := &pagedAPI{pages: map[string][]*s3.ListObjectsV2Output{
+		"dst": {page(-1, "photos/a", "photos/link", "photos/link-2", "photos/link.txt", "photos/link/x", "photos/link/y/z", "photos/linkdir/q", "photos/m", "photos/w")},
+	}}
+	m := fakeMigration(t, api, tasks.MigratePayload{})
+	src := func(yield func(listedKey, error) bool) {
+		for _, k := range []listedKey{{rel: "a"}, {rel: "link", covers: true}, {rel: "linkdir", covers: true}, {rel: "m"}, {rel: "w", covers: true}} {
+			if !yield(k, nil) {
+				return
+			}
+		}
+	}
+	x, err := findExtras(t.Context(), src, m.dst, "photos/", m.p.Selects, started, 10)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if diff := cmp.Diff(extras{keys: []string{"photos/link-2", "photos/link.txt"}, etags: []string{"e", "e"}, modified: []time.Time{longAgo, longAgo}, found: 2}, x, cmp.AllowUnexported(extras{})); diff != "" {
+		t.Errorf("findExtras (-want +got):\n%s", diff)
 	}
 }

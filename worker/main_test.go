@@ -69,20 +69,7 @@ func setup(t testing.TB, mutate func(*worker.Config)) *bundle {
 // start runs the worker until the test ends.
 func (b *bundle) start(t testing.TB) *worker.Worker {
 	t.Helper()
-	w, err := worker.New(b.cfg)
-	if err != nil {
-		t.Fatalf("worker.New: %v", err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- w.Run(ctx) }()
-	t.Cleanup(func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("worker.Run: %v", err)
-		}
-	})
-	return w
+	return workerproc.Start(t, b.cfg)
 }
 
 // enq returns a func enqueueing a (task, error) pair from a tasks.NewXxxTask
@@ -94,33 +81,13 @@ func (b *bundle) enq(t testing.TB) func(*asynq.Task, error) string {
 // enqueue enqueues t on the bundle's queue and returns its id.
 func (b *bundle) enqueue(t testing.TB, task *asynq.Task, err error, opts ...asynq.Option) string {
 	t.Helper()
-	if err != nil {
-		t.Fatalf("new task: %v", err)
-	}
-	info, err := b.client.Enqueue(context.Background(), task, append([]asynq.Option{asynq.Queue(b.queue)}, opts...)...)
-	if err != nil {
-		t.Fatalf("enqueue: %v", err)
-	}
-	return info.ID
+	return testenv.Enqueue(t, b.client, b.queue, task, err, opts...)
 }
 
 // wait watches the task until it ends and returns its last progress.
 func (b *bundle) wait(t testing.TB, id string, timeout time.Duration) tasks.Progress {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), timeout)
-	defer cancel()
-	ch, err := b.client.Watch(ctx, id)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var last tasks.Progress
-	for p := range ch {
-		last = p
-	}
-	if !last.State.Terminal() {
-		t.Fatalf("task %s did not finish in %s: last progress %+v", id, timeout, last)
-	}
-	return last
+	return testenv.WaitTask(t, b.client, id, timeout)
 }
 
 // info returns asynq's record of the task.

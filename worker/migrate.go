@@ -9,7 +9,6 @@ import (
 	"fmt"
 	"strconv"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/hibiken/asynq"
@@ -35,32 +34,9 @@ const (
 	migrateStateTTL = 7 * 24 * time.Hour
 )
 
-// MigrateReport is the result of a migration, stored as the task result.
-type MigrateReport struct {
-	Source    string            `json:"source"`
-	Dest      string            `json:"dest"`
-	DryRun    bool              `json:"dry_run,omitempty"`
-	Listed    int64             `json:"listed"`
-	Copied    int64             `json:"copied"`
-	Skipped   int64             `json:"skipped"`
-	Failed    int64             `json:"failed"`
-	Bytes     int64             `json:"bytes"`
-	Deleted   int64             `json:"deleted"`
-	WouldCopy int64             `json:"would_copy,omitempty"`
-	Failures  map[string]string `json:"failures,omitempty"`
-	// Sample lists keys a dry run would copy (at most 1000).
-	Sample []string `json:"sample,omitempty"`
-	// WouldDelete counts the destination objects a dry run with
-	// --delete-extra would delete; DeleteSample lists them (at most 1000).
-	WouldDelete  int64    `json:"would_delete,omitempty"`
-	DeleteSample []string `json:"delete_sample,omitempty"`
-	// KeptRecent counts destination objects missing at the source that
-	// --delete-extra kept because they were modified after the migration
-	// started.
-	KeptRecent int64 `json:"kept_recent,omitempty"`
-	// DeleteSkipped says why --delete-extra did not run.
-	DeleteSkipped string `json:"delete_skipped,omitempty"`
-}
+// MigrateReport is the result of a migration, stored as the task result:
+// tasks.MigrateReport, which producers, the CLI and the dashboard read.
+type MigrateReport = tasks.MigrateReport
 
 // finishChild moves a finished copy out of the pending window and counts it
 // once, however often reconciliation sees it.
@@ -79,16 +55,22 @@ return 1`)
 
 // migration is one run of a ferry:migrate task.
 type migration struct {
-	w      *Worker
-	id     string
-	queue  string
-	p      tasks.MigratePayload
+	w     *Worker
+	id    string
+	queue string
+	p     tasks.MigratePayload
+	// src is an S3 source; tree a local one (exactly one is set).
 	src    *storage.S3
+	tree   *tree
+	walk   *walkState
+	walks  int // walks of the tree started by this run
 	dst    *storage.S3
 	prog   *progress
 	log    *zap.Logger
-	client *asynq.Client
 	sample []string
+	// again counts the times this migration was run again after it finished
+	// (asynqmon's "run" of the archived task); part of its copies' ids.
+	again int64
 }
 
 func (w *Worker) handleMigrate(ctx context.Context, t *asynq.Task) error {
@@ -97,29 +79,46 @@ func (w *Worker) handleMigrate(ctx context.Context, t *asynq.Task) error {
 		return err
 	}
 	return w.run(ctx, t, p.Source.String(), p.Dest.String(), func(ctx context.Context, id string, prog *progress) (any, error) {
-		if err := w.profiles.checkNoOverlap(p.Source, p.Dest); err != nil {
-			return nil, err
-		}
-		src, err := w.profiles.open(ctx, p.Source.Profile, p.Source.Bucket)
-		if err != nil {
-			return nil, err
-		}
-		dst, err := w.profiles.open(ctx, p.Dest.Profile, p.Dest.Bucket)
-		if err != nil {
-			return nil, err
-		}
-		q, _ := asynq.GetQueueName(ctx)
-		m := &migration{w: w, id: id, queue: q, p: p, src: src, dst: dst, prog: prog,
-			log: w.taskLog(ctx, t), client: asynq.NewClientFromRedisClient(w.rdb)}
-		rep, err := m.run(ctx)
+		log := w.taskLog(ctx, t)
+		// Owned (see takeover.go): a killed worker's migration is taken
+		// over from its cursor within seconds; every cursor move is fenced.
+		rep, err := runOwned(ctx, w, id, log, prog, func(ctx context.Context) (*MigrateReport, error) {
+			var src *storage.S3
+			var tr *tree
+			var err error
+			if p.Source.Kind() == tasks.KindFile {
+				if tr, err = w.sources.openTree(p.Source.Path); err != nil {
+					return nil, err
+				}
+				defer tr.Close()
+			} else {
+				if err := w.profiles.checkNoOverlap(p.Source, p.Dest); err != nil {
+					return nil, err
+				}
+				if src, err = w.profiles.open(ctx, p.Source.Profile, p.Source.Bucket); err != nil {
+					return nil, err
+				}
+			}
+			dst, err := w.profiles.open(ctx, p.Dest.Profile, p.Dest.Bucket)
+			if err != nil {
+				return nil, err
+			}
+			m := &migration{w: w, id: id, queue: queueOf(ctx), p: p, src: src, tree: tr, dst: dst, prog: prog,
+				log: log}
+			defer func() { m.walk.close() }()
+			rep, err := m.run(ctx)
+			if err = cancelledErr(ctx, err); errors.Is(err, errCancelled) {
+				// Its copies in the window stop too.
+				m.cancelChildren(ctx)
+			}
+			return rep, err
+		}, replay[*MigrateReport])
 		if rep != nil && err != nil {
 			// Failed copies: the task is archived, with its report as result.
 			writeResult(t, rep)
 		}
-		if errors.Is(err, errShuttingDown) {
-			// Like an upload: keep running until asynq requeues the task,
-			// which then resumes from the cursor without counting a retry.
-			<-ctx.Done()
+		if rep == nil {
+			return nil, err
 		}
 		return rep, err
 	})
@@ -132,23 +131,28 @@ func (m *migration) window() int64 {
 	return defaultMigrateWindow
 }
 
-// run lists the source after the checkpointed cursor, a window at a time,
-// enqueues a copy for each object not already identical at the destination,
-// and waits for the window to drain before listing more.
+// run lists the source after the checkpointed cursor, a page at a time,
+// enqueues batches (small objects) and copies or uploads (large ones) of
+// the objects not already identical at the destination, and lists more
+// only while the window has room for another task.
 func (m *migration) run(ctx context.Context) (*MigrateReport, error) {
 	rdb := m.w.rdb
 	state := migrateKey(m.id)
 	if err := rdb.Expire(ctx, state, migrateStateTTL).Err(); err != nil {
 		return nil, fmt.Errorf("migration state: %w", err)
 	}
+	if err := m.startRun(ctx); err != nil {
+		return nil, err
+	}
 	if err := m.recordStart(ctx); err != nil {
+		return nil, err
+	}
+	// Tasks of a page committed before a crash, not yet enqueued.
+	if err := m.flushOutbox(ctx); err != nil {
 		return nil, err
 	}
 	for {
 		if err := m.w.checkInterrupt(ctx, m.id); err != nil {
-			if errors.Is(err, errCancelled) {
-				m.cancelChildren(ctx)
-			}
 			return nil, err
 		}
 		if err := m.reconcile(ctx); err != nil {
@@ -158,9 +162,9 @@ func (m *migration) run(ctx context.Context) (*MigrateReport, error) {
 		if err != nil {
 			return nil, fmt.Errorf("migration state: %w", err)
 		}
-		pending, err := rdb.SCard(ctx, migratePendingKey(m.id)).Result()
+		pending, err := m.pending(ctx)
 		if err != nil {
-			return nil, fmt.Errorf("migration state: %w", err)
+			return nil, err
 		}
 		m.publish(ctx, st, pending)
 		listingDone := st["listing_done"] == "1"
@@ -182,195 +186,352 @@ func (m *migration) run(ctx context.Context) (*MigrateReport, error) {
 	return m.finish(ctx)
 }
 
-// listPage lists up to n objects after cursor and handles each in key order,
-// checkpointing the cursor after every object.
-func (m *migration) listPage(ctx context.Context, cursor string, n int) error {
-	srcPrefix := m.p.Source.Key
-	var objs []storage.StoredFile
-	for f, err := range m.src.ListAfter(ctx, srcPrefix, cursor, max(n, 1)) {
-		if err != nil {
-			return fmt.Errorf("list source: %w", err)
+// verdict is what comparing one source object with the destination decided.
+type verdict int
+
+const (
+	// copyIt: missing at the destination, or different there.
+	copyIt verdict = iota
+	// identical: the same bytes, headers and user metadata.
+	identical
+	// filtered: not selected by --include/--exclude.
+	filtered
+	// copiedAlready: identical because this migration copied it, before a
+	// crash re-listed the object.
+	copiedAlready
+	// failed: this object cannot be migrated (reason says why); the rest
+	// of the migration goes on.
+	failed
+	// ignored: a local tree's entry that is not a regular file (reason
+	// says what it is): passed over, never followed.
+	ignored
+)
+
+// decision is the verdict on one source object.
+type decision struct {
+	verdict verdict
+	reason  string // failed
+	// atDest: copyIt found an object at the destination key (listed or
+	// HEADed). A folder marker the destination did not have is written only
+	// if it is still absent (see copyMarker).
+	atDest bool
+}
+
+// compareConcurrency bounds the HEADs one page of a listing sends at once.
+const compareConcurrency = 16
+
+// State fields of a migration's runs.
+const (
+	// stateFinished is set when a run built its report.
+	stateFinished = "finished"
+	// stateRun counts the runs after the first (see migration.again).
+	stateRun = "run"
+)
+
+// startRun starts afresh when the state is that of a finished run: the
+// archived migration was run again (asynqmon's "run"), and the earlier
+// run's cursor, counts and copy tasks prove nothing about the destination
+// now. It decides from the listings again, with copy ids of its own. A
+// retried or resumed run (not finished) continues from its cursor.
+func (m *migration) startRun(ctx context.Context) error {
+	st, err := m.w.rdb.HMGet(ctx, migrateKey(m.id), stateFinished, stateRun).Result()
+	if err != nil {
+		return fmt.Errorf("migration state: %w", err)
+	}
+	if s, ok := st[1].(string); ok {
+		m.again, _ = strconv.ParseInt(s, 10, 64)
+	}
+	if st[0] == nil {
+		return nil
+	}
+	m.again++
+	_, err = m.w.rdb.TxPipelined(ctx, func(p redis.Pipeliner) error {
+		p.Del(ctx, migrateKey(m.id), migratePendingKey(m.id), migrateFailuresKey(m.id), migrateBatchesKey(m.id), migrateOutboxKey(m.id))
+		p.HSet(ctx, migrateKey(m.id), stateRun, m.again)
+		p.Expire(ctx, migrateKey(m.id), migrateStateTTL)
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("migration state: %w", err)
+	}
+	if _, err := m.w.rdb.Del(ctx, migrateIgnoredKey(m.id)).Result(); err != nil {
+		return fmt.Errorf("migration state: %w", err)
+	}
+	m.log.Info("a finished migration runs again: starting from the beginning", zap.Int64("run", m.again))
+	return nil
+}
+
+// listPage lists a page of the source after cursor and the destination
+// beside it (both listings are in key order), decides from the two
+// listings what to copy, and commits the page with room tasks at most
+// (handlePage). Only a source object whose destination counterpart has the
+// same size and another ETag costs a HEAD (see decide): a new key, or one
+// whose size changed, is decided by the listings alone.
+func (m *migration) listPage(ctx context.Context, cursor string, room int) error {
+	srcPrefix, dstPrefix := m.p.Source.Key, m.p.Dest.Key
+	entries, err := m.listSource(ctx, cursor, migratePage)
+	if err != nil {
+		return err
+	}
+	objs := make([]storage.StoredFile, len(entries))
+	want := map[string]bool{}
+	for i, e := range entries {
+		f := e.f
+		objs[i] = f
+		// rel is "" for the marker of the migrated directory itself: it
+		// becomes the destination directory's marker, or, when that is the
+		// bucket's root, nothing (filtered).
+		if rel := strings.TrimPrefix(f.Key, srcPrefix); e.ignore == "" && e.fail == "" && m.p.Selects(rel) && (rel != "" || dstPrefix != "") {
+			want[rel] = true
 		}
-		objs = append(objs, f)
 	}
 	if len(objs) == 0 {
 		return m.w.rdb.HSet(ctx, migrateKey(m.id), "listing_done", "1").Err()
 	}
-	// Compare with the destination concurrently; act in key order.
-	decisions := make([]bool, len(objs)) // true: copy
-	errs := make([]error, len(objs))
-	sem := make(chan struct{}, 16)
-	var wg sync.WaitGroup
-	for i, f := range objs {
-		rel := strings.TrimPrefix(f.Key, srcPrefix)
-		if !m.p.Selects(rel) {
-			continue
-		}
-		sem <- struct{}{}
-		wg.Go(func() {
-			defer func() { <-sem }()
-			decisions[i], errs[i] = m.needsCopy(ctx, f, m.p.Dest.Key+rel)
-		})
+	var afterRel string
+	if cursor != "" {
+		afterRel = strings.TrimPrefix(cursor, srcPrefix)
 	}
-	wg.Wait()
-	for i, f := range objs {
-		if errs[i] != nil {
-			return errs[i]
-		}
-		rel := strings.TrimPrefix(f.Key, srcPrefix)
-		field, pending := "listed", ""
-		var err error
-		switch {
-		case !m.p.Selects(rel):
-			field = "filtered"
-		case !decisions[i]:
-			field = "skipped"
-		case m.p.DryRun:
-			field = "would_copy"
-			if len(m.sample) < maxDryRunSample {
-				m.sample = append(m.sample, f.Key)
-			}
-		default:
-			if pending, err = m.enqueueCopy(ctx, f, m.p.Dest.Key+rel); err != nil {
-				return err
-			}
-		}
-		// The copy joins the window in the same transaction that moves the
-		// cursor past its object, so each object is counted once: a crash
-		// before it re-lists the object, which then finds the copy done
-		// (skipped) or enqueued (a conflict, then into the window here).
-		_, err = m.w.rdb.TxPipelined(ctx, func(p redis.Pipeliner) error {
-			if pending != "" {
-				p.SAdd(ctx, migratePendingKey(m.id), pending)
-			}
-			p.HSet(ctx, migrateKey(m.id), "cursor", f.Key)
-			p.HIncrBy(ctx, migrateKey(m.id), "listed", 1)
-			if field != "listed" {
-				p.HIncrBy(ctx, migrateKey(m.id), field, 1)
-			}
-			return nil
-		})
-		if err != nil {
-			return fmt.Errorf("checkpoint migration cursor: %w", err)
-		}
+	dsts, err := m.destinationPage(ctx, afterRel, strings.TrimPrefix(objs[len(objs)-1].Key, srcPrefix), want)
+	if err != nil {
+		return err
 	}
-	return nil
+	return m.handlePage(ctx, entries, dsts, want, room)
 }
 
-// needsCopy reports whether dstKey differs from the source object f. It is
-// identical when it has the same bytes — ferry recorded copying exactly this
-// source ETag and size there, or both ETags are plain MD5s and agree — and
-// the same headers and user metadata as the source. A listing carries no
-// headers, so only a destination with the same bytes costs a HEAD of the
-// source as well.
-func (m *migration) needsCopy(ctx context.Context, f storage.StoredFile, dstKey string) (bool, error) {
-	d, err := m.dst.Info(ctx, dstKey)
+// destinationPage lists the destination beside a page of the source: the
+// objects whose relative keys come after afterRel up to lastRel, keeping
+// those with a selected source counterpart (want). Destination objects in
+// between that the source lacks are passed over (--delete-extra finds
+// them later, from two complete listings).
+func (m *migration) destinationPage(ctx context.Context, afterRel, lastRel string, want map[string]bool) (map[string]storage.StoredFile, error) {
+	dstPrefix := m.p.Dest.Key
+	found := make(map[string]storage.StoredFile, len(want))
+	if len(want) == 0 {
+		return found, nil
+	}
+	after := ""
+	if afterRel != "" {
+		after = dstPrefix + afterRel
+	}
+	// Pages the size of the source's: usually the same keys are there.
+	page := len(want) + 1
+	for {
+		got := 0
+		for f, err := range m.dst.ListAfter(ctx, dstPrefix, after, page) {
+			if err != nil {
+				return nil, fmt.Errorf("list destination: %w", err)
+			}
+			rel := strings.TrimPrefix(f.Key, dstPrefix)
+			if rel > lastRel {
+				return found, nil
+			}
+			if want[rel] {
+				found[rel] = f
+			}
+			got++
+			after = f.Key
+		}
+		if got < page {
+			return found, nil
+		}
+	}
+}
+
+// isMarker reports whether key names a folder marker: "dir/", as the AWS
+// console and directory-marker tools create them.
+func isMarker(key string) bool { return strings.HasSuffix(key, "/") }
+
+// copyMarker writes the folder marker f (zero bytes, a key ending in "/")
+// at dstKey with the source's headers and user metadata, and ferry's record
+// of its source as on every copy. A marker is one small PUT, so it is done
+// here rather than through a copy task, whose payload takes object keys
+// only. A provider that refuses markers fails this object only.
+//
+// When the destination had no object at dstKey (atDest false), the PUT
+// carries If-None-Match: *, so a marker written there since the listing is
+// kept as its writer made it and this object is reported failed. A marker
+// that was there is overwritten unconditionally: every marker's ETag is the
+// MD5 of no bytes, so an If-Match could not tell a rewrite from the one
+// listed.
+func (m *migration) copyMarker(ctx context.Context, f storage.StoredFile, dstKey string, atDest bool) (decision, error) {
+	s, err := m.src.Info(ctx, f.Key)
 	if errors.Is(err, storage.ErrNotFound) && !errors.Is(err, storage.ErrBucketNotFound) {
-		return true, nil
+		return decision{verdict: identical}, nil // deleted since listed: nothing to copy
 	}
 	if err != nil {
-		return false, fmt.Errorf("compare with destination: %w", err)
+		return objectFailure("read the folder marker", err)
+	}
+	meta := mergeMeta(s.Metadata, copyMeta(m.childID(f, dstKey), s))
+	if s.Size != 0 {
+		return decision{verdict: failed, reason: fmt.Sprintf("%s ends in \"/\" like a folder marker but now holds %d bytes: ferry copies only empty markers", f.Key, s.Size)}, nil
+	}
+	_, err = m.dst.PutBytes(ctx, dstKey, nil, &storage.PutOptions{Headers: s.Headers, Metadata: meta, IfNotExists: !atDest})
+	if !atDest && errors.Is(err, storage.ErrExists) {
+		return decision{verdict: failed, reason: fmt.Sprintf("%s was written at the destination during the migration: left as it is", dstKey)}, nil
+	}
+	if err != nil {
+		return objectFailure("write the folder marker", err)
+	}
+	return decision{verdict: copiedAlready}, nil
+}
+
+// compare decides about a source object f whose destination counterpart
+// dstKey has the same size in the listings: the one case a listing cannot
+// decide. It HEADs the destination: its bytes are the same when ferry
+// recorded copying exactly this source ETag and size there, or both ETags
+// are plain MD5s and agree. Only then does it HEAD the source as well, to
+// compare headers and user metadata (a listing carries neither) and, when
+// both sides record a CRC32C (ferry-crc32c), the CRC32Cs: an unchanged
+// object costs two HEADs, a changed one at most one.
+//
+// An error that concerns this object alone (its key refused, permission
+// denied on it) is a failed decision, reported with the object; any other
+// is returned, and the migration retries.
+func (m *migration) compare(ctx context.Context, f storage.StoredFile, dstKey string) (decision, error) {
+	d, err := m.dst.Info(ctx, dstKey)
+	if errors.Is(err, storage.ErrNotFound) && !errors.Is(err, storage.ErrBucketNotFound) {
+		return decision{verdict: copyIt}, nil // deleted since listed
+	}
+	if err != nil {
+		return objectFailure("compare with the destination", err)
 	}
 	if d.Size != f.Size {
-		return true, nil
+		return decision{verdict: copyIt, atDest: true}, nil
 	}
 	recorded := d.Metadata[metaSourceETag] == f.ETag && d.Metadata[metaSourceSize] == strconv.FormatInt(f.Size, 10)
 	// d's HEAD says whether its ETag is an MD5 (not KMS or SSE-C); f comes
 	// from a listing, which cannot say, but a KMS ETag equal to an MD5 of
 	// other bytes would be a collision. Anything unsure is copied again.
 	if !recorded && !(f.ETagIsMD5() && d.ETagIsMD5() && d.ETag == f.ETag) {
-		return true, nil
+		return decision{verdict: copyIt, atDest: true}, nil
 	}
 	s, err := m.src.Info(ctx, f.Key)
 	if errors.Is(err, storage.ErrNotFound) && !errors.Is(err, storage.ErrBucketNotFound) {
-		return false, nil // deleted since listed; the destination has what was listed
+		return decision{verdict: identical}, nil // deleted since listed; the destination has what was listed
 	}
 	if err != nil {
-		return false, fmt.Errorf("compare with source: %w", err)
+		return objectFailure("compare with the source", err)
 	}
-	return s.ETag != f.ETag || !sameHeaders(s, d), nil
+	switch {
+	case s.ETag != f.ETag || !sameHeaders(s, d):
+		return decision{verdict: copyIt, atDest: true}, nil
+	case s.Checksum != "" && d.Checksum != "" && s.Checksum != d.Checksum:
+		// Both record what their bytes are, and they differ: whatever
+		// the ETags say, the bytes are not the same.
+		return decision{verdict: copyIt, atDest: true}, nil
+	case d.Metadata[metaTaskID] == m.childID(f, dstKey):
+		return decision{verdict: copiedAlready}, nil
+	}
+	return decision{verdict: identical}, nil
 }
 
-// childID is the copy task's id: the same source version to the same
-// destination always gets the same id, so a re-run or a resumed listing
-// enqueues nothing twice, while a changed source (new ETag) copies again.
+// objectFailure classifies an error met comparing one object: permanent
+// ones (the key refused, permission denied on it) fail that object only;
+// a missing bucket and transient errors are returned.
+func objectFailure(what string, err error) (decision, error) {
+	err = fmt.Errorf("%s: %w", what, err)
+	if storage.IsPermanent(err) && !errors.Is(err, storage.ErrBucketNotFound) {
+		return decision{verdict: failed, reason: err.Error()}, nil
+	}
+	return decision{}, err
+}
+
+// childID is the copy task's id: within one migration the same source
+// version to the same destination always gets the same id, so a resumed
+// listing enqueues nothing twice. The migration's own id is part of it: an
+// earlier migration's finished copy of the same object proves nothing about
+// the destination now (it may have been deleted or changed since, or the
+// source reverted to that version), so a re-run never shares an id with it.
 func (m *migration) childID(f storage.StoredFile, dstKey string) string {
+	parts := []string{m.runID(), m.p.Source.Profile, m.p.Source.Bucket, f.Key, f.ETag, m.p.Dest.Profile, m.p.Dest.Bucket, dstKey}
+	if m.tree != nil {
+		// A local tree's entries have no bucket: the directory tells
+		// two trees apart (f.ETag is the file's size and mtime).
+		parts = append(parts, m.tree.dir)
+	}
+	return hashID("ferry-mig-", parts...)
+}
+
+// hashID is prefix and 24 hex digits of a SHA-256 over parts, each ended by
+// a NUL: the ids of a migration's copies and batches. They are kept in
+// Redis and in the metadata of the objects copied, so their bytes never
+// change (tasks.TaskID, the producers' idempotent ids, hashes its own
+// fields its own way for the same reason).
+func hashID(prefix string, parts ...string) string {
 	h := sha256.New()
-	for _, s := range []string{m.p.Source.Profile, m.p.Source.Bucket, f.Key, f.ETag, m.p.Dest.Profile, m.p.Dest.Bucket, dstKey} {
+	for _, s := range parts {
 		h.Write([]byte(s))
 		h.Write([]byte{0})
 	}
-	return "ferry-mig-" + hex.EncodeToString(h.Sum(nil))[:24]
+	return prefix + hex.EncodeToString(h.Sum(nil))[:24]
 }
 
-// enqueueCopy enqueues the copy of f (or finds it enqueued) and returns its
-// task id, for the caller to add to the window.
-func (m *migration) enqueueCopy(ctx context.Context, f storage.StoredFile, dstKey string) (string, error) {
-	cid := m.childID(f, dstKey)
-	partSize := m.p.PartSize
-	if partSize > 0 {
-		// The migration's part_size is one preference for a whole tree:
-		// raised for an object it would split into more than 10,000 parts
-		// (as the worker would), instead of a copy refused at enqueue.
-		partSize = storage.PartSizeFor(f.Size, partSize)
+// runID names this run of the migration: its id, and after a run again
+// (see again) the run's number.
+func (m *migration) runID() string {
+	if m.again > 0 {
+		return m.id + "/" + strconv.FormatInt(m.again, 10)
 	}
+	return m.id
+}
+
+// copyTask builds the copy of f to dstKey and returns it with its id. An
+// error (the destination key is refused: too long under the destination
+// prefix) concerns this object only.
+func (m *migration) copyTask(f storage.StoredFile, dstKey string) (*asynq.Task, string, error) {
+	cid := m.childID(f, dstKey)
 	task, err := tasks.NewCopyTask(tasks.CopyPayload{
 		Source:   tasks.Location{Profile: m.p.Source.Profile, Bucket: m.p.Source.Bucket, Key: f.Key},
-		Dest:     tasks.Location{Profile: m.p.Dest.Profile, Bucket: m.p.Dest.Bucket, Key: dstKey},
-		PartSize: partSize, PartConcurrency: m.p.PartConcurrency, Size: f.Size, Migration: m.id},
+		Dest:     m.destAt(dstKey),
+		PartSize: m.childPartSize(f.Size), PartConcurrency: m.p.PartConcurrency, Size: f.Size, Migration: m.id},
 		asynq.TaskID(cid), asynq.Queue(m.queue))
 	if err != nil {
-		return "", permanent(fmt.Errorf("copy task for %s: %w", f.Key, err))
+		return nil, "", fmt.Errorf("copy to %s: %w", dstKey, err)
 	}
-	_, err = m.client.EnqueueContext(ctx, task)
-	if errors.Is(err, asynq.ErrTaskIDConflict) {
-		err = m.retryArchived(ctx, cid, task)
-	}
-	if err != nil {
-		return "", fmt.Errorf("enqueue copy of %s: %w", f.Key, err)
-	}
-	return cid, nil
+	return task, cid, nil
 }
 
-// retryArchived handles a copy id that exists already: one pending or
-// running (this migration's, before a crash) is left alone; one an earlier
-// migration left archived (failed or cancelled) is replaced by a fresh
-// task, so re-running a migration retries its failures.
-func (m *migration) retryArchived(ctx context.Context, cid string, task *asynq.Task) error {
-	ti, err := m.w.insp.GetTaskInfo(m.queue, cid)
-	if err != nil || ti.State != asynq.TaskStateArchived {
-		return nil // gone meanwhile, or still to run: reconcile counts it
+// childPartSize is the part size of the child task of an object of size
+// bytes: 0 (the worker's default) when the migration sets none. The
+// migration's part_size is one preference for a whole tree: raised for an
+// object it would split into more than 10,000 parts (as the worker would),
+// instead of a child refused at enqueue.
+func (m *migration) childPartSize(size int64) int64 {
+	if m.p.PartSize <= 0 {
+		return m.p.PartSize
 	}
-	var cp tasks.CopyPayload
-	if json.Unmarshal(ti.Payload, &cp) == nil && cp.Migration == m.id {
-		return nil // this migration's own failure: reconcile counts it
-	}
-	if err := m.w.insp.DeleteTask(m.queue, cid); err != nil && !errors.Is(err, asynq.ErrTaskNotFound) {
-		return fmt.Errorf("replace archived copy %s: %w", cid, err)
-	}
-	// A cancel flag of the old run would cancel the new one.
-	if err := m.w.rdb.Del(ctx, tasks.CancelKey(cid)).Err(); err != nil {
-		return err
-	}
-	if _, err := m.client.EnqueueContext(ctx, task); err != nil && !errors.Is(err, asynq.ErrTaskIDConflict) {
-		return err
-	}
-	return nil
+	return storage.PartSizeFor(size, m.p.PartSize)
 }
 
-// reconcile moves finished copies out of the window and counts them.
+// destAt is the destination object dstKey (a full key, prefix included).
+func (m *migration) destAt(dstKey string) tasks.Location {
+	return tasks.Location{Profile: m.p.Dest.Profile, Bucket: m.p.Dest.Bucket, Key: dstKey}
+}
+
+// reconcile moves finished batches and copies out of the window, counts
+// them, and deletes the completed ones.
 func (m *migration) reconcile(ctx context.Context) error {
+	if err := m.reconcileBatches(ctx); err != nil {
+		return err
+	}
 	ids, err := m.w.rdb.SMembers(ctx, migratePendingKey(m.id)).Result()
 	if err != nil {
 		return fmt.Errorf("migration window: %w", err)
 	}
 	for _, cid := range ids {
 		ti, err := m.w.insp.GetTaskInfo(m.queue, cid)
+		takenOver := false
+		if err == nil {
+			ti, takenOver = m.w.endedByTakeover(ctx, ti)
+		}
 		field, bytes, fkey, reason := "", int64(0), "", ""
 		switch {
 		case errors.Is(err, asynq.ErrTaskNotFound):
-			// Retention expired before we looked: it completed long ago.
-			field = "copied"
+			// Deleted by hand, or its retention ran out while no worker
+			// ran this migration: nothing says it copied anything.
+			field, fkey = "failed", cid
+			reason = "the copy task disappeared from the queue before the migration saw it end (deleted by hand, or its retention expired): a re-run copies the object if the destination lacks it"
 		case err != nil:
 			return fmt.Errorf("inspect copy %s: %w", cid, err)
 		case ti.State == asynq.TaskStateCompleted:
@@ -381,12 +542,7 @@ func (m *migration) reconcile(ctx context.Context) error {
 			}
 		case ti.State == asynq.TaskStateArchived:
 			field, reason = "failed", ti.LastErr
-			var cp tasks.CopyPayload
-			if json.Unmarshal(ti.Payload, &cp) == nil {
-				fkey = cp.Source.Key
-			} else {
-				fkey = cid
-			}
+			fkey = m.childSourceKey(ti.Payload, cid)
 		default:
 			continue
 		}
@@ -395,20 +551,38 @@ func (m *migration) reconcile(ctx context.Context) error {
 		if err != nil {
 			return fmt.Errorf("count finished copy %s: %w", cid, err)
 		}
+		if ti != nil && ti.State == asynq.TaskStateCompleted && !takenOver {
+			m.forgetChild(ctx, cid)
+		}
 	}
 	return nil
 }
 
-// cancelChildren cancels the copies still in the window.
+// cancelChildren cancels the batches and copies still in the window. ctx
+// may be the migration's, ended by the cancel.
 func (m *migration) cancelChildren(ctx context.Context) {
-	ids, _ := m.w.rdb.SMembers(ctx, migratePendingKey(m.id)).Result()
-	c := tasks.NewClient(m.w.rdb)
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Minute)
+	defer cancel()
+	ids, err := m.w.rdb.SMembers(ctx, migratePendingKey(m.id)).Result()
+	if err != nil {
+		m.log.Warn("cancelled migration: could not read its copies to cancel them", zap.Error(err))
+	}
+	batches, err := m.w.rdb.HKeys(ctx, migrateBatchesKey(m.id)).Result()
+	if err != nil {
+		m.log.Warn("cancelled migration: could not read its batches to cancel them", zap.Error(err))
+	}
+	ids = append(ids, batches...)
 	for _, cid := range ids {
-		_ = c.Cancel(context.WithoutCancel(ctx), cid)
+		if err := m.w.client.Cancel(ctx, cid); err != nil && !errors.Is(err, tasks.ErrFinished) {
+			m.log.Warn("cancelled migration: could not cancel one of its copies", zap.String("copy", cid), zap.Error(err))
+		}
 	}
 }
 
-var counterFields = []string{"listed", "copied", "skipped", "failed", "bytes", "deleted", "would_copy", "filtered"}
+// counterFields are the state fields published as the migration's
+// counters; listing_done is 1 once the source is listed to its end (the
+// ETA readers compute needs the total).
+var counterFields = []string{"listed", "copied", "skipped", "failed", "bytes", "deleted", "would_copy", "filtered", "ignored", "listing_done"}
 
 func counters(st map[string]string, pending int64) map[string]int64 {
 	c := map[string]int64{"pending": pending}
@@ -439,31 +613,51 @@ func (m *migration) finish(ctx context.Context) (*MigrateReport, error) {
 	if rep.Failed > 0 {
 		rep.Failures, _ = m.w.rdb.HGetAll(ctx, migrateFailuresKey(m.id)).Result()
 	}
+	for k, v := range st {
+		if reason, ok := strings.CutPrefix(k, stateIgnoredPrefix); ok {
+			if rep.Ignored == nil {
+				rep.Ignored = map[string]int64{}
+			}
+			rep.Ignored[reason], _ = strconv.ParseInt(v, 10, 64)
+		}
+	}
+	if c["ignored"] > 0 {
+		rep.IgnoredSample, _ = m.w.rdb.HGetAll(ctx, migrateIgnoredKey(m.id)).Result()
+	}
 	var skipped error
 	switch {
 	case !m.p.DeleteExtra:
 	case rep.Failed > 0:
-		rep.DeleteSkipped = fmt.Sprintf("%d copies failed: nothing deleted at the destination", rep.Failed)
+		rep.DeleteSkipped = fmt.Sprintf("%d objects failed: nothing deleted at the destination", rep.Failed)
 	case st["delete_done"] != "1":
 		skipped = m.deleteExtras(ctx, st, rep)
 		if skipped != nil && !errors.Is(skipped, errDeleteSkipped) {
 			return nil, skipped // a transient failure: the retry lists again
 		}
 		if skipped == nil && !m.p.DryRun {
-			m.w.rdb.HSet(ctx, migrateKey(m.id), "delete_done", "1")
+			_ = m.w.fenced(ctx, m.id, func(p redis.Pipeliner) error {
+				return p.HSet(ctx, migrateKey(m.id), "delete_done", "1").Err()
+			})
 		}
 		rep.Deleted, _ = m.w.rdb.HGet(ctx, migrateKey(m.id), "deleted").Int64()
+		rep.KeptChanged, _ = m.w.rdb.HGet(ctx, migrateKey(m.id), stateKeptChanged).Int64()
+	}
+	if err := m.w.fenced(ctx, m.id, func(p redis.Pipeliner) error {
+		return p.HSet(ctx, migrateKey(m.id), stateFinished, "1").Err()
+	}); err != nil {
+		return nil, fmt.Errorf("migration state: %w", err)
 	}
 	m.prog.counters(ctx, map[string]int64{"listed": rep.Listed, "copied": rep.Copied, "skipped": rep.Skipped,
-		"failed": rep.Failed, "bytes": rep.Bytes, "deleted": rep.Deleted, "would_copy": rep.WouldCopy, "pending": 0}, true)
-	for _, k := range []string{migrateKey(m.id), migratePendingKey(m.id), migrateFailuresKey(m.id)} {
+		"failed": rep.Failed, "bytes": rep.Bytes, "deleted": rep.Deleted, "would_copy": rep.WouldCopy, "ignored": c["ignored"], "pending": 0}, true)
+	for _, k := range []string{migrateKey(m.id), migratePendingKey(m.id), migrateFailuresKey(m.id), migrateIgnoredKey(m.id),
+		migrateBatchesKey(m.id), migrateOutboxKey(m.id)} {
 		m.w.rdb.Expire(ctx, k, m.w.cfg.ProgressTTL)
 	}
 	m.log.Info("migration done", zap.Int64("listed", rep.Listed), zap.Int64("copied", rep.Copied),
-		zap.Int64("skipped", rep.Skipped), zap.Int64("failed", rep.Failed), zap.Int64("deleted", rep.Deleted),
+		zap.Int64("skipped", rep.Skipped), zap.Int64("failed", rep.Failed), zap.Int64("deleted", rep.Deleted), zap.Int64("ignored", c["ignored"]),
 		zap.String("delete_skipped", rep.DeleteSkipped))
 	if rep.Failed > 0 {
-		return rep, permanent(fmt.Errorf("migration finished with %d failed copies (see the report: ferry status %s --json)", rep.Failed, m.id))
+		return rep, permanent(fmt.Errorf("migration finished with %d objects failed, each named with its reason in the report (ferry status %s --json); the rest is done, and a re-run retries only those", rep.Failed, m.id))
 	}
 	if skipped != nil {
 		return rep, permanent(fmt.Errorf("%w: %s", skipped, rep.DeleteSkipped))

@@ -17,27 +17,19 @@ import (
 // whole migration.
 func TestMigrationCopyFitsPartSize(t *testing.T) {
 	t.Parallel()
-	rdb := testenv.RedisClient(t)
-	client := asynq.NewClientFromRedisClient(rdb)
-	t.Cleanup(func() { _ = client.Close() })
-	queue := testenv.UniqueName("q")
-	m := &migration{id: testenv.UniqueName("mig"), queue: queue, client: client, p: tasks.MigratePayload{
+	m := &migration{id: testenv.UniqueName("mig"), queue: testenv.UniqueName("q"), p: tasks.MigratePayload{
 		Source:   tasks.Location{Bucket: "src", Key: "photos/"},
 		Dest:     tasks.Location{Bucket: "dst", Key: "photos/"},
 		PartSize: storage.MinPartSize,
 	}}
 	const size = 100 << 30 // 100 GiB: 20,480 parts of 5 MiB
-	id, err := m.enqueueCopy(t.Context(), storage.StoredFile{Key: "photos/huge.bin", Size: size, ETag: "e1"}, "photos/huge.bin")
+	task, _, err := m.copyTask(storage.StoredFile{Key: "photos/huge.bin", Size: size, ETag: "e1"}, "photos/huge.bin")
 	if err != nil {
-		t.Fatalf("enqueueCopy of a 100 GiB object with part_size 5 MiB: %v", err)
+		t.Fatalf("copyTask of a 100 GiB object with part_size 5 MiB: %v", err)
 	}
-	info, err := asynq.NewInspectorFromRedisClient(rdb).GetTaskInfo(queue, id)
+	p, err := tasks.DecodeCopy(asynq.NewTask(task.Type(), task.Payload()))
 	if err != nil {
-		t.Fatal(err)
-	}
-	p, err := tasks.DecodeCopy(asynq.NewTask(info.Type, info.Payload))
-	if err != nil {
-		t.Fatalf("the enqueued copy does not decode: %v", err)
+		t.Fatalf("the copy does not decode: %v", err)
 	}
 	if want := storage.PartSizeFor(size, storage.MinPartSize); p.PartSize != want {
 		t.Errorf("copy part_size = %d, want %d (fits %d bytes in 10,000 parts)", p.PartSize, want, int64(size))

@@ -8,10 +8,15 @@ import (
 	"encoding/json"
 	"fmt"
 	mrand "math/rand/v2"
+	"slices"
+	"strings"
 	"sync"
 	"testing"
 	"time"
 
+	"github.com/hibiken/asynq"
+
+	"github.com/ferryhq/ferry/internal/testenv"
 	"github.com/ferryhq/ferry/storage"
 	"github.com/ferryhq/ferry/tasks"
 	"github.com/ferryhq/ferry/worker"
@@ -85,9 +90,17 @@ func checkMigrated(t testing.TB, src, dst *storage.S3, srcPrefix, dstPrefix stri
 
 func migrateReport(t testing.TB, b *bundle, id string) worker.MigrateReport {
 	t.Helper()
+	// A migration a takeover finished (after a worker was killed) is still
+	// active (then retrying) in asynq until its own run, after the lease
+	// recovery, ends from the takeover's done mark and writes the report.
+	ti := b.info(t, id)
+	for deadline := time.Now().Add(4 * time.Minute); ti.State != asynq.TaskStateCompleted && ti.State != asynq.TaskStateArchived && time.Now().Before(deadline); {
+		time.Sleep(200 * time.Millisecond)
+		ti = b.info(t, id)
+	}
 	var rep worker.MigrateReport
-	if err := json.Unmarshal(b.info(t, id).Result, &rep); err != nil {
-		t.Fatalf("migration report %q: %v", b.info(t, id).Result, err)
+	if err := json.Unmarshal(ti.Result, &rep); err != nil {
+		t.Fatalf("migration report %q (%s): %v", ti.Result, ti.State, err)
 	}
 	return rep
 }
@@ -150,6 +163,9 @@ func TestMigrate(t *testing.T) {
 	if got, _ := dst.GetBytes(ctx, "dst/"+changed[len("src/"):]); string(got) == "new contents" {
 		t.Error("the dry run wrote")
 	}
+	// The extra must be older than the migration's start (a dry run of
+	// unchanged objects decides from the listings in well under a second).
+	time.Sleep(testenv.ExtrasSettle)
 	_, rep = migrate(tasks.MigratePayload{DeleteExtra: true})
 	if rep.Copied != 1 || rep.Skipped != 1999 || rep.Deleted != 1 {
 		t.Errorf("changed source + delete extra: %+v; want 1 copied, 1999 skipped, 1 deleted", rep)
@@ -163,8 +179,10 @@ func TestMigrate(t *testing.T) {
 }
 
 // TestMigrateSurvivesKills SIGKILLs the whole worker fleet twice during a
-// 2,000-object migration: it completes, every object is correct, and no copy
-// ran twice unless it was in flight at a kill.
+// 2,000-object migration: it completes, every object is correct, and no
+// object was written twice (by a copy task or as a batch item) unless it
+// was in flight at a kill or, as a batch item, logged done by a worker
+// after its last write of the batch's record.
 func TestMigrateSurvivesKills(t *testing.T) {
 	t.Parallel()
 	if testing.Short() {
@@ -179,6 +197,77 @@ func TestMigrateSurvivesKills(t *testing.T) {
 	id := b.enq(t)(tasks.NewMigrateTask(tasks.MigratePayload{Source: s3loc("", b.bucket, "src/"),
 		Dest: s3loc("other", dstBucket, "dst/"), Window: 16}))
 
+	fleet := b.killFleetTwice(t, id, workers, 300, 1000)
+	p := b.wait(t, id, 6*time.Minute)
+	rep := migrateReport(t, b, id)
+	// Exact counts: each object counted once, as copied (a page is
+	// committed at once, with its tasks; nothing is listed twice).
+	if p.State != tasks.StateCompleted || rep.Failed != 0 || rep.Copied != 2000 || rep.Skipped != 0 {
+		t.Fatalf("after two fleet kills: %+v / %+v", p, rep)
+	}
+	checkMigrated(t, src, dst, "src/", "dst/", sums)
+	// Objects written: by a copy task, or as an item of a batch.
+	done := map[string]int{}
+	unrec := map[string]bool{} // batch items some worker logged done but not recorded
+	for _, c := range fleet {
+		for _, tid := range c.copiesDone(t) {
+			done[tid]++
+		}
+		for _, it := range logged[struct {
+			TaskID string `json:"task_id"`
+			Item   int    `json:"item"`
+		}](t, c, "batch item done") {
+			done[fmt.Sprintf("%s#%d", it.TaskID, it.Item)]++
+		}
+		for tid, items := range unrecorded(t, c) {
+			for i := range items {
+				unrec[fmt.Sprintf("%s#%d", tid, i)] = true
+			}
+		}
+	}
+	twice, itemsTwice := 0, 0
+	var unexplained []string
+	for k, n := range done {
+		if n > 1 {
+			twice += n - 1
+			if strings.Contains(k, "#") {
+				itemsTwice += n - 1
+				if !unrec[k] {
+					unexplained = append(unexplained, k)
+				}
+			}
+		}
+	}
+	// A batch item written again though the worker that logged it done had
+	// recorded it is a bug: seen once (11 items of one batch, load ~60)
+	// before a finished batch kept its record until asynq had recorded its
+	// end (batchRetiredTTL, forgetChild); TestBatchRunAgainAfterItFinished
+	// reproduces that case.
+	if len(unexplained) > 0 {
+		slices.Sort(unexplained)
+		t.Errorf("%d batch items written again though every worker that logged them done had recorded them: %v", len(unexplained), unexplained)
+	}
+	t.Logf("migration survived 2 fleet kills: %d copied, %d skipped; %d copies ran twice", rep.Copied, rep.Skipped, twice)
+	// In flight at each of the 2 kills: a copy per worker slot, or a
+	// batch with batch_concurrency (16) items; and the batch items a
+	// killed worker had logged done after its last write of their record
+	// (the record is written in groups, every 100 ms).
+	if limit := 2*workers*perWorker*16 + len(unrec); twice > limit {
+		t.Errorf("%d objects were written twice (%d of them batch items); only those in flight at a kill, or logged done and not yet recorded (%d), may be (at most %d)",
+			twice, itemsTwice, len(unrec), limit)
+	}
+	if ups, _ := dst.ListMultipartUploads(context.Background(), ""); len(ups) != 0 {
+		t.Errorf("multipart uploads left: %+v", ups)
+	}
+}
+
+// killFleetTwice runs migration id on a fleet of workers child workers
+// (Concurrency 2 each), kills the whole fleet once the migration has
+// copied first objects, starts a new fleet, kills that one at second
+// copies, and starts a third to finish it. It returns every worker it
+// started, for their logs.
+func (b *bundle) killFleetTwice(t *testing.T, id string, workers int, first, second int64) []*child {
+	t.Helper()
 	var fleet []*child
 	startFleet := func(round int) {
 		for i := range workers {
@@ -196,39 +285,15 @@ func TestMigrateSurvivesKills(t *testing.T) {
 		t.Fatalf("the migration never reached %d copies", n)
 	}
 	startFleet(0)
-	waitCopied(300)
+	waitCopied(first)
 	for _, c := range fleet {
 		c.kill(t)
 	}
 	startFleet(1)
-	waitCopied(1000)
+	waitCopied(second)
 	for _, c := range fleet[workers:] {
 		c.kill(t)
 	}
 	startFleet(2)
-	p := b.wait(t, id, 6*time.Minute)
-	rep := migrateReport(t, b, id)
-	if p.State != tasks.StateCompleted || rep.Failed != 0 || rep.Copied+rep.Skipped != 2000 {
-		t.Fatalf("after two fleet kills: %+v / %+v", p, rep)
-	}
-	checkMigrated(t, src, dst, "src/", "dst/", sums)
-	done := map[string]int{}
-	for _, c := range fleet {
-		for _, tid := range c.copiesDone(t) {
-			done[tid]++
-		}
-	}
-	twice := 0
-	for _, n := range done {
-		if n > 1 {
-			twice += n - 1
-		}
-	}
-	t.Logf("migration survived 2 fleet kills: %d copied, %d skipped; %d copies ran twice", rep.Copied, rep.Skipped, twice)
-	if limit := 2 * workers * perWorker; twice > limit {
-		t.Errorf("%d copies ran twice; only those in flight at a kill may (at most %d)", twice, limit)
-	}
-	if ups, _ := dst.ListMultipartUploads(context.Background(), ""); len(ups) != 0 {
-		t.Errorf("multipart uploads left: %+v", ups)
-	}
+	return fleet
 }

@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ferryhq/ferry/internal/testenv"
 	"github.com/ferryhq/ferry/storage"
 	"github.com/ferryhq/ferry/tasks"
 	"github.com/ferryhq/ferry/worker"
@@ -94,7 +95,7 @@ func TestMigrateDeleteExtraKeepsNewObjects(t *testing.T) {
 	putAll(t, src, "photos/1.jpg", "photos-2019/src.jpg", "photos.txt")
 	putAll(t, dst, "photos/old-extra.jpg", "photos-2019/x.jpg", "photos.bak")
 	// Extras older than the migration by more than the allowed skew.
-	time.Sleep(2500 * time.Millisecond)
+	time.Sleep(testenv.ExtrasSettle)
 
 	id := b.enq(t)(tasks.NewMigrateTask(tasks.MigratePayload{Source: s3loc("", b.bucket, "photos"),
 		Dest: s3loc("", dstBucket, "photos"), DeleteExtra: true}))
@@ -124,5 +125,40 @@ func TestMigrateDeleteExtraKeepsNewObjects(t *testing.T) {
 	want := []string{"photos-2019/x.jpg", "photos.bak", "photos/1.jpg", "photos/written-during.jpg"}
 	if got := keysOf(t, dst); !slices.Equal(got, want) {
 		t.Errorf("destination holds %v, want %v", got, want)
+	}
+}
+
+// TestMigrateDeleteExtraKeepsARewrite: an extra rewritten at the destination
+// between the listings that found it and its deletion is the writer's new
+// object, not the extra listed: it is kept (and counted in kept_changed).
+// The other extra, unchanged, is deleted.
+func TestMigrateDeleteExtraKeepsARewrite(t *testing.T) {
+	t.Parallel()
+	b := setup(t, nil)
+	w := b.start(t)
+	src := b.storage(t)
+	dstBucket := b.s3.Bucket(t)
+	dst := b.storageOn(t, dstBucket)
+	putAll(t, src, "photos/1.jpg")
+	putAll(t, dst, "photos/extra.jpg", "photos/rewritten.jpg")
+	time.Sleep(testenv.ExtrasSettle)
+	worker.BeforeExtrasDelete(w, func() {
+		if _, err := dst.PutBytes(context.Background(), "photos/rewritten.jpg", []byte("written by someone else"), nil); err != nil {
+			t.Error(err)
+		}
+	})
+	prog, rep := migrateRun(t, b, dstBucket, tasks.MigratePayload{Source: tasks.Location{Key: "photos"}, Dest: tasks.Location{Key: "photos"}, DeleteExtra: true})
+	if prog.State != tasks.StateCompleted {
+		t.Fatalf("migration: %s (%s)", prog.State, prog.Error)
+	}
+	got, err := dst.GetBytes(context.Background(), "photos/rewritten.jpg")
+	if err != nil || string(got) != "written by someone else" {
+		t.Errorf("the object rewritten during --delete-extra: %q, %v; want it kept", got, err)
+	}
+	if rep.Deleted != 1 || rep.KeptChanged != 1 {
+		t.Errorf("report %+v; want 1 deleted, 1 kept as changed", rep)
+	}
+	if want := []string{"photos/1.jpg", "photos/rewritten.jpg"}; !slices.Equal(keysOf(t, dst), want) {
+		t.Errorf("destination holds %v, want %v", keysOf(t, dst), want)
 	}
 }

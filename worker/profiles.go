@@ -34,10 +34,7 @@ func (p *profiles) names() string {
 
 // open returns a storage on bucket through the named profile.
 func (p *profiles) open(ctx context.Context, profile, bucket string) (*storage.S3, error) {
-	if profile == "" {
-		profile = "default"
-	}
-	c, err := p.client(ctx, profile)
+	c, err := p.client(ctx, tasks.ProfileName(profile))
 	if err != nil {
 		return nil, err
 	}
@@ -66,7 +63,7 @@ func (p *profiles) client(ctx context.Context, profile string) (*storage.Client,
 // normalised endpoint, see objectid) with the same region, credentials and
 // prefix, so that a copy between them can be server-side on one client.
 func (p *profiles) sameEndpoint(a, b string) bool {
-	a, b = profileName(a), profileName(b)
+	a, b = tasks.ProfileName(a), tasks.ProfileName(b)
 	if a == b {
 		return true
 	}
@@ -80,7 +77,7 @@ func (p *profiles) sameEndpoint(a, b string) bool {
 // endpoint, region and prefix. An unknown profile is known by name only
 // (opening it fails later with the list of known ones).
 func (p *profiles) ref(l tasks.Location) objectid.Ref {
-	name := profileName(l.Profile)
+	name := tasks.ProfileName(l.Profile)
 	c, ok := p.cfgs[name]
 	if !ok {
 		return objectid.Ref{Profile: objectid.Profile{Name: name, NameOnly: true}, Bucket: l.Bucket, Key: l.Key}

@@ -2,6 +2,7 @@ package worker
 
 import (
 	"context"
+	"maps"
 	"sync"
 	"time"
 
@@ -23,6 +24,16 @@ type progress struct {
 	runStart time.Time
 	runBase  int64
 	lastPub  time.Time
+	// moved is the bytes transferred since the last publish, added to the
+	// aggregate throughput with it (tasks.Throughput); countMoved is false
+	// for tasks that move no object bytes (webhook deliveries).
+	moved      int64
+	countMoved bool
+	// active are the parts being sent (PartsActive).
+	active map[int]bool
+	// countersSet and bytesSet: the first counters and setBytes of a run
+	// set its starting point (ResumedCounters, runBase).
+	countersSet, bytesSet bool
 	// first publishes "active" if the task runs longer than progressInterval.
 	first *time.Timer
 	// pubMu orders publishes: each snapshots and writes under it, so a
@@ -38,10 +49,43 @@ type progress struct {
 // state, which halves its progress traffic to Redis.
 func (w *Worker) newProgress(ctx context.Context, id, typ, src, dst string) *progress {
 	now := time.Now()
-	pr := &progress{w: w, runStart: now, lastPub: now, p: tasks.Progress{TaskID: id, Type: typ, State: tasks.StateActive,
-		StartedAt: now, Source: src, Dest: dst}}
+	pr := &progress{w: w, runStart: now, lastPub: now, countMoved: typ != tasks.TypeNotify,
+		p: tasks.Progress{TaskID: id, Type: typ, State: tasks.StateActive, StartedAt: now, Source: src, Dest: dst}}
 	pr.first = time.AfterFunc(progressInterval, func() { pr.publish(ctx) })
 	return pr
+}
+
+// quiet holds back the delayed "active" publish while the run waits for
+// the task's ownership: another worker's run (a takeover) publishes the
+// task's progress meanwhile, and an empty "active" state must not
+// overwrite it. owning starts the delay again once the run owns the task.
+func (pr *progress) quiet() { pr.first.Stop() }
+
+func (pr *progress) owning() {
+	pr.pubMu.Lock()
+	defer pr.pubMu.Unlock()
+	if !pr.closed {
+		pr.first.Reset(progressInterval)
+	}
+}
+
+// adopt takes over the task's published progress (a takeover's, which
+// ended the task): totals, what was done and the counters, so the state
+// this run publishes last keeps them.
+func (pr *progress) adopt(ctx context.Context) {
+	h, err := pr.w.rdb.HGetAll(ctx, tasks.ProgressKey(pr.p.TaskID)).Result()
+	if err != nil || len(h) == 0 {
+		return
+	}
+	p, err := tasks.ParseProgress(pr.p.TaskID, h)
+	if err != nil {
+		return
+	}
+	pr.mu.Lock()
+	pr.p.BytesTotal, pr.p.BytesDone, pr.p.PartsTotal, pr.p.PartsDone = p.BytesTotal, p.BytesDone, p.PartsTotal, p.PartsDone
+	pr.p.ResumedFrom, pr.p.Counters = p.ResumedFrom, p.Counters
+	pr.runBase = p.BytesDone // this run moved nothing
+	pr.mu.Unlock()
 }
 
 // setTotal sets the totals once they are known.
@@ -52,10 +96,12 @@ func (pr *progress) setTotal(bytes int64, parts int) {
 }
 
 // resumed reports the bytes a checkpoint already holds, at once, so a
-// resumed upload never starts from zero.
-func (pr *progress) resumed(ctx context.Context, bytes int64, parts int) {
+// resumed upload never starts from zero, and which parts (nil when the
+// task has no parts: a batch).
+func (pr *progress) resumed(ctx context.Context, bytes int64, parts []int) {
 	pr.mu.Lock()
-	pr.p.BytesDone, pr.p.PartsDone, pr.p.ResumedFrom = bytes, parts, bytes
+	pr.p.BytesDone, pr.p.PartsDone, pr.p.ResumedFrom = bytes, len(parts), bytes
+	pr.p.PartsResumed = tasks.FormatParts(parts)
 	pr.runBase = bytes
 	pr.mu.Unlock()
 	pr.publish(ctx)
@@ -66,6 +112,7 @@ func (pr *progress) add(ctx context.Context, bytes int64, parts int) {
 	pr.mu.Lock()
 	pr.p.BytesDone += bytes
 	pr.p.PartsDone += parts
+	pr.moved += bytes
 	due := parts > 0 || time.Since(pr.lastPub) >= progressInterval
 	pr.mu.Unlock()
 	if due {
@@ -73,10 +120,39 @@ func (pr *progress) add(ctx context.Context, bytes int64, parts int) {
 	}
 }
 
+// partStarted records part n in flight; published with the next update.
+func (pr *progress) partStarted(n int) {
+	pr.mu.Lock()
+	if pr.active == nil {
+		pr.active = map[int]bool{}
+	}
+	pr.active[n] = true
+	pr.p.PartsActive = formatActive(pr.active)
+	pr.mu.Unlock()
+}
+
+// partDone counts part n of size bytes finished, and publishes.
+func (pr *progress) partDone(ctx context.Context, n int, size int64) {
+	pr.mu.Lock()
+	delete(pr.active, n)
+	pr.p.PartsActive = formatActive(pr.active)
+	pr.mu.Unlock()
+	pr.add(ctx, size, 1)
+}
+
+func formatActive(active map[int]bool) string {
+	ns := make([]int, 0, len(active))
+	for n := range active {
+		ns = append(ns, n)
+	}
+	return tasks.FormatParts(ns)
+}
+
 // setDone sets the bytes done (for callers that count totals) and
 // publishes as for a finished part.
 func (pr *progress) setDone(ctx context.Context, done int64) {
 	pr.mu.Lock()
+	pr.moved += max(done-pr.p.BytesDone, 0)
 	pr.p.BytesDone = done
 	pr.p.PartsDone++
 	pr.mu.Unlock()
@@ -87,6 +163,11 @@ func (pr *progress) setDone(ctx context.Context, done int64) {
 // bytes copied, published with its counters).
 func (pr *progress) setBytes(done int64) {
 	pr.mu.Lock()
+	if !pr.bytesSet {
+		// What earlier runs copied: this run's rate excludes it.
+		pr.bytesSet, pr.runBase = true, done
+		pr.p.ResumedFrom = done
+	}
 	pr.p.BytesDone = done
 	pr.mu.Unlock()
 }
@@ -94,6 +175,15 @@ func (pr *progress) setBytes(done int64) {
 // counters sets aggregate counters (deletes, migrations) and publishes when due.
 func (pr *progress) counters(ctx context.Context, c map[string]int64, force bool) {
 	pr.mu.Lock()
+	if !pr.countersSet {
+		pr.countersSet = true
+		for k, v := range c {
+			if v != 0 && k != "pending" {
+				pr.p.ResumedCounters = maps.Clone(c)
+				break
+			}
+		}
+	}
 	pr.p.Counters = c
 	due := force || time.Since(pr.lastPub) >= progressInterval
 	pr.mu.Unlock()
@@ -102,33 +192,69 @@ func (pr *progress) counters(ctx context.Context, c map[string]int64, force bool
 	}
 }
 
-// finish publishes the final state.
-func (pr *progress) finish(ctx context.Context, state tasks.State) {
+// finish publishes the completed state and returns it.
+func (pr *progress) finish(ctx context.Context) tasks.Progress {
 	pr.mu.Lock()
-	pr.p.State = state
-	if state == tasks.StateCompleted && pr.p.BytesTotal > 0 {
+	pr.p.State = tasks.StateCompleted
+	pr.p.PartsActive, pr.active = "", nil
+	if pr.p.BytesTotal > 0 {
 		pr.p.BytesDone = pr.p.BytesTotal
 	}
 	pr.mu.Unlock()
-	pr.emit(ctx, true)
+	return pr.emit(ctx, true)
 }
 
-// close stops publishing: after the handler returns, the error handler
-// writes the final state, and nothing may overwrite it.
+// fail publishes the state a failed run leaves (retrying, failed or
+// cancelled) with its error, and returns it. The worker knows its last
+// progress: nothing is read back from Redis.
+func (pr *progress) fail(ctx context.Context, state tasks.State, err error) tasks.Progress {
+	pr.mu.Lock()
+	pr.p.State, pr.p.Error = state, err.Error()
+	pr.p.PartsActive, pr.active = "", nil
+	pr.mu.Unlock()
+	return pr.emit(ctx, true)
+}
+
+// close stops publishing: once the handler returned, only its final state
+// (finish, fail) is published, and nothing may overwrite it. Bytes moved
+// since the last publish (a run stopped by a shutdown publishes no final
+// state) still count in the aggregate throughput.
 func (pr *progress) close() {
 	pr.first.Stop()
 	pr.pubMu.Lock()
+	defer pr.pubMu.Unlock()
 	pr.closed = true
-	pr.pubMu.Unlock()
+	pr.mu.Lock()
+	moved := pr.takeMoved()
+	pr.mu.Unlock()
+	if moved > 0 {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		if err := tasks.RecordThroughput(ctx, pr.w.rdb, moved, time.Now()); err != nil {
+			pr.w.log.Warn("could not record throughput", zap.String("task_id", pr.p.TaskID), zap.Error(err))
+		}
+	}
+}
+
+// takeMoved returns the bytes moved since the last publish, for the
+// aggregate throughput, and starts counting again. Called with mu held.
+func (pr *progress) takeMoved() int64 {
+	m := pr.moved
+	pr.moved = 0
+	if !pr.countMoved {
+		return 0
+	}
+	return m
 }
 
 func (pr *progress) publish(ctx context.Context) { pr.emit(ctx, false) }
 
-func (pr *progress) emit(ctx context.Context, final bool) {
+// emit publishes the current value and returns it (zero when closed).
+func (pr *progress) emit(ctx context.Context, final bool) tasks.Progress {
 	pr.pubMu.Lock()
 	defer pr.pubMu.Unlock()
 	if pr.closed {
-		return
+		return tasks.Progress{}
 	}
 	if final {
 		pr.closed = true
@@ -136,19 +262,16 @@ func (pr *progress) emit(ctx context.Context, final bool) {
 	}
 	pr.mu.Lock()
 	now := time.Now()
-	if el := now.Sub(pr.runStart).Seconds(); el > 0 {
+	if el := now.Sub(pr.runStart).Seconds(); pr.p.Error != "" {
+		pr.p.Rate = 0 // a failed run moves nothing
+	} else if el > 0 {
 		pr.p.Rate = float64(pr.p.BytesDone-pr.runBase) / el
 	}
 	pr.p.UpdatedAt = now
 	pr.lastPub = now
+	moved := pr.takeMoved()
 	p := pr.p
-	if p.Counters != nil {
-		c := make(map[string]int64, len(p.Counters))
-		for k, v := range p.Counters {
-			c[k] = v
-		}
-		p.Counters = c
-	}
+	p.Counters = maps.Clone(p.Counters)
 	pr.mu.Unlock()
 	var ttl time.Duration
 	if p.State.Terminal() {
@@ -156,7 +279,8 @@ func (pr *progress) emit(ctx context.Context, final bool) {
 	}
 	pctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
 	defer cancel()
-	if err := tasks.PublishProgress(pctx, pr.w.rdb, p, ttl); err != nil {
+	if err := tasks.PublishProgressMoved(pctx, pr.w.rdb, p, ttl, moved); err != nil {
 		pr.w.log.Warn("could not publish progress", zap.String("task_id", p.TaskID), zap.Error(err))
 	}
+	return p
 }

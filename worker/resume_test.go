@@ -13,6 +13,7 @@ import (
 	"github.com/hibiken/asynq"
 
 	"github.com/ferryhq/ferry/checkpoint"
+	"github.com/ferryhq/ferry/internal/testenv"
 	"github.com/ferryhq/ferry/storage"
 	"github.com/ferryhq/ferry/tasks"
 	"github.com/ferryhq/ferry/worker"
@@ -22,7 +23,7 @@ import (
 // upload; it returns the task id and the file's SHA-256.
 func bigUpload(t *testing.T, b *bundle, name string, size int) (string, [32]byte) {
 	t.Helper()
-	path, data := writeFile(t, b.dir, name, size)
+	path, data := testenv.RandomFile(t, b.dir, name, size)
 	id := b.enq(t)(tasks.NewUploadTask(tasks.UploadPayload{Source: tasks.Location{Path: path}, Dest: s3loc("", b.bucket, "resume/"+name)}))
 	return id, sha256.Sum256(data)
 }
@@ -107,7 +108,7 @@ func TestCrashResumesOnAnotherWorker(t *testing.T) {
 	if n, _ := b.rdb.Exists(context.Background(), "ferry:ckpt:{"+id+"}").Result(); n != 0 {
 		t.Error("the checkpoint outlived the upload")
 	}
-	if taken := logged[struct{}](t, second, "taking over an upload whose worker stopped renewing its ownership"); len(taken) != 1 {
+	if taken := logged[struct{}](t, second, "taking over a task whose worker stopped renewing its ownership"); len(taken) != 1 {
 		t.Errorf("the second worker logged %d takeovers; want 1", len(taken))
 	}
 
@@ -129,7 +130,7 @@ func TestCrashResumesOnAnotherWorker(t *testing.T) {
 	if c2 := second.partsUploaded(t); len(c2) != len(c) {
 		t.Errorf("asynq's recovery run uploaded %d parts again; want 0 (the takeover completed the upload)", len(c2)-len(c))
 	}
-	if done := logged[struct{}](t, second, "a takeover completed this upload"); len(done) != 1 {
+	if done := logged[struct{}](t, second, "a takeover finished this task"); len(done) != 1 {
 		t.Errorf("asynq's recovery run did not find the takeover's done mark (logged %d times; log %s)", len(done), second.Log)
 	}
 	if n, _ := b.rdb.Exists(context.Background(), "ferry:own:{"+id+"}", "ferry:own:{"+id+"}:done").Result(); n != 0 {
@@ -167,7 +168,7 @@ func TestPausedWorkerLosesItsUpload(t *testing.T) {
 			_ = syscall.Kill(first.Pid(), syscall.SIGCONT)
 		}
 	}()
-	for deadline := time.Now().Add(time.Minute); len(logged[struct{}](t, second, "taking over an upload whose worker stopped renewing its ownership")) == 0; time.Sleep(200 * time.Millisecond) {
+	for deadline := time.Now().Add(time.Minute); len(logged[struct{}](t, second, "taking over a task whose worker stopped renewing its ownership")) == 0; time.Sleep(200 * time.Millisecond) {
 		if time.Now().After(deadline) {
 			t.Fatalf("no takeover while the first worker was frozen (log %s)", second.Log)
 		}
@@ -194,10 +195,10 @@ func TestPausedWorkerLosesItsUpload(t *testing.T) {
 			t.Fatalf("asynq's task is still %v 45s after the frozen worker came back (log %s)", ti.State, first.Log)
 		}
 	}
-	if n := len(logged[struct{}](t, first, "lost the ownership of this upload to another worker (paused longer than its expiry?); stopped writing, waiting for that worker")); n != 1 {
+	if n := len(logged[struct{}](t, first, "lost the ownership of this task to another worker (paused longer than its expiry?); stopped writing, waiting for that worker")); n != 1 {
 		t.Errorf("the frozen worker logged losing its ownership %d times; want 1 (log %s)", n, first.Log)
 	}
-	if n := len(logged[struct{}](t, first, "a takeover completed this upload")); n != 1 {
+	if n := len(logged[struct{}](t, first, "a takeover finished this task")); n != 1 {
 		t.Errorf("the frozen worker's run did not finish from the done mark (%d; log %s)", n, first.Log)
 	}
 	if n := len(logged[struct{}](t, first, "multipart upload aborted")); n != 0 {
@@ -210,12 +211,33 @@ func TestPausedWorkerLosesItsUpload(t *testing.T) {
 
 // TestGracefulShutdownResumes stops a worker process with SIGTERM mid-upload:
 // it stops at a part boundary, keeps the checkpoint, asynq requeues the task
-// without counting a retry, and another worker finishes it.
+// without counting a retry, and another worker finishes it. Its progress
+// names the parts in flight (never more than the part concurrency) and,
+// after the resume, exactly the parts the first worker uploaded as resumed
+// (the dashboard's parts map).
 func TestGracefulShutdownResumes(t *testing.T) {
 	t.Parallel()
 	const partConc = 3
 	b := setup(t, nil)
 	id, sum := bigUpload(t, b, "graceful.bin", 30*storage.MinPartSize)
+	updates, err := b.client.Watch(t.Context(), id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	activeSeen := make(chan [][]int, 1)
+	go func() {
+		var seen [][]int
+		for p := range updates {
+			ps, err := tasks.ParseParts(p.PartsActive)
+			if err != nil {
+				t.Errorf("parts_active %q: %v", p.PartsActive, err)
+			}
+			if len(ps) > 0 {
+				seen = append(seen, ps)
+			}
+		}
+		activeSeen <- seen
+	}()
 	first := b.startChild(t, "first", partConc)
 	waitParts(t, b, id, 8)
 	first.terminate(t)
@@ -237,6 +259,27 @@ func TestGracefulShutdownResumes(t *testing.T) {
 	if ti := b.info(t, id); ti.Retried != 0 {
 		t.Errorf("a graceful shutdown counted %d retries; want 0 (requeued)", ti.Retried)
 	}
+	resumed, err := tasks.ParseParts(p.PartsResumed)
+	if err != nil || len(resumed) != len(a) || len(resumed) == 0 {
+		t.Errorf("parts_resumed %q (%v); want the %d parts the first worker uploaded", p.PartsResumed, err, len(a))
+	}
+	for _, n := range resumed {
+		if !a[n] {
+			t.Errorf("part %d is reported resumed; the first worker did not upload it", n)
+		}
+	}
+	if p.PartsActive != "" {
+		t.Errorf("a completed upload reports parts %q in flight", p.PartsActive)
+	}
+	seen := <-activeSeen
+	if len(seen) == 0 {
+		t.Error("no update named a part in flight")
+	}
+	for _, ps := range seen {
+		if len(ps) > partConc {
+			t.Errorf("parts %v in flight at once; the part concurrency is %d", ps, partConc)
+		}
+	}
 }
 
 // TestChangedSourceRestarts: a checkpoint whose source file changed is
@@ -246,7 +289,7 @@ func TestChangedSourceRestarts(t *testing.T) {
 	b := setup(t, nil)
 	ctx := context.Background()
 	s := b.storage(t)
-	path, _ := writeFile(t, b.dir, "changing.bin", 3*storage.MinPartSize)
+	path, _ := testenv.RandomFile(t, b.dir, "changing.bin", 3*storage.MinPartSize)
 	// A stale checkpoint of this task: an upload started on the old file.
 	old, err := s.StartMultipartUpload(ctx, "resume/changing.bin", &storage.MultipartOptions{PartSize: storage.MinPartSize})
 	if err != nil {
@@ -280,7 +323,7 @@ func TestLostCompleteIsRecognised(t *testing.T) {
 	b := setup(t, nil)
 	ctx := context.Background()
 	s := b.storage(t)
-	path, data := writeFile(t, b.dir, "lost.bin", storage.MinPartSize+10)
+	path, data := testenv.RandomFile(t, b.dir, "lost.bin", storage.MinPartSize+10)
 	id := "lost-" + fmt.Sprint(time.Now().UnixNano())
 	u, err := s.StartMultipartUpload(ctx, "resume/lost.bin", &storage.MultipartOptions{PartSize: storage.MinPartSize,
 		Metadata: map[string]string{"ferry-task-id": id}})

@@ -39,7 +39,11 @@ type source struct {
 	// Content-Type.
 	headers  storage.Headers
 	metadata map[string]string
-	etag     string
+	// record is what ferry records about the source on the object it
+	// writes: a file's size and mtime, by which a migration of its tree
+	// later finds the object identical without reading the file.
+	record map[string]string
+	etag   string
 	// parts reads parts by offset; nil when the source can only stream.
 	parts storage.PartSource
 	// open streams the whole source.
@@ -49,7 +53,25 @@ type source struct {
 	// it may mix two versions. Sources whose every read is pinned to one
 	// version (S3 If-Match, https validators) need none.
 	verify func() error
-	close  func() error
+	// checksum, when set, reads the whole source for its checksum: what a
+	// multipart upload records before its first part (a file; nil for
+	// sources a second read would cost a second download).
+	checksum func(ctx context.Context) (storage.Checksum, error)
+	// expect, when set, checks the whole source's bytes against what the
+	// source records about them (an S3 object's CRC32C or plain-MD5 ETag):
+	// the one-part path reads them into one buffer.
+	expect func(b []byte) error
+	// etagCheck, when set, is the ETag the whole source's bytes must give: an
+	// S3 object that records no CRC32C but has a plain-MD5 ETag, or a
+	// multipart ETag whose part sizes the server told. A multipart upload
+	// of it hashes its parts in order (PartsOptions.InOrder) and checks
+	// the ETag before Complete.
+	etagCheck *storage.ETagCheck
+	// unverified says why an S3 source's bytes cannot be checked as they
+	// are read (it records no checksum and its ETag cannot be recomputed);
+	// empty otherwise.
+	unverified string
+	close      func() error
 }
 
 func (s *source) Close() error {
@@ -105,27 +127,57 @@ func newSources(dirs, hosts []string, hc *http.Client) (*sources, error) {
 	return s, nil
 }
 
-// openFile opens an absolute path through the os.Root of the allowed
-// directory containing it: ".." and symlinks cannot leave that directory.
-func (s *sources) openFile(path string) (*source, error) {
-	if len(s.dirs) == 0 {
-		return nil, fmt.Errorf("source %s: local files are %w on this worker: start it with --allow-dir DIR", path, errNotAllowed)
-	}
+// allowedDir returns the first allowed directory holding the absolute path
+// p, and p relative to it; false when none does.
+func (s *sources) allowedDir(p string) (dir, rel string, ok bool) {
 	for _, d := range s.dirs {
-		rel, err := filepath.Rel(d, path)
+		rel, err := filepath.Rel(d, p)
 		if err != nil || rel == ".." || strings.HasPrefix(rel, "../") {
 			continue
 		}
+		return d, rel, true
+	}
+	return "", "", false
+}
+
+// errSymlink: a component of a path opened with noFollow is a symlink.
+var errSymlink = errors.New("is a symlink")
+
+// openFile opens an absolute path through the os.Root of the allowed
+// directory containing it: ".." and symlinks cannot leave that directory.
+// With noFollow (a migrated tree's file) no symlink is followed at all: a
+// path that holds one now is storage.ErrSourceChanged, permanent.
+func (s *sources) openFile(path string, noFollow bool) (*source, error) {
+	if len(s.dirs) == 0 {
+		return nil, fmt.Errorf("source %s: local files are %w on this worker: start it with --allow-dir DIR", path, errNotAllowed)
+	}
+	if d, rel, ok := s.allowedDir(path); ok {
 		// O_NONBLOCK: opening a FIFO would block until a writer appears,
 		// holding a worker slot until the task's timeout. It changes
 		// nothing for regular files; anything else is refused below.
-		f, err := s.roots[d].OpenFile(rel, os.O_RDONLY|syscall.O_NONBLOCK, 0)
+		var f *os.File
+		var err error
+		if noFollow {
+			f, err = openNoFollow(s.roots[d], rel)
+		} else {
+			f, err = s.roots[d].OpenFile(rel, os.O_RDONLY|syscall.O_NONBLOCK, 0)
+		}
 		if err != nil {
+			if errors.Is(err, errSymlink) {
+				// The walk saw a regular file under directories: the
+				// retry would find the same symlink, and the next run
+				// passes it over as one.
+				return nil, permanent(fmt.Errorf("source %s: %w since the tree was walked, and ferry does not follow symlinks in a migrated tree: %w", path, err, storage.ErrSourceChanged))
+			}
 			if errors.Is(err, fs.ErrNotExist) {
 				return nil, fmt.Errorf("source file %s does not exist: %w", path, storage.ErrNotFound)
 			}
 			if strings.Contains(err.Error(), "escapes from parent") || strings.Contains(err.Error(), "path escapes") {
 				return nil, fmt.Errorf("source %s leaves the allowed directory %s through a symlink or \"..\": %w", path, d, errNotAllowed)
+			}
+			if errors.Is(err, fs.ErrPermission) {
+				// Permanent: retrying does not make a file readable.
+				return nil, fmt.Errorf("source file %s cannot be read by the worker (%w): %w", path, err, storage.ErrPermission)
 			}
 			return nil, fmt.Errorf("open source %s: %w", path, err)
 		}
@@ -140,13 +192,16 @@ func (s *sources) openFile(path string) (*source, error) {
 		}
 		v := versionOf(st)
 		root := s.roots[d]
-		return &source{display: path, size: st.Size(), fingerprint: v.fingerprint(),
+		return &source{display: path, size: st.Size(), fingerprint: v.fingerprint(), record: v.record(),
 			parts: storage.ReaderAtSource(f, st.Size()),
 			open: func(context.Context) (io.ReadCloser, error) {
 				return io.NopCloser(io.NewSectionReader(f, 0, st.Size())), nil
 			},
 			verify: func() error { return v.unchanged(path, f, root, rel) },
-			close:  f.Close}, nil
+			checksum: func(ctx context.Context) (storage.Checksum, error) {
+				return storage.ChecksumReaderAt(ctx, f, st.Size())
+			},
+			close: f.Close}, nil
 	}
 	return nil, fmt.Errorf("source %s is outside the worker's allowed directories (%s): %w; add --allow-dir or move the file",
 		path, strings.Join(s.dirs, ", "), errNotAllowed)
@@ -173,6 +228,11 @@ func versionOf(st fs.FileInfo) fileVersion {
 // has another one starts over.
 func (v fileVersion) fingerprint() string {
 	return fmt.Sprintf("file:%d:%d:%d:%d", v.size, v.mtime, v.ctime, v.inode)
+}
+
+// record is what an object written from this version records about it.
+func (v fileVersion) record() map[string]string {
+	return map[string]string{metaSourceSize: strconv.FormatInt(v.size, 10), metaSourceMtime: strconv.FormatInt(v.mtime, 10)}
 }
 
 // unchanged checks the path (replaced or removed?) and the open file
@@ -462,13 +522,16 @@ func openS3(ctx context.Context, s *storage.S3, key string) (*source, error) {
 	if err != nil {
 		return nil, fmt.Errorf("source: %w", err)
 	}
-	return s3Source(s, key, info), nil
+	return s3Source(ctx, s, key, info)
 }
 
-// s3Source is openS3 for an object whose Info the caller has.
-func s3Source(s *storage.S3, key string, info storage.StoredFile) *source {
+// s3Source is openS3 for an object whose Info the caller has. With
+// integrity on, the bytes read are checked against what the object
+// records: its CRC32C, else its ETag (storage.S3.ETagCheck, which may
+// HEAD each part of a multipart object to learn where its parts end).
+func s3Source(ctx context.Context, s *storage.S3, key string, info storage.StoredFile) (*source, error) {
 	display := "s3://" + s.Bucket() + "/" + key
-	return &source{display: display, size: info.Size, etag: info.ETag, headers: info.Headers, metadata: info.Metadata,
+	src := &source{display: display, size: info.Size, etag: info.ETag, headers: info.Headers, metadata: info.Metadata,
 		fingerprint: fmt.Sprintf("s3:%s:%d", info.ETag, info.Size),
 		// Every part is read from the version the transfer started with.
 		parts: &rangeSource{size: info.Size, get: func(ctx context.Context, off, n int64) (io.ReadCloser, error) {
@@ -477,6 +540,22 @@ func s3Source(s *storage.S3, key string, info storage.StoredFile) *source {
 		}},
 		open: func(ctx context.Context) (io.ReadCloser, error) { return s.Get(ctx, key) },
 	}
+	if !s.Client().Integrity() {
+		return src, nil
+	}
+	src.expect = func(b []byte) error { return info.Verify("read "+display, b) }
+	if info.Checksum != "" {
+		return src, nil
+	}
+	check, why, err := s.ETagCheck(ctx, info)
+	if err != nil {
+		return nil, fmt.Errorf("source: %w", err)
+	}
+	src.etagCheck, src.unverified = check, why
+	if check != nil {
+		src.expect = func(b []byte) error { return check.Verify("read "+display, b) }
+	}
+	return src, nil
 }
 
 // rangeSource reads parts of a remote object with one ranged GET each, so
@@ -527,7 +606,7 @@ func readExactly(r io.Reader, buf []byte) (int, error) {
 func (w *Worker) openSource(ctx context.Context, loc tasks.Location) (*source, error) {
 	switch loc.Kind() {
 	case tasks.KindFile:
-		return w.sources.openFile(loc.Path)
+		return w.sources.openFile(loc.Path, loc.NoFollow)
 	case tasks.KindHTTP:
 		return w.sources.openHTTP(ctx, loc.URL)
 	case tasks.KindS3:
@@ -548,14 +627,39 @@ func (w *Worker) openSource(ctx context.Context, loc tasks.Location) (*source, e
 // task is archived with a reason instead.
 const maxSourceRestarts = 3
 
-// sourceChangedTTL keeps a task's restart count across its retries.
+// sourceChangedTTL keeps a task's restart counts across its retries.
 const sourceChangedTTL = 24 * time.Hour
 
 // sourceChanged counts a restart of task id whose source changed (err wraps
 // storage.ErrSourceChanged; the upload is already aborted) and decides:
 // retry from scratch, or archive once the restarts are used up.
 func (w *Worker) sourceChanged(ctx context.Context, id string, err error) error {
-	key := sourceChangesKey(id)
+	return w.restart(ctx, id, err, sourceChangesKey(id), maxSourceRestarts,
+		"source changed during the transfer; the task starts over on its retry",
+		"it changed during %d attempts, so it is probably still being written: enqueue it again once it is complete")
+}
+
+// maxIntegrityRestarts bounds how often one task starts over because the
+// bytes it read did not match the checksum recorded for them (a bit
+// flipped on the way from the source): a retry reads them again, but a
+// path that corrupts every read, or a source whose stored bytes no longer
+// match their checksum, must fail with the reason rather than retry for
+// hours.
+const maxIntegrityRestarts = 3
+
+// integrityFailed counts a restart of task id whose read bytes failed
+// their checksum (err wraps storage.ErrIntegrity and is not permanent; any
+// upload is already aborted) and decides: retry, or archive.
+func (w *Worker) integrityFailed(ctx context.Context, id string, err error) error {
+	return w.restart(ctx, id, err, integrityFailuresKey(id), maxIntegrityRestarts,
+		"bytes read from the source failed their checksum; the task reads them again on its retry",
+		"the bytes read failed their checksum on %d attempts: the source's stored bytes do not match what it records, or the path from it corrupts data")
+}
+
+// restart counts one restart of task id in the Redis counter key (kept a
+// day after the last one) and returns err to retry, or err made permanent
+// with giveUp (formatted with the count) once there were more than limit.
+func (w *Worker) restart(ctx context.Context, id string, err error, key string, limit int64, logMsg, giveUp string) error {
 	rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
 	defer cancel()
 	var incr *redis.IntCmd
@@ -566,13 +670,12 @@ func (w *Worker) sourceChanged(ctx context.Context, id string, err error) error 
 	})
 	if rerr != nil {
 		// The bound is lost for this attempt; asynq's MaxRetry still holds.
-		w.log.Warn("could not count a source change", zap.String("task_id", id), zap.Error(rerr))
+		w.log.Warn("could not count a restart", zap.String("task_id", id), zap.String("key", key), zap.Error(rerr))
 		return err
 	}
-	if n := incr.Val(); n > maxSourceRestarts {
-		return permanent(fmt.Errorf("%w; it changed during %d attempts, so it is probably still being written: enqueue it again once it is complete", err, n))
+	if n := incr.Val(); n > limit {
+		return permanent(fmt.Errorf("%w; "+giveUp, err, n))
 	}
-	w.log.Info("source changed during the transfer; the task starts over on its retry",
-		zap.String("task_id", id), zap.Int64("restart", incr.Val()), zap.Int("max_restarts", maxSourceRestarts), zap.Error(err))
-	return fmt.Errorf("%w (the task starts over: restart %d of %d)", err, incr.Val(), maxSourceRestarts)
+	w.log.Info(logMsg, zap.String("task_id", id), zap.Int64("restart", incr.Val()), zap.Int64("max_restarts", limit), zap.Error(err))
+	return fmt.Errorf("%w (the task starts over: restart %d of %d)", err, incr.Val(), limit)
 }

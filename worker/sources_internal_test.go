@@ -60,7 +60,7 @@ func TestFileChangeIsSeenAfterTheRead(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			src, err := srcs.openFile(path)
+			src, err := srcs.openFile(path, false)
 			if err != nil {
 				t.Fatal(err)
 			}

@@ -2,30 +2,35 @@ package worker
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"sync"
 	"time"
 
 	"github.com/hibiken/asynq"
+	"github.com/redis/go-redis/v9"
 	"go.uber.org/zap"
 
 	"github.com/ferryhq/ferry/checkpoint"
 )
 
-// Takeover: another worker continues a dead worker's upload within seconds.
+// Takeover: another worker continues a dead worker's task within seconds.
 //
 // asynq notices a dead worker only when the task's lease (30 s) has expired
 // and its recoverer (once a minute, with a 30 s cut-off) moves the task to
-// retry: 60-120 s. ferry does not wait for that. Every checkpointed upload
-// is owned (checkpoint.Claim) with a short expiry its worker renews every
-// second; every worker's takeover loop looks, every TakeoverInterval, for
-// uploads whose ownership expired while asynq still shows the task active,
-// claims them with a new fencing token and runs the same handler for the
-// same task id, resuming from the checkpoint (progress goes to the same id).
-// When asynq later runs the task again, that run finds the upload owned
-// (and waits) or marked done (and completes at once). docs/worker.md has
-// the protocol and its races.
+// retry: 60-120 s. ferry does not wait for that. Every run of a resumable
+// task — a checkpointed upload or copy, a migration, a recursive delete, a
+// batch — owns its task (checkpoint.Claim) with a short expiry its worker
+// renews every second (runOwned); every worker's takeover loop looks, every
+// TakeoverInterval, for tasks whose ownership expired while asynq still
+// shows the task active, claims them with a new fencing token and runs the
+// same handler for the same task id, resuming from the task's own record
+// (the checkpoint's parts, the migration's cursor, the listing that is left,
+// the batch's finished items); progress goes to the same id. When asynq
+// later runs the task again, that run finds the task owned (and waits) or
+// marked done with the takeover's outcome (and ends the same way at once).
+// docs/worker.md has the protocol, per task kind, and its races.
 const (
 	// ownershipTTL is how long an ownership lives unless renewed: the
 	// longest pause a worker survives without losing its upload, and most
@@ -44,19 +49,93 @@ const (
 	takeoverCooldown = 30 * time.Second
 )
 
-// claim is a run's ownership of a task's upload.
+// ownership is what the takeover frame uses of the checkpoint store
+// (*checkpoint.Store): a task's ownership with its fencing token, and the
+// done mark a takeover leaves.
+type ownership interface {
+	Claim(ctx context.Context, taskID string, ttl time.Duration) (int64, error)
+	Renew(ctx context.Context, taskID string, token int64, ttl time.Duration) error
+	CheckOwner(ctx context.Context, taskID string, token int64) error
+	Owned(ctx context.Context, taskID string) (bool, error)
+	Release(ctx context.Context, taskID string, token int64) error
+	Fenced(ctx context.Context, taskID string, token int64, fn func(redis.Pipeliner) error) error
+	MarkDone(ctx context.Context, taskID string, token int64, ttl time.Duration, outcome []byte) error
+	Done(ctx context.Context, taskID string) (outcome []byte, done bool, err error)
+	ClearDone(ctx context.Context, taskID string) error
+}
+
+// claim is a run's ownership of a task.
 type claim struct {
 	id    string
 	token int64
+	// queue is the task's queue: a takeover run has no asynq metadata.
+	queue string
 	// takeover is set for a run started by the takeover loop, outside
-	// asynq: it already holds the claim, and leaves a done mark for the
-	// asynq run of the task when it completes.
+	// asynq: it already holds the claim, and leaves a done mark with its
+	// outcome for the asynq run of the task when it ends the task.
 	takeover bool
+}
+
+// outcome is how a takeover run ended a task, kept in its done mark: the
+// task's run of asynq ends the same way, without running the task again.
+type outcome struct {
+	// Result is the run's result (its JSON), for the task's result.
+	Result json.RawMessage `json:"result,omitempty"`
+	// Error is a permanent failure's reason; Cancelled a user's cancel.
+	Error     string `json:"error,omitempty"`
+	Cancelled bool   `json:"cancelled,omitempty"`
+}
+
+// newOutcome records a run that ended with res and err (nil or final).
+func newOutcome(res any, err error) []byte {
+	var o outcome
+	if res != nil {
+		o.Result, _ = json.Marshal(res)
+	}
+	switch {
+	case errors.Is(err, errCancelled):
+		o.Cancelled = true
+	case err != nil:
+		o.Error = err.Error()
+	}
+	b, _ := json.Marshal(o)
+	return b
+}
+
+// parseOutcome reads a done mark; a mark without an outcome (written by an
+// earlier version, which marked only completed uploads) is a success.
+func parseOutcome(b []byte) *outcome {
+	var o outcome
+	_ = json.Unmarshal(b, &o)
+	return &o
+}
+
+// err is the error the run that finds o returns.
+func (o *outcome) err() error {
+	switch {
+	case o.Cancelled:
+		return errCancelled
+	case o.Error != "":
+		return permanent(fmt.Errorf("a takeover of this task ended it: %s", o.Error))
+	}
+	return nil
+}
+
+// replay ends a run as the takeover that recorded o ended the task: its
+// result, decoded as the handler's, and its error.
+func replay[T any](_ context.Context, o *outcome) (T, error) {
+	var res T
+	if len(o.Result) > 0 {
+		if err := json.Unmarshal(o.Result, &res); err != nil {
+			return res, fmt.Errorf("read the takeover's result: %w", err)
+		}
+	}
+	return res, o.err()
 }
 
 type claimKey struct{}
 
-// withClaim marks ctx as a takeover run of c.id holding c.
+// withClaim marks ctx as a run of c.id holding c.
 func withClaim(ctx context.Context, c *claim) context.Context {
 	return context.WithValue(ctx, claimKey{}, c)
 }
@@ -77,56 +156,177 @@ func taskIDOf(ctx context.Context) string {
 	return ""
 }
 
+// queueOf is the queue of the task ctx runs.
+func queueOf(ctx context.Context) string {
+	if q, ok := asynq.GetQueueName(ctx); ok {
+		return q
+	}
+	if c := claimFrom(ctx); c != nil {
+		return c.queue
+	}
+	return ""
+}
+
+// endedByTakeover returns ti as asynq will show it once its own run has
+// ended from a takeover's done mark — completed with the takeover's result,
+// or archived with its reason — and true, when ti is still active in asynq
+// but a takeover ended the task: a migration counts its batches and copies
+// taken over at once, instead of after asynq's lease recovery (60–120 s).
+// Otherwise it returns ti and false.
+func (w *Worker) endedByTakeover(ctx context.Context, ti *asynq.TaskInfo) (*asynq.TaskInfo, bool) {
+	if ti == nil || ti.State != asynq.TaskStateActive {
+		return ti, false
+	}
+	b, done, err := w.ckpt.Done(ctx, ti.ID)
+	if err != nil || !done {
+		return ti, false
+	}
+	o := parseOutcome(b)
+	ended := *ti
+	ended.Result = o.Result
+	switch {
+	case o.Cancelled:
+		ended.State, ended.LastErr = asynq.TaskStateArchived, errCancelled.Error()
+	case o.Error != "":
+		ended.State, ended.LastErr = asynq.TaskStateArchived, o.Error
+	default:
+		ended.State = asynq.TaskStateCompleted
+	}
+	return &ended, true
+}
+
+// checkOwner is the fence before a write outside Redis (a DeleteObjects):
+// nil while ctx's run still owns task id (or runs without an ownership),
+// else an error wrapping checkpoint.ErrNotOwner.
+func (w *Worker) checkOwner(ctx context.Context, id string) error {
+	c := claimFrom(ctx)
+	if c == nil || c.id != id {
+		return nil
+	}
+	return w.ckpt.CheckOwner(ctx, id, c.token)
+}
+
+// fenced runs fn's commands in one transaction that applies only while
+// ctx's run still owns task id (checkpoint.Fenced); fn touches only keys
+// hash-tagged with id.
+func (w *Worker) fenced(ctx context.Context, id string, fn func(redis.Pipeliner) error) error {
+	c := claimFrom(ctx)
+	if c == nil || c.id != id {
+		_, err := w.rdb.TxPipelined(ctx, fn)
+		return err
+	}
+	return w.ckpt.Fenced(ctx, id, c.token, fn)
+}
+
+// runOwned runs body as the owner of task id, the frame of every resumable
+// task kind: it claims the task (or waits while another live worker owns
+// it), renews the claim while body runs (body's context carries it, for
+// checkOwner and fenced, and ends when the claim is lost), and releases it
+// as body's outcome says. A run that finds the task marked done by a
+// takeover ends with ended(the takeover's outcome) instead, after taking
+// over the takeover's published progress (prog), which it never overwrites
+// while it waits. A run of asynq that loses
+// its ownership (it paused longer than ownershipTTL and another worker took
+// over) stops writing and waits likewise; a run stopped by a shutdown keeps
+// running until asynq's shutdown timeout requeues its task (returning at
+// once would count a retry), released already so that another worker's
+// takeover continues it now.
+func runOwned[T any](ctx context.Context, w *Worker, id string, log *zap.Logger, prog *progress,
+	body func(context.Context) (T, error), ended func(context.Context, *outcome) (T, error)) (T, error) {
+	for {
+		prog.quiet()
+		c, out, err := w.acquire(ctx, id, log)
+		if err != nil {
+			var zero T
+			return zero, err
+		}
+		if out != nil {
+			log.Info("a takeover finished this task")
+			prog.adopt(ctx)
+			res, err := ended(ctx, out)
+			if err == nil || errors.Is(err, asynq.SkipRetry) || errors.Is(err, errCancelled) {
+				w.rdb.HDel(ctx, takeoverIndexKey, id)
+				if cerr := w.ckpt.ClearDone(ctx, id); cerr != nil {
+					log.Warn("could not clear the takeover's done mark (it expires)", zap.Error(cerr))
+				}
+			}
+			return res, err
+		}
+		prog.owning()
+		octx, stop := w.hold(ctx, c)
+		res, err := body(withClaim(octx, c))
+		stop()
+		if err != nil && !errors.Is(err, checkpoint.ErrNotOwner) && lostOwnership(octx, err) {
+			// Stopped by hold's cancel: say why.
+			err = fmt.Errorf("%w (stopped writing: %w)", context.Cause(octx), err)
+		}
+		w.release(ctx, c, res, err, log)
+		switch {
+		case errors.Is(err, errShuttingDown) && !c.takeover:
+			<-ctx.Done()
+			return res, err
+		case c.takeover || err == nil || !lostOwnership(ctx, err):
+			return res, err
+		}
+		log.Warn("lost the ownership of this task to another worker (paused longer than its expiry?); stopped writing, waiting for that worker", zap.Error(err))
+	}
+}
+
 // lostOwnership reports whether err (or ctx's cancel) comes from another
 // worker owning the task now.
 func lostOwnership(ctx context.Context, err error) bool {
 	return errors.Is(err, checkpoint.ErrNotOwner) || errors.Is(context.Cause(ctx), checkpoint.ErrNotOwner)
 }
 
-// acquire returns the ownership of the task's upload, or done when a
-// takeover already completed it. A run of asynq waits while another live
+// acquire returns the ownership of the task, or the outcome a takeover
+// recorded when it ended the task. A run of asynq waits while another live
 // worker owns the task (a takeover in progress, or the worker it was taken
-// from); a takeover run already holds its claim.
-func (w *Worker) acquire(ctx context.Context, id string, log *zap.Logger) (c *claim, done bool, err error) {
-	if c := claimFrom(ctx); c != nil && c.takeover {
-		return c, false, nil
+// from); a run that holds its claim already (a takeover) has it returned.
+func (w *Worker) acquire(ctx context.Context, id string, log *zap.Logger) (*claim, *outcome, error) {
+	if c := claimFrom(ctx); c != nil && c.id == id {
+		return c, nil, nil
 	}
-	done, err = w.ckpt.Done(ctx, id)
-	if err != nil || done {
-		return nil, done, err
+	ended := func() (*outcome, error) {
+		b, done, err := w.ckpt.Done(ctx, id)
+		if err != nil || !done {
+			return nil, err
+		}
+		return parseOutcome(b), nil
 	}
-	queue, _ := asynq.GetQueueName(ctx)
+	if out, err := ended(); err != nil || out != nil {
+		return nil, out, err
+	}
+	queue := queueOf(ctx)
 	// Indexed before the claim: a claim the takeover loop cannot see
 	// would leave a crash to asynq's slow recovery.
 	if err := w.rdb.HSet(ctx, takeoverIndexKey, id, queue).Err(); err != nil {
-		return nil, false, fmt.Errorf("index ownership: %w", err)
+		return nil, nil, fmt.Errorf("index ownership: %w", err)
 	}
 	waiting := false
 	for first := true; ; first = false {
 		if !first {
-			done, err := w.ckpt.Done(ctx, id)
-			if err != nil || done {
-				return nil, done, err
+			if out, err := ended(); err != nil || out != nil {
+				return nil, out, err
 			}
 		}
 		token, err := w.ckpt.Claim(ctx, id, ownershipTTL)
 		if err == nil {
-			return &claim{id: id, token: token}, false, nil
+			return &claim{id: id, token: token, queue: queue}, nil, nil
 		}
 		if !errors.Is(err, checkpoint.ErrNotOwner) {
-			return nil, false, err
+			return nil, nil, err
 		}
 		if !waiting {
-			log.Info("another worker owns this upload (a takeover); waiting until it finishes or stops")
+			log.Info("another worker owns this task (a takeover); waiting until it finishes or stops")
 			waiting = true
 		}
 		if w.stopping.Load() {
 			<-ctx.Done() // as uploadFailed: requeued by asynq, no retry counted
-			return nil, false, errShuttingDown
+			return nil, nil, errShuttingDown
 		}
 		select {
 		case <-ctx.Done():
-			return nil, false, context.Cause(ctx)
+			return nil, nil, context.Cause(ctx)
 		case <-time.After(ownerPoll):
 		}
 	}
@@ -166,26 +366,27 @@ func (w *Worker) hold(ctx context.Context, c *claim) (context.Context, func()) {
 	return octx, func() { cancel(nil); <-done }
 }
 
-// release ends a run's ownership after its upload returned err. A completed
-// takeover leaves the done mark for asynq's run of the task; a run stopped
-// by a shutdown or a takeover that failed for now stays indexed, so the
-// takeover loop of another worker continues it at once; anything else
-// leaves the task to asynq (done, or retried or archived by it). The index
-// entry goes before the ownership: the loop never sees an indexed task
-// without an owner whose run is only finishing.
-func (w *Worker) release(ctx context.Context, c *claim, err error, log *zap.Logger) {
+// release ends a run's ownership after its body returned res and err. A
+// takeover that ended the task (completed it, or failed or was cancelled
+// for good) leaves the done mark with its outcome for asynq's run of the
+// task; a run stopped by a shutdown or a takeover that failed for now
+// stays indexed, so the takeover loop of another worker continues it at
+// once; anything else leaves the task to asynq (done, or retried or
+// archived by it). The index entry goes before the ownership: the loop
+// never sees an indexed task without an owner whose run is only finishing.
+func (w *Worker) release(ctx context.Context, c *claim, res any, err error, log *zap.Logger) {
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
 	defer cancel()
 	var rerr error
 	switch {
 	case lostOwnership(ctx, err):
 		return // not ours to release
-	case err == nil && c.takeover:
-		rerr = w.ckpt.MarkDone(ctx, c.id, c.token, doneTTL)
+	case c.takeover && (err == nil || errors.Is(classify(err), asynq.SkipRetry)):
+		rerr = w.ckpt.MarkDone(ctx, c.id, c.token, doneTTL, newOutcome(res, err))
 		if rerr == nil {
 			rerr = w.rdb.HDel(ctx, takeoverIndexKey, c.id).Err()
 		}
-	case errors.Is(err, errShuttingDown) || (c.takeover && !errors.Is(classify(err), asynq.SkipRetry)):
+	case errors.Is(err, errShuttingDown) || c.takeover:
 		rerr = w.ckpt.Release(ctx, c.id, c.token)
 	default:
 		rerr = w.rdb.HDel(ctx, takeoverIndexKey, c.id).Err()
@@ -195,11 +396,11 @@ func (w *Worker) release(ctx context.Context, c *claim, err error, log *zap.Logg
 	}
 	if rerr != nil {
 		// The ownership expires by itself within ownershipTTL.
-		log.Warn("could not release the upload's ownership", zap.Error(rerr))
+		log.Warn("could not release the task's ownership", zap.Error(rerr))
 	}
 }
 
-// takeoverLoop looks for uploads to take over until ctx is cancelled; the
+// takeoverLoop looks for tasks to take over until ctx is cancelled; the
 // takeovers it starts run with runCtx.
 func (w *Worker) takeoverLoop(ctx, runCtx context.Context) {
 	t := time.NewTicker(w.cfg.TakeoverInterval)
@@ -249,7 +450,7 @@ func (tk *takeovers) end(id string, cooldown time.Duration) {
 	}
 }
 
-// takeoverScan claims each indexed upload of this worker's queues whose
+// takeoverScan claims each indexed task of this worker's queues whose
 // ownership expired while asynq still shows its task active (its worker
 // died or hangs), and continues it in a new goroutine.
 func (w *Worker) takeoverScan(ctx, runCtx context.Context) error {
@@ -264,7 +465,7 @@ func (w *Worker) takeoverScan(ctx, runCtx context.Context) error {
 		if owned, err := w.ckpt.Owned(ctx, id); err != nil || owned {
 			continue
 		}
-		if done, err := w.ckpt.Done(ctx, id); err != nil || done {
+		if _, done, err := w.ckpt.Done(ctx, id); err != nil || done {
 			continue
 		}
 		ti, err := w.insp.GetTaskInfo(queue, id)
@@ -290,7 +491,7 @@ func (w *Worker) takeoverScan(ctx, runCtx context.Context) error {
 		// Claimed after the checks: the run we saw without an owner may
 		// have finished meanwhile (it unindexes before it releases).
 		still, _ := w.rdb.HExists(ctx, takeoverIndexKey, id).Result()
-		done, _ := w.ckpt.Done(ctx, id)
+		_, done, _ := w.ckpt.Done(ctx, id)
 		if !still || done {
 			_ = w.ckpt.Release(ctx, id, token)
 			w.takeovers.end(id, 0)
@@ -299,7 +500,7 @@ func (w *Worker) takeoverScan(ctx, runCtx context.Context) error {
 		w.takeovers.wg.Add(1)
 		go func() {
 			defer w.takeovers.wg.Done()
-			w.takeOver(runCtx, &claim{id: id, token: token, takeover: true}, ti)
+			w.takeOver(runCtx, &claim{id: id, token: token, queue: queue, takeover: true}, ti)
 		}()
 	}
 	return nil
@@ -308,23 +509,23 @@ func (w *Worker) takeoverScan(ctx, runCtx context.Context) error {
 // takeOver runs the task's handler for its id outside asynq, holding c.
 func (w *Worker) takeOver(ctx context.Context, c *claim, ti *asynq.TaskInfo) {
 	log := w.log.With(zap.String("task_id", c.id), zap.String("task_type", ti.Type), zap.String("queue", ti.Queue))
-	log.Info("taking over an upload whose worker stopped renewing its ownership", zap.Int64("token", c.token))
+	log.Info("taking over a task whose worker stopped renewing its ownership", zap.Int64("token", c.token))
 	err := w.handler.ProcessTask(withClaim(ctx, c), asynq.NewTask(ti.Type, ti.Payload))
-	// A handler that failed before its upload started never released.
+	// A handler that failed before it claimed the task never released.
 	_ = w.ckpt.Release(context.WithoutCancel(ctx), c.id, c.token)
 	cooldown := time.Duration(0)
 	switch {
 	case err == nil:
-		log.Info("takeover completed the upload; asynq's own run of the task will find it done")
+		log.Info("takeover completed the task; asynq's own run of the task will find it done")
 	case lostOwnership(ctx, err):
-		log.Info("takeover lost the upload to another worker", zap.Error(err))
+		log.Info("takeover lost the task to another worker", zap.Error(err))
 	case errors.Is(err, asynq.SkipRetry):
-		// asynq's run of the task fails the same way and archives it;
-		// show the reason now.
-		w.publishFailure(ctx, c.id, ti.Type, err, false)
+		// The run published the reason (failedState) and left it in the
+		// done mark: asynq's run of the task fails the same way from it.
+		log.Info("takeover failed for good", zap.Error(err))
 	default:
 		cooldown = takeoverCooldown
-		log.Warn("takeover stopped; the upload stays resumable", zap.Error(err))
+		log.Warn("takeover stopped; the task stays resumable", zap.Error(err))
 	}
 	w.takeovers.end(c.id, cooldown)
 }

@@ -48,6 +48,9 @@ func TestMigrateSharedBackoff(t *testing.T) {
 	var refused *atomic.Int64
 	b := setup(t, func(c *worker.Config) {
 		proxy, refused = slowDownProxy(t, c.Profiles["default"].EndpointURL, 40)
+		// Few items in flight, so that 40 refusals outlast the SDK's own
+		// retries of some (with 16, each item's retries absorb them).
+		c.BatchConcurrency = 4
 		other := c.Profiles["other"]
 		other.EndpointURL = proxy.URL
 		c.Profiles["other"] = other

@@ -1,10 +1,12 @@
 package worker
 
 import (
+	"bytes"
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
-	"maps"
+	"io"
 	"time"
 
 	"github.com/hibiken/asynq"
@@ -26,13 +28,62 @@ const (
 	// its ETag is an opaque multipart one.
 	metaSourceETag = "ferry-source-etag"
 	metaSourceSize = "ferry-source-size"
+	// metaSourceMtime records the modification time (Unix nanoseconds)
+	// of the local file an object was written from, with its size in
+	// metaSourceSize: a migration of the file's tree finds the object
+	// identical by the two without reading the file.
+	metaSourceMtime = "ferry-source-mtime"
 )
+
+// uploadTarget is what a checkpointed multipart upload uses of its
+// destination bucket, in storage's own signatures: *storage.S3 satisfies
+// it, and tests fake it to see the calls an upload makes
+// (upload_fakes_test.go).
+type uploadTarget interface {
+	Bucket() string
+	// Info tells whether an upload whose id vanished was completed.
+	Info(ctx context.Context, key string) (storage.StoredFile, error)
+	StartMultipartUpload(ctx context.Context, key string, opts *storage.MultipartOptions) (*storage.MultipartUpload, error)
+	ListParts(ctx context.Context, key, uploadID string) ([]storage.Part, error)
+	UploadParts(ctx context.Context, u *storage.MultipartUpload, src storage.PartSource, o storage.PartsOptions) error
+	CompleteMultipartUpload(ctx context.Context, u *storage.MultipartUpload) (storage.StoredFile, error)
+	AbortMultipartUpload(ctx context.Context, key, uploadID string) error
+}
+
+// putTarget is what a one-request write (putSmall) uses of its
+// destination.
+type putTarget interface {
+	Put(ctx context.Context, key string, body io.Reader, opts *storage.PutOptions) (storage.StoredFile, error)
+}
+
+// transferTarget is what transfer uses of its destination: every way it
+// writes an object, and the client's settings (whether it proves
+// integrity). *storage.S3 satisfies it.
+type transferTarget interface {
+	uploadTarget
+	putTarget
+	PutLarge(ctx context.Context, key string, body io.Reader, opts *storage.LargeOptions) (storage.StoredFile, error)
+	Client() *storage.Client
+}
+
+// uploadCheckpoints is what an upload uses of the checkpoint store
+// (*checkpoint.Store): its plan, its finished parts, and its owner's fence.
+type uploadCheckpoints interface {
+	Create(ctx context.Context, taskID string, p checkpoint.Plan) error
+	Load(ctx context.Context, taskID string) (checkpoint.Checkpoint, error)
+	RecordPartOwned(ctx context.Context, taskID, uploadID string, token int64, p checkpoint.Part) error
+	CheckOwner(ctx context.Context, taskID string, token int64) error
+	Delete(ctx context.Context, taskID, uploadID string) error
+}
 
 // upload is one resumable multipart upload of a task.
 type upload struct {
-	taskID      string
-	profile     string
-	dst         *storage.S3
+	taskID  string
+	profile string
+	dst     uploadTarget
+	// integrity is the destination's client's Integrity(): the object's
+	// checksum is recorded (for a file, computed before the first part).
+	integrity   bool
 	key         string
 	src         *source
 	partSize    int64
@@ -50,48 +101,23 @@ type upload struct {
 // for good, or runs out of retries. On shutdown it stops at a part boundary
 // and leaves the checkpoint for the next worker.
 //
-// The run owns the task's upload while it writes (see takeover.go): a run
+// The run owns the task while it writes (runOwned, see takeover.go): a run
 // of asynq that finds a takeover of the task in progress waits for it, and
-// completes at once when the takeover completed the upload; a run that
-// loses its ownership (it paused longer than ownershipTTL and another
-// worker took over) stops writing and, as a run of asynq, waits likewise.
+// completes at once when the takeover completed the upload (the object is
+// checked as for a lost Complete); a run that loses its ownership stops
+// writing and, as a run of asynq, waits likewise.
 func (w *Worker) runUpload(ctx context.Context, u *upload) (storage.StoredFile, error) {
-	for {
-		c, done, err := w.acquire(ctx, u.taskID, u.log)
-		if err != nil {
-			return storage.StoredFile{}, err
-		}
-		if done {
-			u.log.Info("a takeover completed this upload")
-			f, err := w.finishedEarlier(ctx, u, "")
-			if err == nil {
-				w.rdb.HDel(ctx, takeoverIndexKey, u.taskID)
-				if cerr := w.ckpt.ClearDone(ctx, u.taskID); cerr != nil {
-					u.log.Warn("could not clear the takeover's done mark (it expires)", zap.Error(cerr))
-				}
+	return runOwned(ctx, w, u.taskID, u.log, u.prog,
+		func(ctx context.Context) (storage.StoredFile, error) {
+			c := claimFrom(ctx)
+			return w.uploadOwned(ctx, u, c.token)
+		},
+		func(ctx context.Context, o *outcome) (storage.StoredFile, error) {
+			if err := o.err(); err != nil {
+				return storage.StoredFile{}, err
 			}
-			return f, err
-		}
-		octx, stop := w.hold(ctx, c)
-		f, err := w.uploadOwned(octx, u, c.token)
-		stop()
-		if err != nil && !errors.Is(err, checkpoint.ErrNotOwner) && lostOwnership(octx, err) {
-			// Stopped by hold's cancel: say why.
-			err = fmt.Errorf("%w (stopped writing: %w)", context.Cause(octx), err)
-		}
-		w.release(ctx, c, err, u.log)
-		switch {
-		case errors.Is(err, errShuttingDown) && !c.takeover:
-			// Keep running until asynq's shutdown timeout puts the task back
-			// in the queue: returning now would count a retry. Released
-			// already, so another worker's takeover continues it now.
-			<-ctx.Done()
-			return f, err
-		case c.takeover || err == nil || !lostOwnership(ctx, err):
-			return f, err
-		}
-		u.log.Warn("lost the ownership of this upload to another worker (paused longer than its expiry?); stopped writing, waiting for that worker", zap.Error(err))
-	}
+			return w.finishedEarlier(ctx, u, "")
+		})
 }
 
 // uploadOwned is runUpload's body for the owner with token: every part's
@@ -110,14 +136,44 @@ func (w *Worker) uploadOwned(ctx context.Context, u *upload, token int64) (stora
 	done := mu.Parts()
 	if len(done) > 0 {
 		var b int64
+		nums := make([]int, 0, len(done))
 		for _, p := range done {
 			b += p.Size
+			nums = append(nums, p.Number)
 		}
-		u.prog.resumed(ctx, b, len(done))
+		u.prog.resumed(ctx, b, nums)
+	}
+	var whole *storage.ETagHash
+	var inOrder func(int, []byte)
+	var resumedBad error // a finished part whose bytes are not the source's
+	if u.src.etagCheck != nil {
+		// The source records only its ETag, an MD5 (of its bytes, or of
+		// its parts' MD5s), which does not combine: hash the parts in
+		// order. A resume reads its finished parts again for it, and
+		// those bytes must be the ones that were sent: the first read may
+		// have been corrupted (and the server accepted it, its
+		// Content-MD5 being of those bytes) while this read is clean, so
+		// the digest alone would pass. Each is held to the CRC32C its
+		// checkpoint recorded of the bytes sent.
+		sent := map[int]string{}
+		for _, p := range done {
+			sent[p.Number] = p.Checksum
+		}
+		whole = u.src.etagCheck.NewHash()
+		inOrder = func(n int, b []byte) {
+			_, _ = whole.Write(b)
+			if want, ok := sent[n]; ok && resumedBad == nil {
+				if got := storage.ChecksumOf(b).String(); got != want {
+					resumedBad = &storage.IntegrityError{Op: fmt.Sprintf("resume: part %d of %s, read again", n, u.src.display),
+						Check: "checkpointed CRC32C of the bytes sent", Want: want, Got: got}
+				}
+			}
+		}
 	}
 	err = u.dst.UploadParts(ctx, mu, u.src.parts, storage.PartsOptions{
 		Concurrency: u.concurrency,
 		Buffers:     w.buffers,
+		InOrder:     inOrder,
 		Skip:        func(n int) bool { return skip[n] },
 		BeforePartFunc: func() error {
 			return w.checkInterrupt(ctx, u.taskID)
@@ -127,13 +183,23 @@ func (w *Worker) uploadOwned(ctx context.Context, u *upload, token int64) (stora
 			w.metrics.partUploaded(u.profile)
 			w.metrics.addBytes("upload", u.profile, p.Size)
 			w.metrics.checkpointOp("record_part")
-			if err := w.ckpt.RecordPartOwned(ctx, u.taskID, mu.UploadID, token, checkpoint.Part{Number: p.Number, ETag: p.ETag, Size: p.Size}); err != nil {
+			// With its checksum: a resumed upload combines the finished
+			// parts' into the object's without reading them again.
+			if err := w.ckpt.RecordPartOwned(ctx, u.taskID, mu.UploadID, token,
+				checkpoint.Part{Number: p.Number, ETag: p.ETag, Size: p.Size, Checksum: p.Checksum}); err != nil {
 				return fmt.Errorf("checkpoint part %d: %w", p.Number, err)
 			}
-			u.prog.add(ctx, p.Size, 1)
+			u.prog.partDone(ctx, p.Number, p.Size)
 			return nil
 		},
+		StartPartFunc: u.prog.partStarted,
 	})
+	if err == nil && whole != nil {
+		err = resumedBad
+		if err == nil {
+			err = whole.Verify("read " + u.src.display)
+		}
+	}
 	if err == nil {
 		// Every part is read: a source that changed meanwhile would
 		// complete as a mix of two versions.
@@ -154,6 +220,7 @@ func (w *Worker) uploadOwned(ctx context.Context, u *upload, token int64) (stora
 		}
 		if err == nil {
 			w.deleteCheckpoint(ctx, u.taskID, mu.UploadID)
+			w.forgetUpload(ctx, u.taskID, mu.UploadID)
 			return f, nil
 		}
 	}
@@ -205,14 +272,20 @@ func (w *Worker) resume(ctx context.Context, u *upload) (*storage.MultipartUploa
 	if err != nil {
 		return nil, "", nil, fmt.Errorf("resume upload %s: %w", plan.UploadID, err)
 	}
-	want := make(map[int]string, len(ck.Parts))
+	want := make(map[int]checkpoint.Part, len(ck.Parts))
 	for _, p := range ck.Parts {
-		want[p.Number] = p.ETag
+		want[p.Number] = p
 	}
 	var agreed []storage.Part
 	skip := map[int]bool{}
 	for _, p := range listed {
-		if et, ok := want[p.Number]; ok && et == p.ETag {
+		c, ok := want[p.Number]
+		// A part whose checksum the checkpoint lacks (an older ferry's)
+		// is sent again when the object's checksum must be proven: the
+		// combined checksum needs every part's, and a source checked by
+		// its ETag holds each finished part to it (see uploadOwned).
+		if ok && c.ETag == p.ETag && (c.Checksum != "" || (plan.Checksum == "" && u.src.etagCheck == nil)) {
+			p.Checksum = c.Checksum
 			agreed = append(agreed, p)
 			skip[p.Number] = true
 		}
@@ -220,7 +293,9 @@ func (w *Worker) resume(ctx context.Context, u *upload) (*storage.MultipartUploa
 	w.metrics.partsResumed(len(agreed), len(ck.Parts)-len(agreed))
 	log.Info("resuming upload from its checkpoint", zap.Int("parts_done", len(agreed)),
 		zap.Int("parts_checkpointed", len(ck.Parts)), zap.Int("parts_listed", len(listed)))
-	return storage.NewMultipartUpload(u.key, plan.UploadID, plan.PartSize, agreed), plan.UploadID, skip, nil
+	mu := storage.NewMultipartUpload(u.key, plan.UploadID, plan.PartSize, agreed)
+	mu.Checksum = plan.Checksum
+	return mu, plan.UploadID, skip, nil
 }
 
 // startUpload starts a multipart upload and writes its plan, once.
@@ -233,24 +308,34 @@ func (w *Worker) startUpload(ctx context.Context, u *upload) (*storage.Multipart
 		u.log.Info("part size raised to fit the source in 10,000 parts", zap.Int64("requested", u.partSize),
 			zap.Int64("part_size", ps), zap.Int64("size", u.src.size))
 	}
-	meta := maps.Clone(u.metadata)
-	if meta == nil {
-		meta = map[string]string{}
+	meta := withTaskID(u.metadata, u.taskID)
+	if meta[storage.MetaChecksum] == "" && u.src.checksum != nil && u.integrity {
+		// Metadata is fixed when the upload starts, so the object's
+		// checksum must be known now: a file is hashed first (one more
+		// read of it, see docs/performance.md for the cost). The parts'
+		// checksums must then combine to it, or Complete refuses them.
+		sum, err := u.src.checksum(ctx)
+		if err != nil {
+			return nil, fmt.Errorf("checksum %s: %w", u.src.display, err)
+		}
+		meta[storage.MetaChecksum] = sum.String()
 	}
-	meta[metaTaskID] = u.taskID
-	mu, err := u.dst.StartMultipartUpload(ctx, u.key, &storage.MultipartOptions{Headers: u.headers, Metadata: meta, PartSize: ps})
+	mu, err := u.dst.StartMultipartUpload(ctx, u.key, &storage.MultipartOptions{Headers: u.headers, Metadata: meta, PartSize: ps,
+		Tracker: w.registrar(u.taskID, u.profile, u.dst.Bucket())})
 	if err != nil {
 		return nil, err
 	}
 	w.metrics.checkpointOp("create")
 	err = w.ckpt.Create(ctx, u.taskID, checkpoint.Plan{UploadID: mu.UploadID, Profile: u.profile, Bucket: u.dst.Bucket(),
 		Key: u.key, PartSize: ps, PartCount: int((u.src.size + ps - 1) / ps), TotalSize: u.src.size,
-		Fingerprint: u.src.fingerprint, CreatedAt: time.Now()})
+		Fingerprint: u.src.fingerprint, CreatedAt: time.Now(), Checksum: mu.Checksum})
 	if err != nil {
 		// Without a plan nobody could resume or abort this upload: abort it now.
 		actx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Minute)
 		defer cancel()
-		_ = u.dst.AbortMultipartUpload(actx, u.key, mu.UploadID)
+		if u.dst.AbortMultipartUpload(actx, u.key, mu.UploadID) == nil {
+			w.forgetUpload(actx, u.taskID, mu.UploadID)
+		}
 		return nil, fmt.Errorf("write checkpoint: %w", err)
 	}
 	u.log.Info("multipart upload started", zap.String("upload_id", mu.UploadID), zap.Int64("part_size", ps), zap.Int64("size", u.src.size))
@@ -263,6 +348,9 @@ func (w *Worker) startUpload(ctx context.Context, u *upload) (*storage.Multipart
 // lost (aborted by someone else) and the task restarts from scratch on its
 // next retry.
 func (w *Worker) finishedEarlier(ctx context.Context, u *upload, uploadID string) (storage.StoredFile, error) {
+	if uploadID != "" {
+		w.forgetUpload(ctx, u.taskID, uploadID)
+	}
 	f, err := u.dst.Info(ctx, u.key)
 	if err == nil && f.Metadata[metaTaskID] == u.taskID && f.Size == u.src.size {
 		u.log.Info("upload was already completed by an earlier attempt")
@@ -277,6 +365,7 @@ func (w *Worker) finishedEarlier(ctx context.Context, u *upload, uploadID string
 // permanent error or the last retry abort the upload and delete the
 // checkpoint; a shutdown or a transient error keeps both for the retry.
 func (w *Worker) uploadFailed(ctx context.Context, u *upload, uploadID string, err error) error {
+	err = cancelledErr(ctx, err)
 	if lostOwnership(ctx, err) {
 		// The upload is another worker's now: never abort it.
 		return err
@@ -294,8 +383,15 @@ func (w *Worker) uploadFailed(ctx context.Context, u *upload, uploadID string, e
 		// Its parts may hold another version of the source: never
 		// resumable. The retry starts over from the source as it is then.
 		reason = "source-changed"
-	case errors.Is(err, asynq.SkipRetry) || lastAttempt(ctx):
-		reason = "failed"
+	case errors.Is(err, storage.ErrIntegrity):
+		// The parts do not combine to the object's checksum: one of them
+		// holds bytes that were corrupted when read, and which one is
+		// unknown. Never resumable: the retry reads everything again.
+		reason = "integrity"
+	default:
+		if state, _ := w.failedState(ctx, err); state == tasks.StateFailed {
+			reason = "failed"
+		}
 	}
 	if reason == "" {
 		return err
@@ -328,6 +424,7 @@ func (w *Worker) abandon(ctx context.Context, u *upload, plan checkpoint.Plan, r
 	}
 	w.metrics.uploadAborted(reason)
 	u.log.Info("multipart upload aborted", zap.String("upload_id", plan.UploadID), zap.String("reason", reason))
+	w.forgetUpload(actx, u.taskID, plan.UploadID)
 	w.deleteCheckpoint(actx, u.taskID, plan.UploadID)
 	return nil
 }
@@ -348,18 +445,141 @@ func (w *Worker) deleteCheckpoint(ctx context.Context, taskID, uploadID string) 
 	}
 }
 
-// checkInterrupt is called between parts: it stops the upload when the
-// worker shuts down or a user cancelled the task.
+// checkInterrupt is called between parts (items, listing pages, delete
+// batches): it stops the task when the worker shuts down, a user cancelled
+// the task, or the run no longer owns it.
 func (w *Worker) checkInterrupt(ctx context.Context, taskID string) error {
+	if errors.Is(context.Cause(ctx), errCancelled) {
+		return errCancelled
+	}
 	if w.stopping.Load() {
 		return errShuttingDown
 	}
-	c, err := tasks.Cancelled(ctx, w.rdb, taskID)
+	if err := w.checkOwner(ctx, taskID); err != nil {
+		return err
+	}
+	return w.checkCancel(ctx, taskID)
+}
+
+// transferSpec is what a task asks of one transfer: where the object goes
+// and how it is written. The zero value of every field but Dest is the
+// worker's default, so a caller names only what its task set.
+type transferSpec struct {
+	// Dest is the object written: its profile, bucket and key. The storage
+	// transfer writes through must be open on Dest's profile and bucket.
+	Dest tasks.Location
+	// PartSize is the multipart part size, and the largest object sent
+	// with one PutObject; 0 is Config.PartSize. It is raised when the
+	// source would not fit in 10,000 parts.
+	PartSize int64
+	// PartConcurrency is how many parts are sent at once; 0 is
+	// Config.PartConcurrency.
+	PartConcurrency int
+	// ContentType replaces the source's Content-Type when not empty;
+	// "" keeps the source's.
+	ContentType string
+	// Metadata is the object's user metadata, under what the source
+	// records of itself and ferry's task id (those win); nil is none.
+	Metadata map[string]string
+}
+
+// transfer moves a file, https or S3 source to dst (open on spec.Dest):
+// one PutObject up to a part size, a checkpointed multipart upload above it
+// (or a streamed one when the source cannot be read by range). The object
+// gets the source's headers, with spec.ContentType (when not empty) in
+// place of its Content-Type.
+func (w *Worker) transfer(ctx context.Context, id string, t *asynq.Task, prog *progress, src *source, dst transferTarget,
+	spec transferSpec) (_ storage.StoredFile, err error) {
+	defer src.Close()
+	defer func() {
+		switch {
+		case errors.Is(err, storage.ErrSourceChanged):
+			err = w.sourceChanged(ctx, id, err)
+		case errors.Is(err, storage.ErrIntegrity) && !storage.IsPermanent(err):
+			err = w.integrityFailed(ctx, id, err)
+		}
+	}()
+	hdr := src.headers
+	if spec.ContentType != "" {
+		hdr.ContentType = spec.ContentType
+	}
+	dstLoc := spec.Dest
+	partSize := cmp.Or(spec.PartSize, w.cfg.PartSize)
+	partConc := cmp.Or(spec.PartConcurrency, w.cfg.PartConcurrency)
+	meta := withTaskID(mergeMeta(spec.Metadata, src.record), id)
+	switch {
+	case src.size >= 0 && src.size <= partSize:
+		prog.setTotal(src.size, 0)
+		f, err := w.putSmall(ctx, src, dstLoc, dst, int(partSize), hdr, meta)
+		if err == nil {
+			prog.add(ctx, f.Size, 0)
+		}
+		return f, err
+	case src.parts == nil:
+		// An https source without ranges or length: stream it, bounded,
+		// but it cannot resume (there is no way to seek back into it).
+		w.taskLog(ctx, t).Warn("source cannot be read by range; streaming without checkpoints", zap.String("source", src.display))
+		rc, err := src.open(ctx)
+		if err != nil {
+			return storage.StoredFile{}, err
+		}
+		defer rc.Close()
+		// A known length fits the part size to it; an unknown one (-1,
+		// passed as 0) lets the parts grow as the stream goes.
+		return dst.PutLarge(ctx, dstLoc.Key, rc, &storage.LargeOptions{Headers: hdr, Metadata: meta,
+			PartSize: partSize, Concurrency: partConc, Buffers: w.buffers, Size: max(src.size, 0),
+			Tracker:      w.registrar(id, dstLoc.Profile, dstLoc.Bucket),
+			ProgressFunc: func(done, _ int64) { prog.setDone(ctx, done) }})
+	}
+	return w.runUpload(ctx, &upload{taskID: id, profile: tasks.ProfileName(dstLoc.Profile), dst: dst,
+		integrity: dst.Client().Integrity(), key: dstLoc.Key, src: src,
+		partSize: partSize, concurrency: partConc, headers: hdr, metadata: meta, prog: prog, log: w.taskLog(ctx, t)})
+}
+
+// putSmall writes a source of at most bufSize bytes with one PutObject,
+// read first into a buffer of the worker's pool (so memory stays within
+// MaxBufferMemory) and checked unchanged before the object becomes visible.
+func (w *Worker) putSmall(ctx context.Context, src *source, dstLoc tasks.Location, dst putTarget, bufSize int,
+	hdr storage.Headers, meta map[string]string) (storage.StoredFile, error) {
+	buf, err := w.buffers.Get(ctx, bufSize)
 	if err != nil {
-		return fmt.Errorf("check cancel flag: %w", err)
+		return storage.StoredFile{}, err
 	}
-	if c {
-		return errCancelled
+	defer w.buffers.Put(buf)
+	n, err := readSmall(ctx, src, buf)
+	if err != nil {
+		return storage.StoredFile{}, fmt.Errorf("read %s: %w", src.display, err)
 	}
-	return nil
+	if src.expect != nil {
+		// What the source records about its bytes (Put checks a recorded
+		// CRC32C again; a plain-MD5 ETag only this checks).
+		if err := src.expect(buf[:n]); err != nil {
+			return storage.StoredFile{}, err
+		}
+	}
+	if err := src.check(); err != nil {
+		return storage.StoredFile{}, err
+	}
+	f, err := dst.Put(ctx, dstLoc.Key, bytes.NewReader(buf[:n]), &storage.PutOptions{Headers: hdr, Metadata: meta})
+	if err == nil {
+		w.metrics.addBytes("upload", dstLoc.Profile, f.Size)
+	}
+	return f, err
+}
+
+// readSmall reads a source of at most one part into buf: by range when it
+// can, else as a stream (an https server without Accept-Ranges).
+func readSmall(ctx context.Context, src *source, buf []byte) (int, error) {
+	if src.size == 0 {
+		return 0, nil
+	}
+	if src.parts != nil {
+		return src.parts.ReadPart(ctx, 1, buf)
+	}
+	rc, err := src.open(ctx)
+	if err != nil {
+		return 0, err
+	}
+	defer rc.Close()
+	return readExactly(rc, buf[:src.size])
 }

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"runtime/debug"
+	"strings"
 	"sync/atomic"
 	"time"
 
@@ -21,22 +22,45 @@ import (
 
 // Worker runs ferry tasks from Redis against S3.
 type Worker struct {
-	cfg      Config
-	log      *zap.Logger
-	rdb      redis.UniversalClient
-	srv      *asynq.Server
-	insp     *asynq.Inspector // task states, for the janitor and migrations
-	ckpt     *checkpoint.Store
+	cfg Config
+	log *zap.Logger
+	rdb redis.UniversalClient
+	srv *asynq.Server
+	// client enqueues what the worker enqueues itself (the janitor, webhook
+	// deliveries, a migration's batches and copies) and cancels a
+	// migration's children, as any producer does: one client, so each
+	// enqueue clears a reused id's stale cancel flag the same way.
+	client   *tasks.Client
+	insp     *asynq.Inspector // task states, for the janitor and migrations; client's Inspector
+	ckpt     checkpoints
 	profiles *profiles
 	sources  *sources
 	buffers  *storage.BufferPool
 	metrics  *Metrics
+	webhooks *webhooks
 	// handler runs tasks for asynq and for takeovers.
 	handler   asynq.Handler
 	takeovers takeovers
+	// runs are the task runs on this worker, for cancels (cancel.go).
+	runs activeRuns
 	// stopping is set when shutdown begins: uploads stop at the next part
 	// boundary and leave their checkpoint for the next worker.
 	stopping atomic.Bool
+	// beforeJanitorList, set only by tests, runs in a janitor run between
+	// its reading the upload registry and its listing the buckets.
+	beforeJanitorList func()
+	// beforeExtrasDelete, set only by tests, runs in --delete-extra between
+	// the listings that found the extras and their deletion.
+	beforeExtrasDelete func()
+}
+
+// checkpoints is what the worker uses of the checkpoint store
+// (*checkpoint.Store in New): the interfaces of its three consumers, so
+// that each can be tested with a fake of its own part.
+type checkpoints interface {
+	uploadCheckpoints // transfer.go
+	ownership         // takeover.go
+	checkpointIndex   // janitor.go
 }
 
 // errShuttingDown stops an upload at a part boundary during shutdown.
@@ -61,18 +85,24 @@ func New(cfg Config) (*Worker, error) {
 		return nil, err
 	}
 	w.sources = src
-	w.insp = asynq.NewInspectorFromRedisClient(cfg.Redis)
+	w.webhooks = newWebhooks(cfg)
+	w.client = tasks.NewClient(cfg.Redis)
+	w.insp = w.client.Inspector()
 	w.metrics.setBudget(cfg.MaxBufferMemory)
 	w.srv = asynq.NewServerFromRedisClient(cfg.Redis, asynq.Config{
 		Concurrency:       cfg.Concurrency,
 		Queues:            cfg.Queues,
 		StrictPriority:    cfg.StrictPriority,
-		RetryDelayFunc:    retryDelay,
+		RetryDelayFunc:    w.retryDelay,
 		ShutdownTimeout:   cfg.ShutdownTimeout,
 		TaskCheckInterval: cfg.TaskCheckInterval,
 		Logger:            cfg.Logger.Named("asynq").Sugar(),
 		LogLevel:          asynq.WarnLevel,
 		ErrorHandler:      asynq.ErrorHandlerFunc(w.onError),
+		// A run asynq saw cancelled (a user's cancel through asynq, which
+		// the worker then archives: see cancel.go) is not a failure: no
+		// retry is counted. asynq passes exactly ctx.Err() then.
+		IsFailure: func(err error) bool { return err != context.Canceled },
 	})
 	w.handler = w.Handler()
 	return w, nil
@@ -82,19 +112,29 @@ func New(cfg Config) (*Worker, error) {
 // embedding in another asynq server.
 func (w *Worker) Handler() asynq.Handler {
 	mux := asynq.NewServeMux()
-	mux.Use(w.recoverPanics, w.logTasks)
-	mux.HandleFunc(tasks.TypePut, w.handlePut)
-	mux.HandleFunc(tasks.TypeUpload, w.handleUpload)
-	mux.HandleFunc(tasks.TypeCopy, w.handleCopy)
-	mux.HandleFunc(tasks.TypeMove, w.handleMove)
-	mux.HandleFunc(tasks.TypeDelete, w.handleDelete)
-	mux.HandleFunc(tasks.TypeMigrate, w.handleMigrate)
-	mux.HandleFunc(tasks.TypeJanitor, w.handleJanitor)
+	// notifyOnEnd is outermost: it sees a panic as the error it becomes.
+	// cancellable is innermost: the handlers run in its context, the
+	// others see the error a cancel becomes.
+	mux.Use(w.notifyOnEnd, w.recoverPanics, w.logTasks, w.cancellable)
+	handlers := []struct {
+		typ string
+		h   asynq.HandlerFunc
+	}{
+		{tasks.TypePut, w.handlePut}, {tasks.TypeUpload, w.handleUpload}, {tasks.TypeCopy, w.handleCopy},
+		{tasks.TypeMove, w.handleMove}, {tasks.TypeDelete, w.handleDelete}, {tasks.TypeMigrate, w.handleMigrate},
+		{tasks.TypeBatch, w.handleBatch}, {tasks.TypeNotify, w.handleNotify}, {tasks.TypeJanitor, w.handleJanitor},
+	}
+	types := make([]string, len(handlers))
+	for i, h := range handlers {
+		mux.Handle(h.typ, h.h)
+		types[i] = h.typ
+	}
+	runs := strings.Join(types[:len(types)-1], ", ") + " and " + types[len(types)-1]
 	// A type this worker does not know can never succeed here: archive it
 	// with its reason instead of retrying it until MaxRetry.
 	return asynq.HandlerFunc(func(ctx context.Context, t *asynq.Task) error {
 		if _, pattern := mux.Handler(t); pattern == "" {
-			return fmt.Errorf("unknown task type %q: this worker runs ferry:put, ferry:upload, ferry:copy, ferry:move, ferry:delete, ferry:migrate and ferry:janitor: %w", t.Type(), asynq.SkipRetry)
+			return fmt.Errorf("unknown task type %q: this worker runs %s: %w", t.Type(), runs, asynq.SkipRetry)
 		}
 		return mux.ProcessTask(ctx, t)
 	})
@@ -107,6 +147,13 @@ func (w *Worker) Run(ctx context.Context) error {
 	if err := w.rdb.Ping(ctx).Err(); err != nil {
 		return fmt.Errorf("worker: Redis is unreachable: %w", err)
 	}
+	// Subscribed before the first task runs: a cancel is never missed
+	// for want of a subscription.
+	stopCancels, err := w.subscribeCancels(ctx)
+	if err != nil {
+		return err
+	}
+	defer stopCancels()
 	if err := w.srv.Start(w.handler); err != nil {
 		return fmt.Errorf("worker: start: %w", err)
 	}
@@ -143,11 +190,25 @@ func (w *Worker) Run(ctx context.Context) error {
 	return nil
 }
 
-// retryDelay retries a crashed worker's task (lease expired) or one stopped
+// retryDelay is asynq's RetryDelayFunc: deliveries back off for hours
+// (notifyDelay), everything else as transferDelay says.
+func (w *Worker) retryDelay(n int, err error, t *asynq.Task) time.Duration {
+	if err == context.Canceled { //nolint:errorlint // asynq passes ctx.Err() itself
+		// Only a cancel through asynq ends a run so; the worker archives
+		// the task meanwhile (archiveCancelled).
+		return cancelRetryDelay
+	}
+	if t.Type() == tasks.TypeNotify && !errors.Is(err, asynq.ErrLeaseExpired) {
+		return w.notifyDelay(n)
+	}
+	return transferDelay(n, err, t)
+}
+
+// transferDelay retries a crashed worker's task (lease expired) or one stopped
 // by a shutdown within about a second: its checkpoint makes the retry cheap,
 // and asynq's default n⁴ backoff would leave it idle for minutes. Other
 // failures back off exponentially with jitter, up to 5 minutes.
-func retryDelay(n int, err error, _ *asynq.Task) time.Duration {
+func transferDelay(n int, err error, _ *asynq.Task) time.Duration {
 	if errors.Is(err, asynq.ErrLeaseExpired) || errors.Is(err, errShuttingDown) {
 		return time.Second
 	}
@@ -193,13 +254,14 @@ func (w *Worker) logTasks(next asynq.Handler) asynq.Handler {
 		log.Debug("task started")
 		err := next.ProcessTask(ctx, t)
 		outcome := "success"
+		state, _ := w.failedState(ctx, err)
 		switch {
 		case err == nil:
 			log.Info("task done", zap.Duration("took", time.Since(start)))
 		case errors.Is(err, errCancelled):
 			outcome = "cancelled"
 			log.Info("task cancelled", zap.Duration("took", time.Since(start)))
-		case errors.Is(err, asynq.SkipRetry) || lastAttempt(ctx):
+		case state == tasks.StateFailed:
 			outcome = "failed"
 			log.Error("task failed", zap.Error(err), zap.Duration("took", time.Since(start)))
 		default:
@@ -223,51 +285,27 @@ func (w *Worker) recoverPanics(next asynq.Handler) asynq.Handler {
 	})
 }
 
-// onError records the final state of failed tasks in their progress, so
-// watchers see "failed" (archived) or "retrying" with the reason.
+// onError records the final state of a task that failed before its run
+// started a progress (a payload that does not decode): runs that did publish
+// their own (run, reported), so nothing is read back from Redis.
 func (w *Worker) onError(ctx context.Context, t *asynq.Task, err error) {
 	id, _ := asynq.GetTaskID(ctx)
-	if id == "" {
+	if id == "" || errors.As(err, new(reported)) {
 		return
 	}
-	final := errors.Is(err, errCancelled) || errors.Is(err, asynq.SkipRetry) || lastAttempt(ctx)
-	if !final && (errors.Is(err, errShuttingDown) || errors.Is(err, context.Canceled)) {
+	state, ok := w.failedState(ctx, err)
+	if !ok {
 		return // requeued by asynq; the next worker reports on
 	}
-	w.publishFailure(ctx, id, t.Type(), err, lastAttempt(ctx))
-}
-
-// publishFailure records a failed run in the task's progress: "failed" for
-// a permanent error or the last attempt, "cancelled", else "retrying".
-func (w *Worker) publishFailure(ctx context.Context, id, typ string, err error, last bool) {
-	state := tasks.StateRetrying
-	switch {
-	case errors.Is(err, errCancelled):
-		state = tasks.StateCancelled
-	case errors.Is(err, asynq.SkipRetry) || last:
-		state = tasks.StateFailed
-	}
-	p := w.lastProgress(id, typ)
-	p.State, p.Error, p.Rate = state, err.Error(), 0
-	ttl := w.cfg.ProgressTTL
+	var ends transferEnds
+	_ = json.Unmarshal(t.Payload(), &ends) // best effort: the payload may be what failed
+	p := tasks.Progress{TaskID: id, Type: t.Type(), State: state, Error: err.Error(),
+		Source: display(ends.Source), Dest: display(ends.Dest)}
 	pctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
 	defer cancel()
-	if perr := tasks.PublishProgress(pctx, w.rdb, p, ttl); perr != nil {
+	if perr := tasks.PublishProgress(pctx, w.rdb, p, w.cfg.ProgressTTL); perr != nil {
 		w.log.Warn("could not publish progress", zap.String("task_id", id), zap.Error(perr))
 	}
-}
-
-// lastProgress reads the task's progress hash to update it, or starts one.
-func (w *Worker) lastProgress(id, typ string) tasks.Progress {
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	h, err := w.rdb.HGetAll(ctx, tasks.ProgressKey(id)).Result()
-	if err == nil && len(h) > 0 {
-		if p, err := tasks.ParseProgress(id, h); err == nil {
-			return p
-		}
-	}
-	return tasks.Progress{TaskID: id, Type: typ}
 }
 
 // writeResult stores the final object as the task's result (shown by

@@ -3,7 +3,6 @@ package worker_test
 import (
 	"bytes"
 	"context"
-	"crypto/rand"
 	"crypto/sha256"
 	"encoding/json"
 	"errors"
@@ -15,23 +14,13 @@ import (
 
 	"github.com/hibiken/asynq"
 
+	"github.com/ferryhq/ferry/internal/testenv"
 	"github.com/ferryhq/ferry/storage"
 	"github.com/ferryhq/ferry/tasks"
 	"github.com/ferryhq/ferry/worker"
 )
 
 func replaceHost(u, from, to string) string { return strings.Replace(u, from, to, 1) }
-
-func writeFile(t *testing.T, dir, name string, size int) (string, []byte) {
-	t.Helper()
-	data := make([]byte, size)
-	_, _ = rand.Read(data)
-	p := filepath.Join(dir, name)
-	if err := os.WriteFile(p, data, 0o644); err != nil {
-		t.Fatal(err)
-	}
-	return p, data
-}
 
 func s3loc(profile, bucket, key string) tasks.Location {
 	return tasks.Location{Profile: profile, Bucket: bucket, Key: key}
@@ -71,7 +60,7 @@ func TestEveryTaskType(t *testing.T) {
 	}
 
 	// put: a small file is one PutObject.
-	small, smallData := writeFile(t, b.dir, "small.bin", 1000)
+	small, smallData := testenv.RandomFile(t, b.dir, "small.bin", 1000)
 	id = b.enq(t)(tasks.NewPutTask(tasks.PutPayload{Source: tasks.Location{Path: small}, Dest: s3loc("", b.bucket, "put/small.bin")}))
 	if p := b.wait(t, id, time.Minute); p.State != tasks.StateCompleted || p.BytesDone != 1000 {
 		t.Fatalf("file put: %+v", p)
@@ -81,7 +70,7 @@ func TestEveryTaskType(t *testing.T) {
 	}
 
 	// upload: a multipart upload with checkpoints (3 parts).
-	big, bigData := writeFile(t, b.dir, "big.bin", 2*storage.MinPartSize+4321)
+	big, bigData := testenv.RandomFile(t, b.dir, "big.bin", 2*storage.MinPartSize+4321)
 	id = b.enq(t)(tasks.NewUploadTask(tasks.UploadPayload{Source: tasks.Location{Path: big}, Dest: s3loc("", b.bucket, "up/big.bin")}))
 	p := b.wait(t, id, 2*time.Minute)
 	if p.State != tasks.StateCompleted || p.PartsDone != 3 || p.PartsTotal != 3 || p.BytesDone != int64(len(bigData)) {
@@ -166,7 +155,7 @@ func TestBadInputIsArchivedWithReason(t *testing.T) {
 		t.Fatal(err)
 	}
 	outside := t.TempDir()
-	secret, _ := writeFile(t, outside, "secret.txt", 10)
+	secret, _ := testenv.RandomFile(t, outside, "secret.txt", 10)
 	if err := os.Symlink(secret, filepath.Join(b.dir, "link")); err != nil {
 		t.Fatal(err)
 	}
@@ -226,7 +215,7 @@ func TestCancelAbortsAndLeavesNothing(t *testing.T) {
 	b.start(t)
 	s := b.storage(t)
 	ctx := context.Background()
-	path, _ := writeFile(t, b.dir, "cancel.bin", 30*storage.MinPartSize)
+	path, _ := testenv.RandomFile(t, b.dir, "cancel.bin", 30*storage.MinPartSize)
 	id := b.enq(t)(tasks.NewUploadTask(tasks.UploadPayload{Source: tasks.Location{Path: path}, Dest: s3loc("", b.bucket, "cancel/x")}))
 	waitParts(t, b, id, 2)
 	if err := b.client.Cancel(ctx, id); err != nil {

@@ -6,6 +6,7 @@ import (
 	"crypto/rand"
 	"errors"
 	"io"
+	"maps"
 	"net"
 	"net/http"
 	"os/exec"
@@ -68,11 +69,11 @@ func checkWaitJSON(t *testing.T, r result, typ, queue string) map[string]any {
 		t.Fatalf("want 2 JSON lines, got %d: %s", len(lines), r)
 	}
 	enq, final := lines[0], lines[1]
-	if enq["type"] != typ || enq["queue"] != queue || enq["id"] == "" {
+	if enq["type"] != typ || enq["queue"] != queue || enq["task_id"] == "" {
 		t.Errorf("enqueue line = %v, want type %s, queue %s and an id", enq, typ, queue)
 	}
-	if final["id"] != enq["id"] || final["state"] != "completed" {
-		t.Errorf("final line = %v, want id %v completed", final, enq["id"])
+	if final["task_id"] != enq["task_id"] || final["state"] != "completed" {
+		t.Errorf("final line = %v, want id %v completed", final, enq["task_id"])
 	}
 	return final
 }
@@ -189,7 +190,7 @@ func TestFailedTaskExit(t *testing.T) {
 	if !strings.Contains(r.stderr, "failed") {
 		t.Errorf("stderr does not say the task failed: %s", r)
 	}
-	id := lines[0]["id"].(string)
+	id := lines[0]["task_id"].(string)
 	w := b.ferry(t, "watch", id)
 	if w.code != exitTaskFailed || !strings.Contains(w.stdout, id+" failed") {
 		t.Errorf("watch of a failed task: want exit 3 and a failed line: %s", w)
@@ -204,15 +205,15 @@ func TestStatusJSON(t *testing.T) {
 	writeFile(t, filepath.Join(b.dir, "f.bin"), strings.Repeat("z", 4096))
 	r := b.must(t, "upload", "f.bin", "s3://"+b.bucket+"/f.bin", "--queue", b.queue, "--json", "--task-id", testenv.UniqueName("my-id"))
 	enq := jsonLines(t, r.stdout)[0]
-	id := enq["id"].(string)
+	id := enq["task_id"].(string)
 	if !strings.HasPrefix(id, "my-id-") {
 		t.Errorf("--task-id not used: %v", enq)
 	}
 	st := jsonLines(t, b.must(t, "status", id, "--json").stdout)[0]
-	want := map[string]any{"id": id, "type": "ferry:upload", "queue": b.queue, "state": "pending",
+	want := map[string]any{"task_id": id, "type": "ferry:upload", "queue": b.queue, "state": "pending",
 		"source": filepath.Join(b.dir, "f.bin"), "dest": "s3://" + b.bucket + "/f.bin",
 		"bytes_done": float64(0), "bytes_total": float64(4096), "parts_done": float64(0), "parts_total": float64(0),
-		"rate": float64(0), "retried": float64(0), "max_retry": float64(25)}
+		"rate": float64(0), "percent": float64(0), "retried": float64(0), "max_retry": float64(25)}
 	if diff := cmp.Diff(want, st); diff != "" {
 		t.Errorf("status --json of a pending task (-want +got):\n%s", diff)
 	}
@@ -230,7 +231,7 @@ func TestStatusJSON(t *testing.T) {
 		t.Fatalf("watch: %s", w)
 	}
 	st = jsonLines(t, b.must(t, "status", id, "--json").stdout)[0]
-	if st["state"] != "completed" || st["bytes_done"] != float64(4096) || st["started_at"] == nil || st["updated_at"] == nil {
+	if st["state"] != "completed" || st["bytes_done"] != float64(4096) || st["percent"] != float64(100) || st["started_at"] == nil || st["updated_at"] == nil {
 		t.Errorf("status --json of a completed task = %v", st)
 	}
 	if res, ok := st["result"].(map[string]any); !ok || res["size"] != float64(4096) {
@@ -247,7 +248,7 @@ func TestWatchSeveral(t *testing.T) {
 	for _, name := range []string{"one", "two"} {
 		writeFile(t, filepath.Join(b.dir, name), name)
 		r := b.must(t, "put", name, "s3://"+b.bucket+"/"+name, "--queue", b.queue, "--json")
-		ids = append(ids, jsonLines(t, r.stdout)[0]["id"].(string))
+		ids = append(ids, jsonLines(t, r.stdout)[0]["task_id"].(string))
 	}
 	b.startWorker(t)
 	r := b.ferry(t, append([]string{"watch"}, ids...)...)
@@ -262,7 +263,7 @@ func TestWatchSeveral(t *testing.T) {
 	// --json: one JSON line per update, the last ones completed.
 	j := b.must(t, "watch", ids[0], "--json")
 	lines := jsonLines(t, j.stdout)
-	if last := lines[len(lines)-1]; last["id"] != ids[0] || last["state"] != "completed" {
+	if last := lines[len(lines)-1]; last["task_id"] != ids[0] || last["state"] != "completed" {
 		t.Errorf("watch --json last line = %v", last)
 	}
 }
@@ -272,7 +273,7 @@ func TestCancel(t *testing.T) {
 	t.Parallel()
 	b := setup(t)
 	r := b.must(t, "delete", "s3://"+b.bucket+"/k", "--queue", b.queue, "--json", "--idempotent")
-	id := jsonLines(t, r.stdout)[0]["id"].(string)
+	id := jsonLines(t, r.stdout)[0]["task_id"].(string)
 	if !strings.HasPrefix(id, "ferry-") {
 		t.Errorf("--idempotent id = %q, want a ferry- id", id)
 	}
@@ -395,7 +396,7 @@ func TestErrors(t *testing.T) {
 		{desc: "bad queues", argv: []string{"worker", "--queues", "a=x"},
 			wantCode: exitUsage, want: []string{`invalid --queues item "a=x"`}},
 		{desc: "wrong arg count", argv: []string{"put", "here.txt"},
-			wantCode: exitUsage, want: []string{"accepts 2 arg(s)", "usage: ferry put SRC DST"}},
+			wantCode: exitUsage, want: []string{"requires at least 2 arg(s)", "usage: ferry put SRC DST"}},
 		{desc: "bad meta", argv: []string{"put", "here.txt", dst, "--meta", "novalue"},
 			wantCode: exitUsage, want: []string{`invalid --meta "novalue"`}},
 		{desc: "copy from a file", argv: []string{"copy", "here.txt", dst},
@@ -544,7 +545,8 @@ func TestServers(t *testing.T) {
 	}
 	metricsAddr, dashAddr := port(), port()
 	b.startWorker(t, "--metrics-addr", metricsAddr)
-	b.start(t, "dashboard listening", "dashboard", "--addr", dashAddr, "--log-format", "json")
+	// "ferry server" is "ferry dashboard" (the other tests use that name).
+	b.start(t, "dashboard listening", "server", "--addr", dashAddr, "--log-format", "json")
 	if m := httpDo(t, http.MethodGet, "http://"+metricsAddr+"/metrics", nil); !strings.Contains(m, "ferry_") || !strings.Contains(m, "go_goroutines") {
 		t.Errorf("worker /metrics lacks ferry_ or go_ metrics:\n%.500s", m)
 	}
@@ -567,7 +569,7 @@ func TestServers(t *testing.T) {
 func TestHelp(t *testing.T) {
 	t.Parallel()
 	dir := t.TempDir()
-	for _, c := range []string{"worker", "dashboard", "put", "upload", "copy", "move", "delete", "status", "watch", "cancel", "ls", "info", "url"} {
+	for _, c := range []string{"worker", "dashboard", "server", "put", "upload", "copy", "move", "delete", "status", "watch", "cancel", "ls", "info", "url"} {
 		r := run(t, dir, nil, "", c, "--help")
 		if r.code != 0 || !strings.Contains(r.stdout, "Examples:") || !strings.Contains(r.stdout, "ferry "+c) {
 			t.Errorf("ferry %s --help: %s", c, r)
@@ -763,5 +765,55 @@ func TestPrefixesAreDirectoriesCLI(t *testing.T) {
 		if r := b.ferry(t, append(argv, "--queue", b.queue)...); r.code != 2 {
 			t.Errorf("ferry %s: exit %d, want 2 (usage): %s", strings.Join(argv, " "), r.code, r)
 		}
+	}
+}
+
+// TestInfoHeaders: info shows every header S3 stores with the object and
+// every metadata entry, ferry's own included, in text and in --json; the
+// JSON has exactly the documented fields, and neither form holds a secret.
+func TestInfoHeaders(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	if !b.s3.Real {
+		t.Skip("gofakes3 does not store these headers; needs versitygw (make tools)")
+	}
+	h := maps.Clone(testenv.StoredHeaders)
+	h["x-amz-meta-ferry-task-id"] = "t-123"
+	h["x-amz-meta-ferry-source-etag"] = "0123abcd"
+	b.s3.PutObject(t, b.bucket, "docs/h.txt", []byte("headers"), h)
+	arg := "s3://" + b.bucket + "/docs/h.txt"
+
+	human := b.must(t, "info", arg).stdout
+	for _, want := range []string{
+		"Content-Type:", "text/x-ferry-test", "Content-Encoding:", "gzip",
+		"Content-Disposition:", `attachment; filename="ferry test.txt"`, "Cache-Control:", "max-age=60, private",
+		"Content-Language:", "fr-CA", "Expires:", "Wed, 02 Jan 2030 03:04:05 GMT",
+		"owner=qa team", "ferry-task-id=t-123", "ferry-source-etag=0123abcd",
+	} {
+		if !strings.Contains(human, want) {
+			t.Errorf("info lacks %q:\n%s", want, human)
+		}
+	}
+
+	out := b.must(t, "info", arg, "--json").stdout
+	info := jsonLines(t, out)[0]
+	want := map[string]any{"bucket": b.bucket, "key": "docs/h.txt", "size": float64(len("headers")),
+		"content_type": "text/x-ferry-test", "content_encoding": "gzip",
+		"content_disposition": `attachment; filename="ferry test.txt"`, "cache_control": "max-age=60, private",
+		"content_language": "fr-CA", "expires": "Wed, 02 Jan 2030 03:04:05 GMT",
+		"metadata": map[string]any{"owner": "qa team", "ferry-task-id": "t-123", "ferry-source-etag": "0123abcd"}}
+	got := maps.Clone(info)
+	// The server picks these; present and not empty is all one can check.
+	for _, k := range []string{"etag", "last_modified"} {
+		if v, _ := got[k].(string); v == "" {
+			t.Errorf("info --json %s = %v, want a value", k, got[k])
+		}
+		delete(got, k)
+	}
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Errorf("info --json (-want +got):\n%s", diff)
+	}
+	if strings.Contains(human+out, b.s3.SecretKey) {
+		t.Errorf("info prints the secret access key:\n%s\n%s", human, out)
 	}
 }

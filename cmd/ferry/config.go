@@ -6,12 +6,12 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"net/url"
 	"os"
 	"path/filepath"
 	"slices"
 	"strings"
-	"time"
 
 	"github.com/redis/go-redis/v9"
 	"go.yaml.in/yaml/v3"
@@ -19,6 +19,7 @@ import (
 	"github.com/ferryhq/ferry/dashboard"
 	"github.com/ferryhq/ferry/storage"
 	"github.com/ferryhq/ferry/tasks"
+	"github.com/ferryhq/ferry/webhook"
 )
 
 // Environment variables the CLI reads. Flags beat them; they beat the file.
@@ -36,6 +37,10 @@ const (
 	envAPIProducerTokens = "FERRY_API_PRODUCER_TOKENS"
 	envAPIViewerTokens   = "FERRY_API_VIEWER_TOKENS"
 	envFileSuffix        = "_FILE"
+	// envWebhookSecret is the workers' webhook signing secret (two,
+	// comma-separated, during a rotation); with envFileSuffix it names a
+	// file holding one per line.
+	envWebhookSecret = "FERRY_WEBHOOK_SECRET"
 	// envProfilePrefix + NAME + one of the suffixes below carries a profile's
 	// secrets: FERRY_PROFILE_<NAME>_ACCESS_KEY_ID, NAME upper-cased, '-' and
 	// '.' as '_'.
@@ -47,7 +52,9 @@ const (
 	defaultRedisURL   = "redis://127.0.0.1:6379/0"
 )
 
-// fileConfig is the YAML config file. Unknown fields are an error.
+// fileConfig is the YAML config file. Unknown fields are an error. A
+// profile decodes into a storage.Config and the worker: section into a
+// worker.Config, through the settings of settings.go.
 type fileConfig struct {
 	Redis     redisConfig              `yaml:"redis"`
 	Profiles  map[string]profileConfig `yaml:"profiles"`
@@ -103,100 +110,45 @@ func (t *tlsSetting) UnmarshalYAML(n *yaml.Node) error {
 	return nil
 }
 
-// profileConfig is one S3 profile: a storage.Config without a bucket, under
-// the seed's S3Config names.
-type profileConfig struct {
-	Provider           string   `yaml:"provider"`
-	EndpointURL        string   `yaml:"endpoint_url"`
-	Region             string   `yaml:"region"`
-	AccessKeyID        string   `yaml:"access_key_id"`
-	SecretAccessKey    string   `yaml:"secret_access_key"`
-	SessionToken       string   `yaml:"session_token"`
-	Prefix             string   `yaml:"prefix"`
-	PresignedExpiry    duration `yaml:"presigned_expiry"`
-	UseSSL             *bool    `yaml:"use_ssl"`
-	VerifySSL          *bool    `yaml:"verify_ssl"`
-	MaxPoolConnections int      `yaml:"max_pool_connections"`
-	ForcePathStyle     bool     `yaml:"force_path_style"`
-}
-
-func (p profileConfig) storageConfig() storage.Config {
-	return storage.Config{
-		Provider:           storage.Provider(p.Provider),
-		EndpointURL:        p.EndpointURL,
-		Region:             p.Region,
-		AccessKeyID:        p.AccessKeyID,
-		SecretAccessKey:    p.SecretAccessKey,
-		SessionToken:       p.SessionToken,
-		Prefix:             p.Prefix,
-		PresignedExpiry:    time.Duration(p.PresignedExpiry),
-		UseSSL:             p.UseSSL,
-		VerifySSL:          p.VerifySSL,
-		MaxPoolConnections: p.MaxPoolConnections,
-		ForcePathStyle:     p.ForcePathStyle,
-	}
-}
-
-// workerConfig is the `worker:` section; `ferry worker` flags override it.
-type workerConfig struct {
-	Concurrency       int            `yaml:"concurrency"`
-	Queues            map[string]int `yaml:"queues"`
-	StrictPriority    bool           `yaml:"strict_priority"`
-	AllowDirs         []string       `yaml:"allow_dirs"`
-	AllowURLHosts     []string       `yaml:"allow_url_hosts"`
-	PartSize          size           `yaml:"part_size"`
-	PartConcurrency   int            `yaml:"part_concurrency"`
-	MaxBufferMemory   size           `yaml:"max_buffer_memory"`
-	ShutdownTimeout   duration       `yaml:"shutdown_timeout"`
-	TaskCheckInterval duration       `yaml:"task_check_interval"`
-	JanitorInterval   duration       `yaml:"janitor_interval"`
-	JanitorUploadTTL  duration       `yaml:"janitor_upload_ttl"`
-	ProgressTTL       duration       `yaml:"progress_ttl"`
-	MetricsAddr       string         `yaml:"metrics_addr"`
-}
-
 // dashboardConfig is the `dashboard:` section; `ferry dashboard` flags
-// override it.
+// override it. Its settings are listed once, in settings.
 type dashboardConfig struct {
 	// Addr is the listen address; empty means --addr's default,
-	// 127.0.0.1:8080.
-	Addr     string `yaml:"addr"`
-	ReadOnly bool   `yaml:"read_only"`
+	// defaultDashboardAddr.
+	Addr     string
+	ReadOnly bool
 	// AuthToken; FERRY_DASHBOARD_TOKEN overrides it. Empty means none,
 	// allowed only on a loopback Addr.
-	AuthToken string `yaml:"auth_token"`
+	AuthToken string
 	// PublicNames are the host names the dashboard answers to besides
 	// loopback (and IPs when it listens on every interface);
 	// FERRY_DASHBOARD_PUBLIC_NAMES overrides them. Empty means none.
-	PublicNames []string `yaml:"public_names"`
+	PublicNames []string
 	// APITokens are the bearer tokens of the HTTP API (/api/v1/), from the
 	// environment only (FERRY_API_PRODUCER_TOKENS, FERRY_API_VIEWER_TOKENS
-	// and their _FILE variants), never from the config file. Nil means none.
-	APITokens []dashboard.APIToken `yaml:"-"`
+	// and their _FILE variants), never from the config file: no setting.
+	// Nil means none.
+	APITokens []dashboard.APIToken
 }
 
-// duration decodes "90s", "15m", "1h30m".
-type duration time.Duration
+// defaultDashboardAddr is where the dashboard listens when neither the
+// file nor --addr says.
+const defaultDashboardAddr = "127.0.0.1:8080"
 
-func (d *duration) UnmarshalYAML(n *yaml.Node) error {
-	v, err := parseDuration(n.Value)
-	if err != nil {
-		return fmt.Errorf("line %d: %w", n.Line, err)
+// settings is the one list of the dashboard's settings: the config file
+// decodes through it, and `ferry dashboard` defines its flags and applies
+// them through it (dashboardFlags), as the worker's settings do.
+func (dc *dashboardConfig) settings() []setting {
+	return []setting{
+		{"addr", "addr", "address to listen on", &dc.Addr},
+		{"read_only", "read-only", "refuse actions (cancel, asynqmon's) and hide their buttons", &dc.ReadOnly},
+		{"auth_token", "auth-token", "require this token (Authorization: Bearer, or ?token= once in a browser); required beyond loopback; prefer $" + envDashToken, &dc.AuthToken},
+		{"public_names", "public-name", "a host name the dashboard answers to, e.g. dash.example.com behind a proxy (repeatable; or $" + envDashPublicNames + "=a,b)", &dc.PublicNames},
 	}
-	*d = duration(v)
-	return nil
 }
 
-// size decodes "16MiB", "5GB", "1048576".
-type size int64
-
-func (s *size) UnmarshalYAML(n *yaml.Node) error {
-	v, err := parseSize(n.Value)
-	if err != nil {
-		return fmt.Errorf("line %d: %w", n.Line, err)
-	}
-	*s = size(v)
-	return nil
+func (dc *dashboardConfig) UnmarshalYAML(n *yaml.Node) error {
+	return decodeSettings(n, "dashboard", dc.settings())
 }
 
 func decodeStrict(n *yaml.Node, v any) error {
@@ -271,7 +223,7 @@ func loadConfig(flagConfig, flagRedis string, getenv func(string) string) (*conf
 		if !validProfileName(name) {
 			return nil, fmt.Errorf("config file %s: profiles: %q is not a profile name: use 1 to 64 letters, digits, '_', '.' or '-'", path, name)
 		}
-		c.Profiles[name] = applyProfileEnv(name, p.storageConfig(), getenv)
+		c.Profiles[name] = applyProfileEnv(name, storage.Config(p), getenv)
 	}
 	if len(c.Profiles) == 0 {
 		c.implicitDefault = true
@@ -288,6 +240,13 @@ func loadConfig(flagConfig, flagRedis string, getenv func(string) string) (*conf
 		return nil, err
 	}
 	c.Dashboard.APITokens = toks
+	secrets, err := secretsFromEnv(getenv, envWebhookSecret)
+	if err != nil {
+		return nil, err
+	}
+	for _, s := range secrets {
+		c.Worker.WebhookSecrets = append(c.Worker.WebhookSecrets, []byte(s))
+	}
 	// Relative allow_dirs are relative to the config file.
 	for i, d := range c.Worker.AllowDirs {
 		if !filepath.IsAbs(d) && path != "" {
@@ -295,6 +254,21 @@ func loadConfig(flagConfig, flagRedis string, getenv func(string) string) (*conf
 		}
 	}
 	return c, nil
+}
+
+// webhookAllow is the workers' webhook allowlist for producers (the CLI,
+// the HTTP API) to refuse a notify URL at enqueue; nil when the config file
+// sets none: this machine's config may not be the workers', so only the
+// URL's shape is checked then.
+func (c *config) webhookAllow() (*webhook.Allowlist, error) {
+	if len(c.Worker.WebhookAllow) == 0 {
+		return nil, nil
+	}
+	a, err := webhook.ParseAllowlist(c.Worker.WebhookAllow)
+	if err != nil {
+		return nil, fmt.Errorf("config file %s: worker: %w", c.File, err)
+	}
+	return a, nil
 }
 
 // splitList splits a comma-separated list, dropping blanks.
@@ -355,9 +329,7 @@ func applyProfileEnv(name string, sc storage.Config, getenv func(string) string)
 // profile returns the named profile ("" means default) or an error listing
 // the known ones.
 func (c *config) profile(name string) (storage.Config, error) {
-	if name == "" {
-		name = tasks.DefaultProfile
-	}
+	name = tasks.ProfileName(name)
 	p, ok := c.Profiles[name]
 	if !ok {
 		return storage.Config{}, c.unknownProfile(name)
@@ -396,14 +368,7 @@ func (c *config) checkProfile(name string) error {
 	return err
 }
 
-func (c *config) profileNames() []string {
-	names := make([]string, 0, len(c.Profiles))
-	for n := range c.Profiles {
-		names = append(names, n)
-	}
-	slices.Sort(names)
-	return names
-}
+func (c *config) profileNames() []string { return slices.Sorted(maps.Keys(c.Profiles)) }
 
 // resolveRedis applies flag > env > file > default to the Redis settings.
 func resolveRedis(rc redisConfig, flagURL, file string, getenv func(string) string) (redisTarget, error) {
@@ -519,24 +484,36 @@ func apiTokensFromEnv(getenv func(string) string) ([]dashboard.APIToken, error) 
 		env   string
 		scope dashboard.Scope
 	}{{envAPIProducerTokens, dashboard.ScopeProducer}, {envAPIViewerTokens, dashboard.ScopeViewer}} {
-		for _, tok := range splitList(getenv(v.env)) {
+		toks, err := secretsFromEnv(getenv, v.env)
+		if err != nil {
+			return nil, err
+		}
+		for _, tok := range toks {
 			out = append(out, dashboard.APIToken{Token: tok, Scope: v.scope})
 		}
-		path := getenv(v.env + envFileSuffix)
-		if path == "" {
+	}
+	return out, nil
+}
+
+// secretsFromEnv reads the secrets of env (comma-separated) and of the file
+// named by env_FILE (one per line; blank lines and lines starting with #
+// are skipped). Errors name the variable or file, never a secret.
+func secretsFromEnv(getenv func(string) string, env string) ([]string, error) {
+	out := splitList(getenv(env))
+	path := getenv(env + envFileSuffix)
+	if path == "" {
+		return out, nil
+	}
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("%s%s: read the secret file: %w", env, envFileSuffix, err)
+	}
+	for line := range strings.SplitSeq(string(b), "\n") {
+		line = strings.TrimSpace(line)
+		if line == "" || strings.HasPrefix(line, "#") {
 			continue
 		}
-		b, err := os.ReadFile(path)
-		if err != nil {
-			return nil, fmt.Errorf("%s%s: read the token file: %w", v.env, envFileSuffix, err)
-		}
-		for line := range strings.SplitSeq(string(b), "\n") {
-			line = strings.TrimSpace(line)
-			if line == "" || strings.HasPrefix(line, "#") {
-				continue
-			}
-			out = append(out, dashboard.APIToken{Token: line, Scope: v.scope})
-		}
+		out = append(out, line)
 	}
 	return out, nil
 }

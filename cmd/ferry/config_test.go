@@ -8,8 +8,10 @@ import (
 	"time"
 
 	"github.com/google/go-cmp/cmp"
+	"github.com/spf13/pflag"
 
 	"github.com/ferryhq/ferry/dashboard"
+	"github.com/ferryhq/ferry/worker"
 )
 
 func TestParseSize(t *testing.T) {
@@ -216,5 +218,56 @@ func TestAPITokensFromEnv(t *testing.T) {
 	env[envAPIViewerTokens+envFileSuffix] = file + ".missing"
 	if _, err := apiTokensFromEnv(func(k string) string { return env[k] }); err == nil || !strings.Contains(err.Error(), envAPIViewerTokens+envFileSuffix) {
 		t.Errorf("missing file: %v; want an error naming the variable", err)
+	}
+}
+
+// TestWorkerSettingsPrecedence: a worker setting given as a flag beats the
+// environment and the config file, one given only in the file is kept (a
+// flag's default never overrides it), and the webhook secret comes from
+// the environment; the worker.Config built carries them all.
+func TestWorkerSettingsPrecedence(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	path := filepath.Join(dir, "ferry.yaml")
+	if err := os.WriteFile(path, []byte(`worker:
+  concurrency: 8
+  queues: {critical: 6, default: 3}
+  strict_priority: true
+  allow_dirs: [data]
+  part_size: 64MiB
+  janitor_interval: 2h
+  metrics_addr: ":9000"
+  webhook_defaults:
+    queues: {critical: "https://hooks.example.com/c"}
+`), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	secret := strings.Repeat("s", 32)
+	c, err := loadConfig(path, "", func(k string) string { return map[string]string{envWebhookSecret: secret}[k] })
+	if err != nil {
+		t.Fatal(err)
+	}
+	fs := pflag.NewFlagSet("worker", pflag.ContinueOnError)
+	f := &workerFlags{}
+	f.register(fs)
+	if err := fs.Parse([]string{"--concurrency", "3", "--queues", "low=2", "--strict-priority=false", "--allow-dir", "in", "--allow-dir", "/abs", "--metrics-addr", ":9464"}); err != nil {
+		t.Fatal(err)
+	}
+	got := f.apply(fs, c.Worker)
+	cwd, _ := os.Getwd()
+	want := worker.Config{
+		Concurrency: 3, Queues: map[string]int{"low": 2}, StrictPriority: false,
+		AllowDirs: []string{filepath.Join(cwd, "in"), "/abs"}, PartSize: 64 << 20, JanitorInterval: 2 * time.Hour,
+		WebhookQueueDefaults: map[string]string{"critical": "https://hooks.example.com/c"}, WebhookSecrets: [][]byte{[]byte(secret)},
+	}
+	if diff := cmp.Diff(workerConfig{Config: want, MetricsAddr: ":9464"}, got); diff != "" {
+		t.Errorf("flags over file and environment (-want +got):\n%s", diff)
+	}
+	if diff := cmp.Diff([]string{filepath.Join(dir, "data")}, c.Worker.AllowDirs); diff != "" {
+		t.Errorf("the file's allow_dirs, relative to the file, changed by the flags (-want +got):\n%s", diff)
+	}
+	wc := got.newWorker(c, nil, nil, nil)
+	if wc.Concurrency != 3 || wc.PartSize != 64<<20 || len(wc.WebhookSecrets) != 1 || len(wc.Profiles) != 1 {
+		t.Errorf("worker.Config: concurrency %d, part size %d, %d secrets, %d profiles; want 3, 64 MiB, 1, 1", wc.Concurrency, wc.PartSize, len(wc.WebhookSecrets), len(wc.Profiles))
 	}
 }

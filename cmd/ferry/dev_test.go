@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"io"
 	"math/rand/v2"
@@ -26,6 +27,7 @@ import (
 // environment other ferry commands use to reach it.
 type devBundle struct {
 	dir, dataDir                string
+	bin                         string // the ferry binary; "" means ferryBin
 	redisPort, s3Port, dashPort int
 	env                         []string
 }
@@ -64,7 +66,7 @@ type devProc struct {
 // stops it if the test did not.
 func (d devBundle) start(t *testing.T, extra ...string) *devProc {
 	t.Helper()
-	cmd := exec.Command(ferryBin, d.args(extra...)...)
+	cmd := exec.Command(cmp.Or(d.bin, ferryBin), d.args(extra...)...)
 	cmd.Dir = d.dir
 	cmd.Env = baseEnv(d.dir)
 	p := &devProc{cmd: cmd, stdout: &syncBuffer{}, stderr: &syncBuffer{}, done: make(chan error, 1)}
@@ -83,8 +85,11 @@ func (d devBundle) start(t *testing.T, extra ...string) *devProc {
 			t.Logf("ferry dev stdout:\n%s\nstderr:\n%s", p.stdout, p.stderr)
 		}
 	})
+	// stdout and stderr reach their buffers through two pipes copied by two
+	// goroutines, so the "ready" log line on stderr can arrive before the
+	// banner written earlier on stdout: wait for both.
 	deadline := time.After(30 * time.Second)
-	for !strings.Contains(p.stderr.String(), "ferry dev ready") {
+	for !strings.Contains(p.stderr.String(), "ferry dev ready") || !strings.Contains(p.stdout.String(), "Ctrl-C stops everything") {
 		select {
 		case err := <-p.done:
 			p.done <- err
@@ -155,8 +160,8 @@ func TestDev(t *testing.T) {
 		"for development only",
 		"http://127.0.0.1:" + strconv.Itoa(d.dashPort),
 		"export FERRY_CONFIG=" + filepath.Join(d.dataDir, "ferry.yaml") + " FERRY_REDIS_URL=redis://127.0.0.1:" + strconv.Itoa(d.redisPort) + "/0",
-		"s3://dev/hello.txt --wait",
-		"ferry watch <task id>",
+		shellQuote(ferryBin) + " upload ./data/uploads/hello.txt s3://dev/hello.txt --wait",
+		shellQuote(ferryBin) + " watch <task id>",
 	} {
 		if !strings.Contains(out, want) {
 			t.Errorf("banner lacks %q:\n%s", want, out)
@@ -299,5 +304,80 @@ func TestShippedConfigs(t *testing.T) {
 				t.Errorf("%s has no default profile: %v", f, c.profileNames())
 			}
 		})
+	}
+}
+
+// TestDevBannerWorksAsPasted: after `make dev` (bin/ferry, not on PATH) the
+// banner's "In another terminal" lines, pasted into a shell in the same
+// directory, upload the sample file.
+func TestDevBannerWorksAsPasted(t *testing.T) {
+	t.Parallel()
+	d := setupDev(t)
+	d.bin = filepath.Join(d.dir, "bin", "ferry")
+	exe, err := os.ReadFile(ferryBin)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.MkdirAll(filepath.Dir(d.bin), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(d.bin, exe, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	p := d.start(t)
+	var pasted []string
+	for _, l := range strings.Split(p.stdout.String(), "\n") {
+		if l = strings.TrimSpace(l); strings.HasPrefix(l, "export FERRY_CONFIG=") || strings.Contains(l, " upload ") {
+			pasted = append(pasted, l)
+		}
+	}
+	if len(pasted) != 2 || !strings.HasPrefix(pasted[1], "./bin/ferry upload ") {
+		t.Fatalf("banner lines to paste: %q; want the export and ./bin/ferry upload ...:\n%s", pasted, p.stdout)
+	}
+	// A shell whose PATH has no ferry, as a newcomer's has.
+	if path, err := exec.LookPath("ferry"); err == nil {
+		t.Logf("note: a ferry is on PATH (%s); the shell below does not see it", path)
+	}
+	sh := exec.CommandContext(t.Context(), "sh", "-c", strings.Join(pasted, "\n"))
+	sh.Dir = d.dir
+	sh.Env = []string{"PATH=/usr/bin:/bin", "HOME=" + d.dir, "AWS_EC2_METADATA_DISABLED=true"}
+	out, err := sh.CombinedOutput()
+	if err != nil || !strings.Contains(string(out), "completed") {
+		t.Fatalf("pasted lines: %v\n%s", err, out)
+	}
+	if got := string(getObject(t, d.s3Client(), "dev", "hello.txt")); got != "hello from ferry dev\n" {
+		t.Fatalf("s3://dev/hello.txt = %q", got)
+	}
+	p.stop(t)
+}
+
+func TestFerryCommand(t *testing.T) {
+	dir := t.TempDir()
+	exe := filepath.Join(dir, "bin", "ferry")
+	other := filepath.Join(t.TempDir(), "ferry")
+	for _, f := range []string{exe, other} {
+		if err := os.MkdirAll(filepath.Dir(f), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		writeFile(t, f, "#!/bin/sh\n")
+	}
+	notFound := func(string) (string, error) { return "", exec.ErrNotFound }
+	found := func(p string) func(string) (string, error) { return func(string) (string, error) { return p, nil } }
+	for _, tc := range []struct {
+		exe, cwd string
+		look     func(string) (string, error)
+		want     string
+	}{
+		{exe, dir, notFound, "./bin/ferry"},
+		{exe, dir, found(other), "./bin/ferry"},
+		{exe, dir, found(exe), "ferry"},
+		{exe, filepath.Join(dir, "bin"), notFound, "./ferry"},
+		{exe, t.TempDir(), notFound, exe},
+		{"/tmp/go build/ferry", "/work", notFound, "'/tmp/go build/ferry'"},
+		{"", dir, notFound, "ferry"},
+	} {
+		if got := ferryCommand(tc.exe, tc.cwd, tc.look); got != tc.want {
+			t.Errorf("ferryCommand(%q, %q) = %q; want %q", tc.exe, tc.cwd, got, tc.want)
+		}
 	}
 }

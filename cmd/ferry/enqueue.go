@@ -1,6 +1,7 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -15,6 +16,7 @@ import (
 	"github.com/spf13/pflag"
 
 	"github.com/ferryhq/ferry/tasks"
+	"github.com/ferryhq/ferry/webhook"
 )
 
 // enqueueFlags are the flags every enqueue command shares.
@@ -26,11 +28,14 @@ type enqueueFlags struct {
 	timeout                         time.Duration
 	maxRetry                        int
 	wait, json                      bool
+	notify                          string
 
 	// put and upload
 	contentType string
 	meta        []string
 	noLocalStat bool
+	// put of several files
+	batchConcurrency int
 	// upload, copy, move
 	partSize        int64
 	partConcurrency int
@@ -50,10 +55,19 @@ func (f *enqueueFlags) register(fs *pflag.FlagSet, twoEnds bool) {
 	fs.StringVar(&f.queue, "queue", "default", "queue to enqueue on (a worker serves it with --queues)")
 	fs.StringVar(&f.taskID, "task-id", "", "task id to use (default: a random id; see --idempotent)")
 	fs.BoolVar(&f.idempotent, "idempotent", false, "use a deterministic task id derived from type, source and destination, so enqueueing the same transfer twice is refused while the first is kept (24h)")
-	fs.Var(durationFlag{&f.timeout}, "timeout", "time limit of one run of the task, e.g. 30m (default: sized from the object, at least 10m)")
+	fs.Var((*duration)(&f.timeout), "timeout", "time limit of one run of the task, e.g. 30m (default: sized from the object, at least 10m)")
 	fs.IntVar(&f.maxRetry, "max-retry", 0, "retries before the task is archived as failed (default 25 for transfers, 10 for put and delete)")
 	fs.BoolVar(&f.wait, "wait", false, "wait for the task to finish, showing its progress; exit 0 on success, 3 on failure or cancel")
-	fs.BoolVar(&f.json, "json", false, `print {"id","type","queue"} as JSON; with --wait, then the final status as a second JSON line`)
+	fs.BoolVar(&f.json, "json", false, `print {"task_id","type","queue"} as JSON; with --wait, then the final status as a second JSON line`)
+	fs.StringVar(&f.notify, "notify", "", "URL the worker POSTs a signed event to when the transfer ends (its host must be on the workers' webhook_allow; see docs/api.md Webhooks)")
+}
+
+// notifyOf is the payload's Notify from --notify; nil when not given.
+func (f *enqueueFlags) notifyOf() *tasks.Notify {
+	if f.notify == "" {
+		return nil
+	}
+	return &tasks.Notify{URL: f.notify}
 }
 
 func (f *enqueueFlags) registerObjectAttrs(fs *pflag.FlagSet) {
@@ -63,19 +77,12 @@ func (f *enqueueFlags) registerObjectAttrs(fs *pflag.FlagSet) {
 }
 
 func (f *enqueueFlags) registerParts(fs *pflag.FlagSet) {
-	fs.Var(sizeFlag{&f.partSize}, "part-size", "multipart part size, e.g. 16MiB (5MiB to 5GiB; default: the worker's)")
+	fs.Var((*size)(&f.partSize), "part-size", "multipart part size, e.g. 16MiB (5MiB to 5GiB; default: the worker's)")
 	fs.IntVar(&f.partConcurrency, "part-concurrency", 0, "parts in flight at once, 1 to 64 (default: the worker's)")
 }
 
-func (f *enqueueFlags) srcProf() string { return cmpOr(f.srcProfile, f.profile) }
-func (f *enqueueFlags) dstProf() string { return cmpOr(f.dstProfile, f.profile) }
-
-func cmpOr(a, b string) string {
-	if a != "" {
-		return a
-	}
-	return b
-}
+func (f *enqueueFlags) srcProf() string { return cmp.Or(f.srcProfile, f.profile) }
+func (f *enqueueFlags) dstProf() string { return cmp.Or(f.dstProfile, f.profile) }
 
 func (f *enqueueFlags) metadata() (map[string]string, error) {
 	if len(f.meta) == 0 {
@@ -137,6 +144,24 @@ func (a *app) parseSource(arg, profile string, skipStat, allowStdin bool) (sourc
 	return src, nil
 }
 
+// parseObjectArgs parses the SRC and DST of a put or an upload of one
+// object, and the object's --meta.
+func (a *app) parseObjectArgs(f *enqueueFlags, srcArg, dstArg string, allowStdin bool) (source, tasks.Location, map[string]string, error) {
+	src, err := a.parseSource(srcArg, f.srcProf(), f.noLocalStat, allowStdin)
+	if err != nil {
+		return source{}, tasks.Location{}, nil, err
+	}
+	dst, err := a.parseS3("destination", dstArg, f.dstProf())
+	if err != nil {
+		return source{}, tasks.Location{}, nil, err
+	}
+	md, err := f.metadata()
+	if err != nil {
+		return source{}, tasks.Location{}, nil, err
+	}
+	return src, dst, md, nil
+}
+
 // parseS3 parses an s3:// argument.
 func (a *app) parseS3(role, arg, profile string) (tasks.Location, error) {
 	loc, err := tasks.ParseLocation(arg, profile)
@@ -162,35 +187,27 @@ func (a *app) checkLocationProfile(loc tasks.Location) error {
 
 // enqueueResult is the --json output of an enqueue.
 type enqueueResult struct {
-	ID    string `json:"id"`
-	Type  string `json:"type"`
-	Queue string `json:"queue"`
+	TaskID string `json:"task_id"`
+	Type   string `json:"type"`
+	Queue  string `json:"queue"`
 }
 
 // enqueue enqueues task with the options of f, prints it, and with --wait
 // follows it to the end. src and dst make the --idempotent task id.
 func (a *app) enqueue(ctx context.Context, f *enqueueFlags, task *asynq.Task, src, dst tasks.Location) error {
-	var opts []asynq.Option
-	if f.queue == "" {
-		return usageErrorf("--queue is empty: give a queue name")
+	opts, err := f.options()
+	if err != nil {
+		return err
 	}
-	opts = append(opts, asynq.Queue(f.queue))
+	id := f.taskID // "" lets asynq pick one
 	switch {
 	case f.taskID != "" && f.idempotent:
 		return usageErrorf("--task-id and --idempotent both set the task id: pass one")
-	case f.taskID != "":
-		opts = append(opts, asynq.TaskID(f.taskID))
 	case f.idempotent:
-		opts = append(opts, asynq.TaskID(tasks.TaskID(task.Type(), src, dst)))
+		id = tasks.TaskID(task.Type(), src, dst)
 	}
-	if f.timeout > 0 {
-		opts = append(opts, asynq.Timeout(f.timeout))
-	}
-	if f.maxRetry < 0 {
-		return usageErrorf("--max-retry %d is negative: use 0 or more", f.maxRetry)
-	}
-	if f.maxRetry > 0 {
-		opts = append(opts, asynq.MaxRetry(f.maxRetry))
+	if id != "" {
+		opts = append(opts, asynq.TaskID(id))
 	}
 	tc, closeFn, err := a.tasksClient(ctx)
 	if err != nil {
@@ -199,17 +216,16 @@ func (a *app) enqueue(ctx context.Context, f *enqueueFlags, task *asynq.Task, sr
 	defer closeFn()
 	info, err := tc.Enqueue(ctx, task, opts...)
 	if err != nil {
-		if errors.Is(err, tasks.ErrSameObject) || errors.Is(err, tasks.ErrOverlap) {
+		if errors.Is(err, tasks.ErrSameObject) || errors.Is(err, tasks.ErrOverlap) || errors.Is(err, webhook.ErrRefused) {
 			return &usageError{err}
 		}
 		if errors.Is(err, asynq.ErrTaskIDConflict) {
-			id := cmpOr(f.taskID, tasks.TaskID(task.Type(), src, dst))
 			return fmt.Errorf("a task with id %s exists already (the same transfer was enqueued within the retention period): see `ferry status %s`, or pass another --task-id", id, id)
 		}
 		return err
 	}
 	if f.json {
-		if err := writeJSON(a.stdout, enqueueResult{ID: info.ID, Type: info.Type, Queue: info.Queue}); err != nil {
+		if err := writeJSON(a.stdout, enqueueResult{TaskID: info.ID, Type: info.Type, Queue: info.Queue}); err != nil {
 			return err
 		}
 	} else {
@@ -245,6 +261,24 @@ func (a *app) enqueue(ctx context.Context, f *enqueueFlags, task *asynq.Task, sr
 		}
 	}
 	return failedError(final)
+}
+
+// options are the enqueue options of --queue, --timeout and --max-retry.
+func (f *enqueueFlags) options() ([]asynq.Option, error) {
+	if f.queue == "" {
+		return nil, usageErrorf("--queue is empty: give a queue name")
+	}
+	opts := []asynq.Option{asynq.Queue(f.queue)}
+	if f.timeout > 0 {
+		opts = append(opts, asynq.Timeout(f.timeout))
+	}
+	if f.maxRetry < 0 {
+		return nil, usageErrorf("--max-retry %d is negative: use 0 or more", f.maxRetry)
+	}
+	if f.maxRetry > 0 {
+		opts = append(opts, asynq.MaxRetry(f.maxRetry))
+	}
+	return opts, nil
 }
 
 // dryRunResult is what printDryRun reads of a dry run's result: the delete
@@ -315,33 +349,36 @@ func enqueueCommands(a *app) []*cobra.Command {
 func putCmd(a *app) *cobra.Command {
 	f := &enqueueFlags{}
 	cmd := &cobra.Command{
-		Use:   "put SRC DST",
-		Short: "Enqueue a put: one object from a file, an https URL, stdin or another object",
+		Use:   "put SRC DST | put FILE... s3://bucket/dir/",
+		Short: "Enqueue a put: one object from a file, an https URL, stdin or another object; or many files as batches",
 		Long: `Enqueue a ferry:put task writing one object to DST (s3://bucket/key).
 
 SRC is a local file (absolute or relative to the current directory; the worker
 must be allowed to read it with --allow-dir), an https:// URL (its host must be
 on the worker's --allow-url-host list), an s3://bucket/key object, or "-" for
 stdin (at most 256 KiB, carried in the task itself). Large files are uploaded in
-parts by the worker; use "ferry upload" to choose part size and concurrency.`,
+parts by the worker; use "ferry upload" to choose part size and concurrency.
+
+With several files, or a destination ending in "/", each FILE goes to the
+directory DST under its base name, and the files are enqueued as ferry:batch
+tasks of up to 500 files or 64 MiB each (one task for many small objects)
+instead of one task each. Files of 5 MiB or more get a put task of their own,
+uploaded in resumable parts. --wait follows every task and prints the counts
+of files done and failed, with the reasons of the first failures.`,
 		Example: `  ferry put ./report.pdf s3://docs/2026/report.pdf --content-type application/pdf --meta owner=ops
   echo hello | ferry put - s3://docs/hello.txt --wait
-  ferry put https://example.com/data.csv s3://raw/data.csv --json`,
-		Args: args(cobra.ExactArgs(2)),
+  ferry put https://example.com/data.csv s3://raw/data.csv --json
+  ferry put photos/*.jpg s3://media/photos/ --wait`,
+		Args: args(cobra.MinimumNArgs(2)),
 		RunE: func(cmd *cobra.Command, argv []string) error {
-			src, err := a.parseSource(argv[0], f.srcProf(), f.noLocalStat, true)
+			if last := argv[len(argv)-1]; len(argv) > 2 || strings.HasSuffix(last, "/") {
+				return a.putMany(cmd.Context(), f, argv[:len(argv)-1], last)
+			}
+			src, dst, md, err := a.parseObjectArgs(f, argv[0], argv[1], true)
 			if err != nil {
 				return err
 			}
-			dst, err := a.parseS3("destination", argv[1], f.dstProf())
-			if err != nil {
-				return err
-			}
-			md, err := f.metadata()
-			if err != nil {
-				return err
-			}
-			task, err := tasks.NewPutTask(tasks.PutPayload{Source: src.loc, Dest: dst, ContentType: f.contentType, Metadata: md},
+			task, err := tasks.NewPutTask(tasks.PutPayload{Source: src.loc, Dest: dst, ContentType: f.contentType, Metadata: md, Notify: f.notifyOf()},
 				sizedTimeout(f, src.size)...)
 			if err != nil {
 				return &usageError{err}
@@ -351,6 +388,7 @@ parts by the worker; use "ferry upload" to choose part size and concurrency.`,
 	}
 	f.register(cmd.Flags(), true)
 	f.registerObjectAttrs(cmd.Flags())
+	cmd.Flags().IntVar(&f.batchConcurrency, "batch-concurrency", 0, "with several files: files of one batch in flight on the worker, 1 to 64 (default: the worker's batch_concurrency)")
 	return cmd
 }
 
@@ -371,20 +409,12 @@ fits the file.`,
   ferry upload ./disk.img s3://images/disk.img --dst-profile r2 --idempotent --json`,
 		Args: args(cobra.ExactArgs(2)),
 		RunE: func(cmd *cobra.Command, argv []string) error {
-			src, err := a.parseSource(argv[0], f.srcProf(), f.noLocalStat, false)
-			if err != nil {
-				return err
-			}
-			dst, err := a.parseS3("destination", argv[1], f.dstProf())
-			if err != nil {
-				return err
-			}
-			md, err := f.metadata()
+			src, dst, md, err := a.parseObjectArgs(f, argv[0], argv[1], false)
 			if err != nil {
 				return err
 			}
 			task, err := tasks.NewUploadTask(tasks.UploadPayload{Source: src.loc, Dest: dst, PartSize: f.partSize,
-				PartConcurrency: f.partConcurrency, ContentType: f.contentType, Metadata: md, Size: src.size})
+				PartConcurrency: f.partConcurrency, ContentType: f.contentType, Metadata: md, Size: src.size, Notify: f.notifyOf()})
 			if err != nil {
 				return &usageError{err}
 			}
@@ -427,9 +457,9 @@ crash never loses the object.`,
 			}
 			var task *asynq.Task
 			if move {
-				task, err = tasks.NewMoveTask(tasks.MovePayload{Source: src, Dest: dst, PartSize: f.partSize, PartConcurrency: f.partConcurrency})
+				task, err = tasks.NewMoveTask(tasks.MovePayload{Source: src, Dest: dst, PartSize: f.partSize, PartConcurrency: f.partConcurrency, Notify: f.notifyOf()})
 			} else {
-				task, err = tasks.NewCopyTask(tasks.CopyPayload{Source: src, Dest: dst, PartSize: f.partSize, PartConcurrency: f.partConcurrency})
+				task, err = tasks.NewCopyTask(tasks.CopyPayload{Source: src, Dest: dst, PartSize: f.partSize, PartConcurrency: f.partConcurrency, Notify: f.notifyOf()})
 			}
 			if err != nil {
 				return &usageError{err}
@@ -478,7 +508,7 @@ with --wait it prints the keys.`,
 			if f.dryRun && !f.recursive {
 				return usageErrorf("--dry-run previews a --recursive delete; to check one object use `ferry info %s`", argv[0])
 			}
-			task, err := tasks.NewDeleteTask(tasks.DeletePayload{Dest: dst, Recursive: f.recursive, AllowAll: f.allowAll && f.recursive, DryRun: f.dryRun})
+			task, err := tasks.NewDeleteTask(tasks.DeletePayload{Dest: dst, Recursive: f.recursive, AllowAll: f.allowAll && f.recursive, DryRun: f.dryRun, Notify: f.notifyOf()})
 			if err != nil {
 				return &usageError{err}
 			}

@@ -51,6 +51,17 @@ func (a *app) openBucket(ctx context.Context, arg, profile string) (*storage.S3,
 	return s, loc, func() { _ = client.Close() }, nil
 }
 
+// openObject is openBucket for an argument that must name an object: a
+// bucket alone (s3://bucket) is refused.
+func (a *app) openObject(ctx context.Context, arg, profile string) (*storage.S3, tasks.Location, func(), error) {
+	s, loc, closeFn, err := a.openBucket(ctx, arg, profile)
+	if err == nil && loc.Key == "" {
+		closeFn()
+		return nil, loc, nil, usageErrorf("%s names a bucket, not an object: give s3://%s/key", arg, loc.Bucket)
+	}
+	return s, loc, closeFn, err
+}
+
 func objectCommands(a *app) []*cobra.Command {
 	return []*cobra.Command{lsCmd(a), infoCmd(a), urlCmd(a)}
 }
@@ -111,24 +122,43 @@ type infoOutput struct {
 	storage.StoredFile
 }
 
+// infoFields are the lines of `ferry info` after the ETag and time: every
+// header S3 stores with the object (what a browser, a CDN or a copy gets),
+// then ferry's checksum and the encryption. All of it is the server's answer
+// to a HEAD of the object, nothing of the profile: no credential can appear.
+func infoFields(obj storage.StoredFile) []struct{ name, value string } {
+	h := obj.Headers
+	return []struct{ name, value string }{
+		{"Content-Type", h.ContentType}, {"Content-Encoding", h.ContentEncoding},
+		{"Content-Disposition", h.ContentDisposition}, {"Cache-Control", h.CacheControl},
+		{"Content-Language", h.ContentLanguage}, {"Expires", h.Expires},
+		{"Encryption", obj.Encryption}, {"Checksum", obj.Checksum},
+	}
+}
+
 func infoCmd(a *app) *cobra.Command {
 	f := &objectFlags{}
 	cmd := &cobra.Command{
 		Use:   "info s3://bucket/key",
-		Short: "Show an object's size, type, ETag, time and metadata (HEAD)",
+		Short: "Show an object's size, ETag, time, headers and metadata (HEAD)",
+		Long: `Show what a HEAD of the object answers: size, ETag, last-modified time, the
+headers S3 stores with it (Content-Type, Content-Encoding, Content-Disposition,
+Cache-Control, Content-Language, Expires; empty ones are left out), its
+encryption, ferry's CRC32C checksum when known, and every user metadata entry,
+ferry's own (ferry-task-id, ferry-source-etag, ...) included. With --json, one
+object: bucket, key, size, etag, last_modified, content_type,
+content_encoding, content_disposition, cache_control, content_language,
+expires, encryption, checksum, metadata (empty fields left out).`,
 		Example: `  ferry info s3://backups/2026/backup.tar
   ferry info s3://backups/2026/backup.tar --json | jq .size`,
 		Args: args(cobra.ExactArgs(1)),
 		RunE: func(cmd *cobra.Command, argv []string) error {
 			ctx := cmd.Context()
-			s, loc, closeFn, err := a.openBucket(ctx, argv[0], f.profile)
+			s, loc, closeFn, err := a.openObject(ctx, argv[0], f.profile)
 			if err != nil {
 				return err
 			}
 			defer closeFn()
-			if loc.Key == "" {
-				return usageErrorf("%s names a bucket, not an object: give s3://%s/key", argv[0], loc.Bucket)
-			}
 			obj, err := s.Info(ctx, loc.Key)
 			if err != nil {
 				return err
@@ -140,11 +170,13 @@ func infoCmd(a *app) *cobra.Command {
 			fmt.Fprintf(w, "Bucket:\t%s\n", loc.Bucket)
 			fmt.Fprintf(w, "Key:\t%s\n", obj.Key)
 			fmt.Fprintf(w, "Size:\t%d (%s)\n", obj.Size, formatBytes(obj.Size))
-			if obj.ContentType != "" {
-				fmt.Fprintf(w, "Content-Type:\t%s\n", obj.ContentType)
-			}
 			fmt.Fprintf(w, "ETag:\t%s\n", obj.ETag)
 			fmt.Fprintf(w, "Last-Modified:\t%s\n", obj.LastModified.Local().Format(time.RFC3339))
+			for _, f := range infoFields(obj) {
+				if f.value != "" {
+					fmt.Fprintf(w, "%s:\t%s\n", f.name, f.value)
+				}
+			}
 			for _, k := range slices.Sorted(maps.Keys(obj.Metadata)) {
 				fmt.Fprintf(w, "Metadata:\t%s=%s\n", k, obj.Metadata[k])
 			}
@@ -181,14 +213,11 @@ profile's presigned_expiry, else 1h; at most 168h).`,
 				return usageErrorf("--content-type applies to PUT URLs only")
 			}
 			ctx := cmd.Context()
-			s, loc, closeFn, err := a.openBucket(ctx, argv[0], f.profile)
+			s, loc, closeFn, err := a.openObject(ctx, argv[0], f.profile)
 			if err != nil {
 				return err
 			}
 			defer closeFn()
-			if loc.Key == "" {
-				return usageErrorf("%s names a bucket, not an object: give s3://%s/key", argv[0], loc.Bucket)
-			}
 			u, err := s.URL(ctx, loc.Key, &storage.URLOptions{Expires: expires, Method: m, ContentType: contentType})
 			if err != nil {
 				return err
@@ -201,7 +230,7 @@ profile's presigned_expiry, else 1h; at most 168h).`,
 		},
 	}
 	cmd.Flags().StringVar(&f.profile, "profile", "", "S3 profile (default \"default\")")
-	cmd.Flags().Var(durationFlag{&expires}, "expires", "lifetime of the URL, e.g. 15m, 1h (at most 168h)")
+	cmd.Flags().Var((*duration)(&expires), "expires", "lifetime of the URL, e.g. 15m, 1h (at most 168h)")
 	cmd.Flags().StringVar(&method, "method", "GET", "GET (download) or PUT (upload)")
 	cmd.Flags().StringVar(&contentType, "content-type", "", "bind a PUT URL to this Content-Type")
 	cmd.Flags().BoolVar(&f.json, "json", false, `print {"url","method"} as JSON`)

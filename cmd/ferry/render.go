@@ -1,6 +1,7 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"io"
@@ -11,6 +12,7 @@ import (
 	"github.com/vbauerster/mpb/v8"
 	"github.com/vbauerster/mpb/v8/decor"
 
+	"github.com/ferryhq/ferry/dashboard"
 	"github.com/ferryhq/ferry/tasks"
 )
 
@@ -99,18 +101,24 @@ func follow(ctx context.Context, tc *tasks.Client, ids []string, r renderer) (ma
 }
 
 // failedError is a taskFailedError naming the tasks that did not complete.
+// It is partial when each of them is a migration that ran to its end with
+// some objects failed (listed in its report; a re-run retries only those).
 func failedError(final map[string]tasks.Progress) error {
 	var msgs []string
+	partial := true
 	for _, p := range final {
 		switch p.State {
 		case tasks.StateFailed, tasks.StateCancelled:
-			msgs = append(msgs, fmt.Sprintf("task %s %s: %s", p.TaskID, p.State, cmpOr(p.Error, "no error recorded")))
+			msgs = append(msgs, fmt.Sprintf("task %s %s: %s", p.TaskID, p.State, cmp.Or(p.Error, "no error recorded")))
+			if p.State == tasks.StateCancelled || p.Type != tasks.TypeMigrate || p.Counters["failed"] == 0 {
+				partial = false
+			}
 		}
 	}
 	if len(msgs) == 0 {
 		return nil
 	}
-	return &taskFailedError{strings.Join(msgs, "\nferry: ")}
+	return &taskFailedError{msg: strings.Join(msgs, "\nferry: "), partial: partial}
 }
 
 type nopRenderer struct{}
@@ -151,6 +159,13 @@ func (r *lineRenderer) close() {}
 func progressLine(p tasks.Progress) string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "%s %s", p.TaskID, p.State)
+	if t := dashboard.NewTransfer(p); isMigration(t) {
+		fmt.Fprintf(&b, " %s", migrationLine(t))
+		if p.Error != "" && p.State != tasks.StateCompleted {
+			fmt.Fprintf(&b, ": %s", p.Error)
+		}
+		return b.String()
+	}
 	switch p.State {
 	case tasks.StateFailed, tasks.StateCancelled, tasks.StateRetrying:
 		if p.Error != "" {
@@ -222,10 +237,19 @@ func (r *barRenderer) update(p tasks.Progress) {
 		)
 		r.bars[id] = bar
 	}
-	if p.BytesTotal > 0 {
-		bar.SetTotal(p.BytesTotal, false)
+	if t := dashboard.NewTransfer(p); isMigration(t) {
+		// A bar per migration: objects decided out of objects listed (the
+		// total grows until the source is listed to its end).
+		if l := t.Counters["listed"]; l > 0 {
+			bar.SetTotal(l, false)
+		}
+		bar.SetCurrent(dashboard.DecidedObjects(t.Counters))
+	} else {
+		if p.BytesTotal > 0 {
+			bar.SetTotal(p.BytesTotal, false)
+		}
+		bar.SetCurrent(p.BytesDone)
 	}
-	bar.SetCurrent(p.BytesDone)
 	switch p.State {
 	case tasks.StateCompleted:
 		bar.SetTotal(-1, true)
@@ -244,6 +268,13 @@ func (r *barRenderer) close() {
 // barStats is the text after a bar.
 func barStats(p tasks.Progress) string {
 	var b strings.Builder
+	if t := dashboard.NewTransfer(p); isMigration(t) {
+		b.WriteString(migrationLine(t))
+		if p.Error != "" && p.State != tasks.StateCompleted {
+			fmt.Fprintf(&b, "  %s", p.Error)
+		}
+		return b.String()
+	}
 	if p.BytesTotal > 0 {
 		fmt.Fprintf(&b, "%s / %s %3d%%", formatBytes(p.BytesDone), formatBytes(p.BytesTotal), p.BytesDone*100/p.BytesTotal)
 	} else {

@@ -23,6 +23,7 @@ const (
 	exitError      = 1 // configuration, Redis, S3, ...
 	exitUsage      = 2 // bad flags or arguments
 	exitTaskFailed = 3 // a waited-for or watched task failed or was cancelled
+	exitPartial    = 4 // a migration ran to its end, but some objects failed (its report lists them)
 	exitInterrupt  = 130
 )
 
@@ -36,8 +37,12 @@ func usageErrorf(format string, args ...any) error {
 	return &usageError{fmt.Errorf(format, args...)}
 }
 
-// taskFailedError: a task ended failed or cancelled: exit code 3.
-type taskFailedError struct{ msg string }
+// taskFailedError: a task ended failed or cancelled: exit code 3, or 4
+// when partial (migrations that ran to their end with some objects failed).
+type taskFailedError struct {
+	msg     string
+	partial bool
+}
 
 func (e *taskFailedError) Error() string { return e.msg }
 
@@ -52,6 +57,8 @@ func exitCode(err error) int {
 	switch {
 	case err == nil:
 		return exitOK
+	case errors.As(err, &tf) && tf.partial:
+		return exitPartial
 	case errors.As(err, &tf):
 		return exitTaskFailed
 	case errors.As(err, &ue):
@@ -169,7 +176,12 @@ func (a *app) tasksClient(ctx context.Context) (*tasks.Client, func(), error) {
 		_ = rdb.Close()
 		return nil, nil, err
 	}
-	tc := tasks.NewClient(rdb, func(o *tasks.ClientOptions) { o.ProfileFunc = c.profileInfo })
+	allow, err := c.webhookAllow()
+	if err != nil {
+		_ = rdb.Close()
+		return nil, nil, err
+	}
+	tc := tasks.NewClient(rdb, func(o *tasks.ClientOptions) { o.ProfileFunc, o.WebhookAllow = c.profileInfo, allow })
 	return tc, func() { _ = tc.Close(); _ = rdb.Close() }, nil
 }
 
@@ -227,27 +239,21 @@ func newRootCmd(a *app) *cobra.Command {
 	pf.StringVar(&a.logLevel, "log-level", "info", "log level: debug, info, warn, error")
 	pf.StringVar(&a.logFormat, "log-format", "", "log format: json or console (default console on a terminal, else json)")
 
-	root.AddGroup(
-		&cobra.Group{ID: "run", Title: "Servers:"},
-		&cobra.Group{ID: "enqueue", Title: "Transfers (enqueue a task):"},
-		&cobra.Group{ID: "tasks", Title: "Tasks:"},
-		&cobra.Group{ID: "s3", Title: "Objects (direct S3 calls, no queue):"},
-	)
-	for _, c := range serverCommands(a) {
-		c.GroupID = "run"
-		root.AddCommand(c)
-	}
-	for _, c := range enqueueCommands(a) {
-		c.GroupID = "enqueue"
-		root.AddCommand(c)
-	}
-	for _, c := range taskCommands(a) {
-		c.GroupID = "tasks"
-		root.AddCommand(c)
-	}
-	for _, c := range objectCommands(a) {
-		c.GroupID = "s3"
-		root.AddCommand(c)
+	// The groups of `ferry --help`, in its order.
+	for _, g := range []struct {
+		group cobra.Group
+		cmds  []*cobra.Command
+	}{
+		{cobra.Group{ID: "run", Title: "Servers:"}, serverCommands(a)},
+		{cobra.Group{ID: "enqueue", Title: "Transfers (enqueue a task):"}, enqueueCommands(a)},
+		{cobra.Group{ID: "tasks", Title: "Tasks:"}, taskCommands(a)},
+		{cobra.Group{ID: "s3", Title: "Objects (direct S3 calls, no queue):"}, objectCommands(a)},
+	} {
+		root.AddGroup(&g.group)
+		for _, c := range g.cmds {
+			c.GroupID = g.group.ID
+			root.AddCommand(c)
+		}
 	}
 	return root
 }

@@ -6,10 +6,7 @@ import (
 	"fmt"
 	"net"
 	"net/http"
-	"path/filepath"
 	"slices"
-	"strconv"
-	"strings"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -20,124 +17,8 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/ferryhq/ferry/dashboard"
-	"github.com/ferryhq/ferry/storage"
 	"github.com/ferryhq/ferry/worker"
 )
-
-// workerFlags are `ferry worker`'s flags; set ones override the config
-// file's worker: section.
-type workerFlags struct {
-	concurrency     int
-	queues          string
-	strictPriority  bool
-	allowDirs       []string
-	allowURLHosts   []string
-	partSize        int64
-	partConcurrency int
-	maxBufferMemory int64
-	shutdownTimeout time.Duration
-	metricsAddr     string
-}
-
-// applyWorkerFlags overlays the flags that were set on wc.
-func applyWorkerFlags(cmd *cobra.Command, f *workerFlags, wc workerConfig) (workerConfig, error) {
-	changed := cmd.Flags().Changed
-	if changed("concurrency") {
-		wc.Concurrency = f.concurrency
-	}
-	if changed("queues") {
-		q, err := parseQueues(f.queues)
-		if err != nil {
-			return wc, err
-		}
-		wc.Queues = q
-	}
-	if changed("strict-priority") {
-		wc.StrictPriority = f.strictPriority
-	}
-	if changed("allow-dir") {
-		wc.AllowDirs = nil
-		for _, d := range f.allowDirs {
-			abs, err := filepath.Abs(d)
-			if err != nil {
-				return wc, fmt.Errorf("--allow-dir %q: %w", d, err)
-			}
-			wc.AllowDirs = append(wc.AllowDirs, abs)
-		}
-	}
-	if changed("allow-url-host") {
-		wc.AllowURLHosts = f.allowURLHosts
-	}
-	if changed("part-size") {
-		wc.PartSize = size(f.partSize)
-	}
-	if changed("part-concurrency") {
-		wc.PartConcurrency = f.partConcurrency
-	}
-	if changed("max-buffer-memory") {
-		wc.MaxBufferMemory = size(f.maxBufferMemory)
-	}
-	if changed("shutdown-timeout") {
-		wc.ShutdownTimeout = duration(f.shutdownTimeout)
-	}
-	if changed("metrics-addr") {
-		wc.MetricsAddr = f.metricsAddr
-	}
-	return wc, nil
-}
-
-// parseQueues parses "critical=6,default=3,low=1" (a bare name weighs 1).
-func parseQueues(s string) (map[string]int, error) {
-	q := map[string]int{}
-	for _, item := range splitList(s) {
-		name, w, hasW := strings.Cut(item, "=")
-		weight := 1
-		if hasW {
-			n, err := strconv.Atoi(w)
-			if err != nil || n < 1 {
-				return nil, usageErrorf("invalid --queues item %q: write NAME=WEIGHT with a weight of 1 or more, e.g. critical=6,default=3", item)
-			}
-			weight = n
-		}
-		if name == "" {
-			return nil, usageErrorf("invalid --queues item %q: the queue name is empty", item)
-		}
-		q[name] = weight
-	}
-	if len(q) == 0 {
-		return nil, usageErrorf("--queues is empty: give NAME=WEIGHT,...")
-	}
-	return q, nil
-}
-
-// newWorkerConfig builds worker.Config from the resolved configuration. The
-// caller owns rdb; log and metrics may be nil. `ferry worker` and an
-// embedding command (ferry dev) share it.
-func newWorkerConfig(c *config, wc workerConfig, rdb redis.UniversalClient, log *zap.Logger, metrics *worker.Metrics) worker.Config {
-	profiles := make(map[string]storage.Config, len(c.Profiles))
-	for name, p := range c.Profiles {
-		profiles[name] = p
-	}
-	return worker.Config{
-		Redis:             rdb,
-		Profiles:          profiles,
-		Concurrency:       wc.Concurrency,
-		Queues:            wc.Queues,
-		StrictPriority:    wc.StrictPriority,
-		AllowDirs:         slices.Clone(wc.AllowDirs),
-		AllowURLHosts:     slices.Clone(wc.AllowURLHosts),
-		PartSize:          int64(wc.PartSize),
-		PartConcurrency:   wc.PartConcurrency,
-		MaxBufferMemory:   int64(wc.MaxBufferMemory),
-		ShutdownTimeout:   time.Duration(wc.ShutdownTimeout),
-		TaskCheckInterval: time.Duration(wc.TaskCheckInterval),
-		JanitorInterval:   time.Duration(wc.JanitorInterval),
-		JanitorUploadTTL:  time.Duration(wc.JanitorUploadTTL),
-		ProgressTTL:       time.Duration(wc.ProgressTTL),
-		Logger:            log,
-		Metrics:           metrics,
-	}
-}
 
 // checkDashboardAccess refuses, before anything connects or listens, a
 // dashboard that others could reach without a real token, and says how to
@@ -156,9 +37,12 @@ func checkDashboardAccess(dc dashboardConfig) error {
 }
 
 // newDashboardConfig builds dashboard.Config; shared with ferry dev.
-func newDashboardConfig(dc dashboardConfig, rdb redis.UniversalClient, log *zap.Logger, reg *prometheus.Registry) dashboard.Config {
+// webhookAllow is the workers' webhook_allow, for the HTTP API to refuse a
+// notify URL they would refuse.
+func newDashboardConfig(dc dashboardConfig, webhookAllow []string, rdb redis.UniversalClient, log *zap.Logger, reg *prometheus.Registry) dashboard.Config {
 	return dashboard.Config{Redis: rdb, ReadOnly: dc.ReadOnly, AuthToken: dc.AuthToken, Addr: dc.Addr,
-		PublicNames: slices.Clone(dc.PublicNames), APITokens: slices.Clone(dc.APITokens), Logger: log, Registry: reg}
+		PublicNames: slices.Clone(dc.PublicNames), APITokens: slices.Clone(dc.APITokens), Logger: log, Registry: reg,
+		WebhookAllow: slices.Clone(webhookAllow)}
 }
 
 // newRegistry is a Prometheus registry with the Go and process collectors.
@@ -241,10 +125,7 @@ section. Logs are JSON when stderr is not a terminal.`,
 			if err != nil {
 				return err
 			}
-			wc, err := applyWorkerFlags(cmd, f, c.Worker)
-			if err != nil {
-				return err
-			}
+			wc := f.apply(cmd.Flags(), c.Worker)
 			log, err := a.logger()
 			if err != nil {
 				return err
@@ -263,7 +144,7 @@ section. Logs are JSON when stderr is not a terminal.`,
 			for _, name := range c.profileNames() {
 				log.Info("profile", zap.String("name", name), zap.Stringer("config", c.Profiles[name]))
 			}
-			w, err := worker.New(newWorkerConfig(c, wc, rdb, log, metrics))
+			w, err := worker.New(wc.newWorker(c, rdb, log, metrics))
 			if err != nil {
 				return err
 			}
@@ -283,31 +164,24 @@ section. Logs are JSON when stderr is not a terminal.`,
 			return errors.Join(err, <-metricsErr)
 		},
 	}
-	fs := cmd.Flags()
-	fs.IntVar(&f.concurrency, "concurrency", 0, "tasks run at once (default 4)")
-	fs.StringVar(&f.queues, "queues", "", "queues and weights NAME=WEIGHT,... (default default=1)")
-	fs.BoolVar(&f.strictPriority, "strict-priority", false, "always empty higher-weight queues first")
-	fs.StringArrayVar(&f.allowDirs, "allow-dir", nil, "directory local sources may be read from (repeatable; default none)")
-	fs.StringArrayVar(&f.allowURLHosts, "allow-url-host", nil, "host https sources may be fetched from (repeatable; default none)")
-	fs.Var(sizeFlag{&f.partSize}, "part-size", "default multipart part size, e.g. 16MiB")
-	fs.IntVar(&f.partConcurrency, "part-concurrency", 0, "default parts in flight per upload (default 4)")
-	fs.Var(sizeFlag{&f.maxBufferMemory}, "max-buffer-memory", "cap on all part buffers together, e.g. 1GiB (default concurrency × part-concurrency × part-size)")
-	fs.Var(durationFlag{&f.shutdownTimeout}, "shutdown-timeout", "how long shutdown waits for tasks to reach a part boundary (default 20s)")
-	fs.StringVar(&f.metricsAddr, "metrics-addr", "", "serve Prometheus metrics on this address, e.g. :9464 (default off)")
+	f.register(cmd.Flags())
 	return cmd
 }
 
 func dashboardCmd(a *app) *cobra.Command {
-	var (
-		addr, token string
-		readOnly    bool
-		publicNames []string
-	)
+	f := &dashboardFlags{given: dashboardConfig{Addr: defaultDashboardAddr}}
 	cmd := &cobra.Command{
-		Use:   "dashboard",
-		Short: "Serve the web dashboard: transfers, asynqmon, metrics",
-		Long: `Serve the dashboard until SIGINT or SIGTERM: live transfers at /, asynqmon at
-/monitoring/, Prometheus metrics at /metrics, /healthz and /readyz.
+		Use:     "dashboard",
+		Aliases: []string{"server"},
+		Short:   "Serve the HTTP API and the web dashboard (also: ferry server)",
+		Long: `Serve until SIGINT or SIGTERM: the HTTP API for producers in any language at
+/api/v1/ (docs/api.md; its OpenAPI document at /api/v1/openapi.json), live
+transfers at /, asynqmon at /monitoring/, Prometheus metrics at /metrics,
+/healthz and /readyz. "ferry server" is the same command.
+
+API tokens: FERRY_API_PRODUCER_TOKENS (enqueue, cancel, read) and
+FERRY_API_VIEWER_TOKENS (read), comma-separated, or the same names with
+_FILE for a file of one token per line (a Kubernetes secret).
 
 It is safe by default. It listens on 127.0.0.1. An address other machines
 can reach (--addr :8080) needs an auth token of at least 16 random
@@ -322,6 +196,7 @@ when it listens on every interface, and the names given with --public-name
 header gets 421: that stops a web page from reaching it through DNS
 rebinding. Behind a reverse proxy or an ingress, add the name browsers use.`,
 		Example: `  ferry dashboard
+  FERRY_DASHBOARD_TOKEN=$(cat /run/secrets/ferry-admin) FERRY_API_PRODUCER_TOKENS_FILE=/run/secrets/ferry-producers ferry server --addr :8080
   FERRY_DASHBOARD_TOKEN=$(openssl rand -hex 32) ferry dashboard --addr :8080 --public-name dash.example.com
   ferry dashboard --read-only`,
 		Args: args(cobra.NoArgs),
@@ -332,18 +207,10 @@ rebinding. Behind a reverse proxy or an ingress, add the name browsers use.`,
 				return err
 			}
 			dc := c.Dashboard
-			if cmd.Flags().Changed("addr") || dc.Addr == "" {
-				dc.Addr = addr
+			if dc.Addr == "" {
+				dc.Addr = defaultDashboardAddr
 			}
-			if cmd.Flags().Changed("read-only") {
-				dc.ReadOnly = readOnly
-			}
-			if cmd.Flags().Changed("auth-token") {
-				dc.AuthToken = token
-			}
-			if cmd.Flags().Changed("public-name") {
-				dc.PublicNames = publicNames
-			}
+			dc = f.apply(cmd.Flags(), dc)
 			if err := checkDashboardAccess(dc); err != nil {
 				return err
 			}
@@ -356,7 +223,7 @@ rebinding. Behind a reverse proxy or an ingress, add the name browsers use.`,
 				return err
 			}
 			defer rdb.Close()
-			srv, err := dashboard.New(newDashboardConfig(dc, rdb, log, newRegistry()))
+			srv, err := dashboard.New(newDashboardConfig(dc, c.Worker.WebhookAllow, rdb, log, newRegistry()))
 			if err != nil {
 				return err
 			}
@@ -364,9 +231,6 @@ rebinding. Behind a reverse proxy or an ingress, add the name browsers use.`,
 			return serveHTTP(ctx, dc.Addr, srv, log, "dashboard")
 		},
 	}
-	cmd.Flags().StringVar(&addr, "addr", "127.0.0.1:8080", "address to listen on")
-	cmd.Flags().BoolVar(&readOnly, "read-only", false, "refuse actions (cancel, asynqmon's) and hide their buttons")
-	cmd.Flags().StringVar(&token, "auth-token", "", "require this token (Authorization: Bearer, or ?token= once in a browser); required beyond loopback; prefer $"+envDashToken)
-	cmd.Flags().StringArrayVar(&publicNames, "public-name", nil, "a host name the dashboard answers to, e.g. dash.example.com behind a proxy (repeatable; or $"+envDashPublicNames+"=a,b)")
+	f.register(cmd.Flags())
 	return cmd
 }

@@ -11,41 +11,32 @@ import (
 	"github.com/hibiken/asynq"
 	"github.com/spf13/cobra"
 
+	"github.com/ferryhq/ferry/dashboard"
 	"github.com/ferryhq/ferry/tasks"
 )
 
-// statusOutput is `ferry status --json`: the task's progress fields and
-// state, plus asynq's view (queue, retries, the result of a completed task).
+// statusOutput is `ferry status --json`: the transfer object of the
+// dashboard's API (dashboard.Transfer: the task's Progress, task_id included,
+// plus percent and eta_seconds), plus asynq's view of the task (queue,
+// retries, the result of a completed task).
 type statusOutput struct {
-	ID          string           `json:"id"`
-	Type        string           `json:"type,omitempty"`
-	Queue       string           `json:"queue,omitempty"`
-	State       tasks.State      `json:"state"`
-	Source      string           `json:"source,omitempty"`
-	Dest        string           `json:"dest,omitempty"`
-	BytesDone   int64            `json:"bytes_done"`
-	BytesTotal  int64            `json:"bytes_total"`
-	PartsDone   int              `json:"parts_done"`
-	PartsTotal  int              `json:"parts_total"`
-	ResumedFrom int64            `json:"resumed_from,omitempty"`
-	Rate        float64          `json:"rate"`
-	StartedAt   time.Time        `json:"started_at,omitzero"`
-	UpdatedAt   time.Time        `json:"updated_at,omitzero"`
-	Error       string           `json:"error,omitempty"`
-	Counters    map[string]int64 `json:"counters,omitempty"`
-	Retried     int              `json:"retried"`
-	MaxRetry    int              `json:"max_retry"`
+	dashboard.Transfer
+	Queue    string `json:"queue,omitempty"`
+	Retried  int    `json:"retried"`
+	MaxRetry int    `json:"max_retry"`
 	// Result is what the worker wrote for a completed task (the stored
 	// object), when it is JSON.
 	Result json.RawMessage `json:"result,omitempty"`
+	// Rerun is, for a migration, the command that runs it again: it copies
+	// only what failed or changed since (and what is new).
+	Rerun string `json:"rerun,omitempty"`
 }
 
-// status completes p with asynq's record of the task, when it still exists.
+// status completes p, the progress of task id, with asynq's record of the
+// task, when it still exists.
 func (a *app) status(ctx context.Context, tc *tasks.Client, id string, p tasks.Progress) (statusOutput, error) {
-	st := statusOutput{ID: id, Type: p.Type, State: p.State, Source: p.Source, Dest: p.Dest,
-		BytesDone: p.BytesDone, BytesTotal: p.BytesTotal, PartsDone: p.PartsDone, PartsTotal: p.PartsTotal,
-		ResumedFrom: p.ResumedFrom, Rate: p.Rate, StartedAt: p.StartedAt, UpdatedAt: p.UpdatedAt,
-		Error: p.Error, Counters: p.Counters}
+	p.TaskID = id
+	st := statusOutput{Transfer: dashboard.NewTransfer(p)}
 	info, err := findTask(tc.Inspector(), id)
 	switch {
 	case errors.Is(err, tasks.ErrNotFound):
@@ -59,6 +50,12 @@ func (a *app) status(ctx context.Context, tc *tasks.Client, id string, p tasks.P
 	}
 	if len(info.Result) > 0 && json.Valid(info.Result) {
 		st.Result = json.RawMessage(info.Result)
+	}
+	if info.Type == tasks.TypeMigrate {
+		var mp tasks.MigratePayload
+		if json.Unmarshal(info.Payload, &mp) == nil {
+			st.Rerun = tasks.MigrateCommand(mp, info.Queue)
+		}
 	}
 	return st, nil
 }
@@ -97,7 +94,12 @@ func statusCmd(a *app) *cobra.Command {
 		Short: "Show a task's state and progress",
 		Long: `Show the state (pending, active, retrying, completed, failed, cancelled) and
 progress of a task: bytes and parts done, rate, times, the last error, and from
-the queue its retries and, once completed, its result.`,
+the queue its retries and, once completed, its result.
+
+A migration shows its objects listed, copied, skipped and failed, the bytes
+copied, its byte and object rates and its ETA (once the source is listed);
+once it ended, the failures from its report with their reasons and the
+command that re-runs it (copying only what failed or changed since).`,
 		Example: `  ferry status 6f1c0f3e-8a0e-4a53-9a39-0d3c6f5b2a11
   ferry status ferry-3a5e0c7d1b2f4e6a8c9d0e1f --json | jq .state`,
 		Args: args(cobra.ExactArgs(1)),
@@ -137,7 +139,7 @@ func printStatus(a *app, st statusOutput) {
 			fmt.Fprintf(w, "%s:\t%s\n", k, v)
 		}
 	}
-	row("ID", st.ID)
+	row("ID", st.TaskID)
 	row("Type", st.Type)
 	row("State", string(st.State))
 	row("Queue", st.Queue)
@@ -147,6 +149,11 @@ func printStatus(a *app, st statusOutput) {
 	if st.BytesTotal > 0 {
 		prog = fmt.Sprintf("%s / %s (%d%%)", formatBytes(st.BytesDone), formatBytes(st.BytesTotal), st.BytesDone*100/st.BytesTotal)
 	}
+	mig := isMigration(st.Transfer)
+	if mig {
+		row("Objects", migrationCounts(st.Transfer))
+		prog = formatBytes(st.Counters["bytes"]) + " copied"
+	}
 	row("Progress", prog)
 	if st.PartsTotal > 0 {
 		row("Parts", fmt.Sprintf("%d / %d", st.PartsDone, st.PartsTotal))
@@ -154,7 +161,9 @@ func printStatus(a *app, st statusOutput) {
 	if st.ResumedFrom > 0 {
 		row("Resumed from", formatBytes(st.ResumedFrom))
 	}
-	if st.State == tasks.StateActive && st.Rate > 0 {
+	if mig && st.State == tasks.StateActive {
+		row("Rate", migrationRate(st.Transfer))
+	} else if st.State == tasks.StateActive && st.Rate > 0 {
 		r := formatBytes(int64(st.Rate)) + "/s"
 		if e := eta(st.BytesDone, st.BytesTotal, st.Rate); e > 0 {
 			r += ", ETA " + e.String()
@@ -171,10 +180,25 @@ func printStatus(a *app, st statusOutput) {
 		row("Retried", fmt.Sprintf("%d of %d", st.Retried, st.MaxRetry))
 	}
 	row("Error", st.Error)
-	if len(st.Result) > 0 {
+	rep := migrationReport(st.Result)
+	switch {
+	case mig && rep != nil:
+		if rep.DeleteSkipped != "" {
+			row("Delete extra", "skipped: "+rep.DeleteSkipped)
+		}
+	case len(st.Result) > 0:
 		row("Result", string(st.Result))
 	}
 	_ = w.Flush()
+	if mig && rep != nil && rep.Failed > 0 {
+		fmt.Fprintf(a.stdout, "Failures (%d, from the migration's report):\n", rep.Failed)
+		for _, l := range failureLines(rep, st.TaskID) {
+			fmt.Fprintf(a.stdout, "  %s\n", l)
+		}
+	}
+	if st.Rerun != "" && st.State.Terminal() {
+		fmt.Fprintf(a.stdout, "Re-run: %s\n  (a re-run compares both sides again: it copies only what failed or changed since, and skips the rest)\n", st.Rerun)
+	}
 }
 
 func watchCmd(a *app) *cobra.Command {
@@ -184,11 +208,13 @@ func watchCmd(a *app) *cobra.Command {
 		Short: "Follow tasks live until they end",
 		Long: `Follow one or more tasks until each has completed, failed or been cancelled:
 progress bars on a terminal, one line per change otherwise (at most one a
-second per task), or with --json one JSON status line per update.
+second per task), or with --json one JSON status line per update. A migration
+gets a bar of objects decided out of objects listed, with its counts, bytes,
+rates and ETA.
 Exit code 0 when every task completed, 3 when any failed or was cancelled.
 Interrupting watch does not stop the tasks.`,
 		Example: `  ferry watch 6f1c0f3e-8a0e-4a53-9a39-0d3c6f5b2a11
-  ferry watch $(ferry upload a.bin s3://b/a.bin --json | jq -r .id) $(ferry upload b.bin s3://b/b.bin --json | jq -r .id)`,
+  ferry watch $(ferry upload a.bin s3://b/a.bin --json | jq -r .task_id) $(ferry upload b.bin s3://b/b.bin --json | jq -r .task_id)`,
 		Args: args(cobra.MinimumNArgs(1)),
 		RunE: func(cmd *cobra.Command, ids []string) error {
 			ctx := cmd.Context()
@@ -229,10 +255,7 @@ Interrupting watch does not stop the tasks.`,
 type jsonRenderer struct{ a *app }
 
 func (r jsonRenderer) update(p tasks.Progress) {
-	_ = writeJSON(r.a.stdout, statusOutput{ID: p.TaskID, Type: p.Type, State: p.State, Source: p.Source, Dest: p.Dest,
-		BytesDone: p.BytesDone, BytesTotal: p.BytesTotal, PartsDone: p.PartsDone, PartsTotal: p.PartsTotal,
-		ResumedFrom: p.ResumedFrom, Rate: p.Rate, StartedAt: p.StartedAt, UpdatedAt: p.UpdatedAt,
-		Error: p.Error, Counters: p.Counters})
+	_ = writeJSON(r.a.stdout, statusOutput{Transfer: dashboard.NewTransfer(p)})
 }
 
 func (jsonRenderer) close() {}
@@ -241,9 +264,13 @@ func cancelCmd(a *app) *cobra.Command {
 	return &cobra.Command{
 		Use:   "cancel ID...",
 		Short: "Cancel tasks",
-		Long: `Cancel tasks. A task not started yet is archived at once; a running one is
-stopped by its worker at the next part boundary, its multipart upload aborted,
-and it ends "cancelled" (not retried). Cancelling a finished task is an error.`,
+		Long: `Cancel tasks. A running task is stopped by its worker at once, whatever its
+type (the request in flight is dropped; a batch lets its items in flight
+finish), its multipart upload aborted, and it ends "cancelled" (not retried):
+a move keeps its source, a delete deletes nothing more. A task not running
+(pending, scheduled, waiting to retry) is archived at once and a worker aborts
+the multipart upload an earlier run left. Cancelling a finished task is an
+error.`,
 		Example: `  ferry cancel 6f1c0f3e-8a0e-4a53-9a39-0d3c6f5b2a11`,
 		Args:    args(cobra.MinimumNArgs(1)),
 		RunE: func(cmd *cobra.Command, ids []string) error {

@@ -6,6 +6,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"go.yaml.in/yaml/v3"
 )
 
 // sizeUnits maps a unit, lower-cased, to its multiplier: IEC units (KiB) and
@@ -48,6 +50,21 @@ func parseDuration(s string) (time.Duration, error) {
 	return d, nil
 }
 
+// parseInterval parses the period of something that can be switched off
+// (the janitor): a duration such as "1h", or "off" — and, as older docs
+// promised, any negative duration — for off, returned as -1.
+func parseInterval(s string) (time.Duration, error) {
+	s = strings.TrimSpace(s)
+	if strings.EqualFold(s, "off") {
+		return -1, nil
+	}
+	d, err := time.ParseDuration(s)
+	if err != nil {
+		return 0, usageErrorf("invalid interval %q: use a duration such as 30m or 1h, or off to disable it", s)
+	}
+	return max(d, -1), nil
+}
+
 // formatBytes prints n in IEC units: "1.5 MiB".
 func formatBytes(n int64) string {
 	const unit = 1024
@@ -70,45 +87,88 @@ func eta(done, total int64, rate float64) time.Duration {
 	return time.Duration(float64(total-done) / rate * float64(time.Second)).Round(time.Second)
 }
 
-// sizeFlag is a pflag.Value holding a size.
-type sizeFlag struct{ v *int64 }
+// size, duration and interval are the units settings are written in, in
+// the config file and on the command line alike: each is a yaml.Unmarshaler
+// and a pflag.Value, over the int64 or time.Duration of the setting it
+// points at, e.g. (*size)(&cfg.PartSize).
 
-func (f sizeFlag) String() string {
-	if f.v == nil || *f.v == 0 {
+// size is a number of bytes: "16MiB", "5GB", "1048576" (see parseSize).
+type size int64
+
+func (s *size) UnmarshalYAML(n *yaml.Node) error { return unmarshalUnit(n, s.Set) }
+
+func (s *size) String() string {
+	if s == nil || *s == 0 {
 		return ""
 	}
-	return strconv.FormatInt(*f.v, 10)
+	return strconv.FormatInt(int64(*s), 10)
 }
 
-func (f sizeFlag) Set(s string) error {
-	n, err := parseSize(s)
+func (s *size) Set(v string) error {
+	n, err := parseSize(v)
 	if err != nil {
 		return err
 	}
-	*f.v = n
+	*s = size(n)
 	return nil
 }
 
-func (f sizeFlag) Type() string { return "size" }
+func (*size) Type() string { return "size" }
 
-// durationFlag is a pflag.Value holding a duration, with parseDuration's
-// message.
-type durationFlag struct{ v *time.Duration }
+// duration is "90s", "15m", "1h30m" (see parseDuration).
+type duration time.Duration
 
-func (f durationFlag) String() string {
-	if f.v == nil || *f.v == 0 {
+func (d *duration) UnmarshalYAML(n *yaml.Node) error { return unmarshalUnit(n, d.Set) }
+
+func (d *duration) String() string {
+	if d == nil || *d == 0 {
 		return ""
 	}
-	return f.v.String()
+	return time.Duration(*d).String()
 }
 
-func (f durationFlag) Set(s string) error {
-	d, err := parseDuration(s)
+func (d *duration) Set(s string) error {
+	v, err := parseDuration(s)
 	if err != nil {
 		return err
 	}
-	*f.v = d
+	*d = duration(v)
 	return nil
 }
 
-func (f durationFlag) Type() string { return "duration" }
+func (*duration) Type() string { return "duration" }
+
+// interval is a duration that can be switched off: "1h", or "off" (or any
+// negative duration, as older docs said), which is -1 (see parseInterval).
+type interval time.Duration
+
+func (d *interval) UnmarshalYAML(n *yaml.Node) error { return unmarshalUnit(n, d.Set) }
+
+func (d *interval) String() string {
+	switch {
+	case d == nil || *d == 0:
+		return ""
+	case *d < 0:
+		return "off"
+	}
+	return time.Duration(*d).String()
+}
+
+func (d *interval) Set(s string) error {
+	v, err := parseInterval(s)
+	if err != nil {
+		return err
+	}
+	*d = interval(v)
+	return nil
+}
+
+func (*interval) Type() string { return "duration|off" }
+
+// unmarshalUnit sets a unit from a YAML scalar, the line in its errors.
+func unmarshalUnit(n *yaml.Node, set func(string) error) error {
+	if err := set(n.Value); err != nil {
+		return fmt.Errorf("line %d: %w", n.Line, err)
+	}
+	return nil
+}

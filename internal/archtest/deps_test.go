@@ -18,7 +18,7 @@ import (
 // and the import that broke it.
 func TestDependencyRules(t *testing.T) {
 	pkgs := loadModule(t)
-	for _, want := range []string{"tasks", "storage", "checkpoint", "worker", "dashboard", "cmd/ferry", "internal/s3key"} {
+	for _, want := range []string{"tasks", "storage", "checkpoint", "worker", "dashboard", "cmd/ferry", "internal/s3key", "webhook"} {
 		if !slices.ContainsFunc(pkgs, func(p pkg) bool { return p.Path == want }) {
 			t.Fatalf("go list found no package %q: the graph is incomplete, the rules would pass vacuously", want)
 		}
@@ -40,6 +40,7 @@ func TestCheckCatchesEachRule(t *testing.T) {
 		{Path: "dashboard", Imports: []string{"tasks"}, TestImports: []string{"worker"}},
 		{Path: "cmd/ferry", Imports: []string{"worker", "dashboard", "internal/devserver"}},
 		{Path: "bench", TestImports: []string{"internal/workerproc"}},
+		{Path: "webhook"},
 		{Path: "internal/s3key", DocGo: doc("Production leaf used by tasks and storage.")},
 		{Path: "internal/objectid", DocGo: doc("Production leaf.")},
 		{Path: "internal/devserver", DocGo: doc("Production code of ferry dev.")},
@@ -71,6 +72,10 @@ func TestCheckCatchesEachRule(t *testing.T) {
 			m["internal/objectid"].Imports = []string{"tasks"}
 			return nil
 		}, violation{ruleLeaves, "internal/objectid imports tasks (production code)"}},
+		{"webhook imports tasks", func(m map[string]*pkg) []pkg {
+			m["webhook"].Imports = []string{"tasks"}
+			return nil
+		}, violation{ruleWebhook, "webhook imports tasks (production code)"}},
 		{"dashboard imports worker", func(m map[string]*pkg) []pkg {
 			m["dashboard"].Imports = append(m["dashboard"].Imports, "worker")
 			return nil

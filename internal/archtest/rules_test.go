@@ -59,6 +59,7 @@ const (
 	ruleTasks       = "tasks never imports storage, worker or checkpoint"
 	ruleBackends    = "storage and checkpoint import no ferry package except internal leaves"
 	ruleLeaves      = "internal leaves import no ferry package"
+	ruleWebhook     = "webhook imports no ferry package (webhook receivers import it alone)"
 	ruleDashboard   = "dashboard never imports worker"
 	ruleCmd         = "nothing imports cmd"
 	ruleTestSupport = "production code never imports test support"
@@ -118,6 +119,10 @@ func check(pkgs []pkg) []violation {
 		case slices.Contains(internalLeaves, p.Path):
 			for _, imp := range p.Imports {
 				add(ruleLeaves, "%s imports %s (production code)", p.Path, imp)
+			}
+		case p.Path == "webhook":
+			for _, imp := range p.Imports {
+				add(ruleWebhook, "%s imports %s (production code)", p.Path, imp)
 			}
 		}
 

@@ -3,10 +3,7 @@ package clustertest
 import (
 	"bytes"
 	"context"
-	"crypto/rand"
 	"fmt"
-	"os"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -19,6 +16,7 @@ import (
 	"go.uber.org/zap/zaptest/observer"
 
 	"github.com/ferryhq/ferry/internal/testenv"
+	"github.com/ferryhq/ferry/internal/workerproc"
 	"github.com/ferryhq/ferry/storage"
 	"github.com/ferryhq/ferry/tasks"
 	"github.com/ferryhq/ferry/worker"
@@ -62,26 +60,15 @@ func setup(t *testing.T, d deployment) *bundle {
 	srv := testenv.S3(t)
 	b := &bundle{rdb: d.client(t), queue: testenv.UniqueName("q"), bucket: srv.Bucket(t), dir: t.TempDir()}
 	b.client = tasks.NewClient(b.rdb)
-	w, err := worker.New(worker.Config{
+	workerproc.Start(t, worker.Config{
 		Redis: b.rdb, Profiles: map[string]storage.Config{"default": srv.Profile()}, Concurrency: 4,
 		Queues: map[string]int{b.queue: 1}, AllowDirs: []string{b.dir}, PartSize: storage.MinPartSize,
 		PartConcurrency: 2, JanitorInterval: -1, ShutdownTimeout: 5 * time.Second,
 		Logger: crossSlotWatch(t),
 	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- w.Run(ctx) }()
-	t.Cleanup(func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("worker.Run: %v", err)
-		}
-	})
 	cfg := srv.Profile()
 	cfg.Bucket = b.bucket
+	var err error
 	if b.s3, err = storage.New(context.Background(), cfg); err != nil {
 		t.Fatal(err)
 	}
@@ -93,34 +80,14 @@ func setup(t *testing.T, d deployment) *bundle {
 func (b *bundle) enqueue(t *testing.T) func(*asynq.Task, error) string {
 	return func(task *asynq.Task, err error) string {
 		t.Helper()
-		if err != nil {
-			t.Fatalf("new task: %v", err)
-		}
-		info, err := b.client.Enqueue(context.Background(), task, asynq.Queue(b.queue))
-		if err != nil {
-			t.Fatalf("enqueue: %v", err)
-		}
-		return info.ID
+		return testenv.Enqueue(t, b.client, b.queue, task, err)
 	}
 }
 
 // wait follows the task's progress until it ends and returns its last state.
 func (b *bundle) wait(t *testing.T, id string) tasks.Progress {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-	defer cancel()
-	ch, err := b.client.Watch(ctx, id)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var last tasks.Progress
-	for p := range ch {
-		last = p
-	}
-	if !last.State.Terminal() {
-		t.Fatalf("task %s did not end: %+v", id, last)
-	}
-	return last
+	return testenv.WaitTask(t, b.client, id, 2*time.Minute)
 }
 
 // crossSlotWatch is a logger for the worker that logs warnings to the test
@@ -146,17 +113,6 @@ func (b *bundle) mustComplete(t *testing.T, what, id string) {
 	}
 }
 
-func randomFile(t *testing.T, dir, name string, size int) (string, []byte) {
-	t.Helper()
-	data := make([]byte, size)
-	_, _ = rand.Read(data)
-	p := filepath.Join(dir, name)
-	if err := os.WriteFile(p, data, 0o644); err != nil {
-		t.Fatal(err)
-	}
-	return p, data
-}
-
 func loc(bucket, key string) tasks.Location { return tasks.Location{Bucket: bucket, Key: key} }
 
 // TestMainPaths runs ferry's main end-to-end paths against a real Redis
@@ -174,7 +130,7 @@ func TestMainPaths(t *testing.T) {
 
 			// A 4-part upload: checkpoint writes (Lua on ferry:ckpt:{id})
 			// and progress (ferry:progress:{id}) all run on the cluster.
-			path, data := randomFile(t, b.dir, "big.bin", 3*storage.MinPartSize+12345)
+			path, data := testenv.RandomFile(t, b.dir, "big.bin", 3*storage.MinPartSize+12345)
 			id := b.enqueue(t)(tasks.NewUploadTask(tasks.UploadPayload{Source: tasks.Location{Path: path}, Dest: loc(b.bucket, "up/big.bin")}))
 			b.mustComplete(t, "upload", id)
 			got, err := b.s3.GetBytes(ctx, "up/big.bin")
@@ -219,7 +175,7 @@ func TestMainPaths(t *testing.T) {
 
 			// Cancel a running upload: the cancel flag, the pub/sub message
 			// and the abort all go through the cluster.
-			slow, _ := randomFile(t, b.dir, "slow.bin", 12*storage.MinPartSize)
+			slow, _ := testenv.RandomFile(t, b.dir, "slow.bin", 12*storage.MinPartSize)
 			id = b.enqueue(t)(tasks.NewUploadTask(tasks.UploadPayload{Source: tasks.Location{Path: slow}, Dest: loc(b.bucket, "up/slow.bin"), PartConcurrency: 1}))
 			waitStarted(t, b, id)
 			if err := b.client.Cancel(ctx, id); err != nil {
@@ -306,7 +262,7 @@ func TestFailover(t *testing.T) {
 			const n = 4
 			ids, want := make([]string, n), make([][]byte, n)
 			for i := range n {
-				path, data := randomFile(t, b.dir, fmt.Sprintf("f%d.bin", i), 4*storage.MinPartSize+i)
+				path, data := testenv.RandomFile(t, b.dir, fmt.Sprintf("f%d.bin", i), 4*storage.MinPartSize+i)
 				want[i] = data
 				ids[i] = b.enqueue(t)(tasks.NewUploadTask(tasks.UploadPayload{Source: tasks.Location{Path: path},
 					Dest: loc(b.bucket, fmt.Sprintf("fo/%d.bin", i)), PartConcurrency: 1}))

@@ -6,6 +6,7 @@ import (
 	"testing"
 
 	"github.com/ferryhq/ferry/internal/testenv"
+	"github.com/ferryhq/ferry/internal/workerproc"
 )
 
 // EnvCluster enables the tests.
@@ -19,6 +20,10 @@ func requireCluster(t *testing.T) {
 }
 
 func TestMain(m *testing.M) {
+	if workerproc.IsChild() {
+		// TestWorkerKillOnCluster's worker processes are this binary.
+		os.Exit(workerproc.ChildMain())
+	}
 	os.Exit(testenv.Run(m))
 }
 

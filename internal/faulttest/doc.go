@@ -4,7 +4,9 @@
 //
 // The suite itself (the _test.go files) runs only with FERRY_FAULTS=1, which
 // `make test-faults` sets: it takes minutes, kills processes and restarts
-// Redis. `make test` skips it. See docs/reliability.md for what it proves.
+// Redis. `make test` skips it. FERRY_FAULTS_SOAK=30m (`make soak`) makes
+// the kill loop (TestKillLoop) a soak of that length. See
+// docs/reliability.md for what it proves.
 //
 // Test support only: only _test.go files may import it (today none outside
 // this package does; checked by internal/archtest).

@@ -52,6 +52,16 @@ type Faults struct {
 	LatencyProb float64
 	// Match limits faults to some requests; nil means every request.
 	Match func(*http.Request) bool
+	// Hold keeps a request in the proxy for the duration it returns (0:
+	// not held), before forwarding it or, when after is true, after the
+	// server answered and before the answer goes back. A test arms it to
+	// keep a worker inside one request (a CompleteMultipartUpload, a
+	// DeleteObjects) long enough to SIGKILL it there: held before, the
+	// server never sees the request; held after, the server acted and the
+	// worker never learns it. A hold ends early when the client goes away.
+	// Hold is called for every request, whatever Match says; it may read
+	// and replace r.Body.
+	Hold func(r *http.Request) (d time.Duration, after bool)
 }
 
 // Fault kinds, as counted by Proxy.Counts.
@@ -64,6 +74,7 @@ const (
 	KindLatency     = "latency"
 	KindFlipRequest = "bitflip_request_body"
 	KindFlipGet     = "bitflip_response_body"
+	KindHeld        = "held"
 )
 
 // Proxy is a reverse proxy in front of an S3 server that injects faults. It
@@ -90,6 +101,9 @@ type Proxy struct {
 // faultKey marks a request whose response body gets a fault (its value is
 // the kind: KindResetGet or KindFlipGet).
 type faultKey struct{}
+
+// holdKey marks a request whose answer is held (its value: how long).
+type holdKey struct{}
 
 // NewProxy starts a proxy to target (http://host:port) on a free loopback port.
 func NewProxy(target string, f Faults) (*Proxy, error) { return newProxy(target, f, false) }
@@ -127,6 +141,9 @@ func newProxy(target string, f Faults, useTLS bool) (*Proxy, error) {
 	// Injected faults make the proxy complain; that is the point.
 	p.rp.ErrorLog = log.New(io.Discard, "", 0)
 	p.rp.ModifyResponse = func(resp *http.Response) error {
+		if d, ok := resp.Request.Context().Value(holdKey{}).(time.Duration); ok {
+			sleepCtx(resp.Request.Context(), d)
+		}
 		switch resp.Request.Context().Value(faultKey{}) {
 		case KindResetGet:
 			if resp.ContentLength > 1 {
@@ -240,6 +257,19 @@ func (p *Proxy) decide(r *http.Request) (kind string, delay time.Duration) {
 
 func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	p.count(KindRequests)
+	p.mu.Lock()
+	hold := p.faults.Hold
+	p.mu.Unlock()
+	if hold != nil {
+		if d, after := hold(r); d > 0 {
+			p.count(KindHeld)
+			if after {
+				r = r.WithContext(context.WithValue(r.Context(), holdKey{}, d))
+			} else if !sleepCtx(r.Context(), d) {
+				return // the client went away: never forwarded
+			}
+		}
+	}
 	kind, delay := p.decide(r)
 	if delay > 0 {
 		p.count(KindLatency)
@@ -268,6 +298,18 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		p.rp.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), faultKey{}, kind)))
 	default:
 		p.rp.ServeHTTP(w, r)
+	}
+}
+
+// sleepCtx sleeps for d or until ctx ends; it reports whether d passed.
+func sleepCtx(ctx context.Context, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return true
+	case <-ctx.Done():
+		return false
 	}
 }
 

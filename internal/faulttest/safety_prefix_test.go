@@ -16,6 +16,8 @@ import (
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
+
+	"github.com/ferryhq/ferry/internal/testenv"
 )
 
 // The two commands of issue 11 that destroyed data, run word for word
@@ -40,9 +42,9 @@ func TestSafetyMigratePhotosDeleteExtra(t *testing.T) {
 		s.putIn(b, k, "b:"+k)
 	}
 	ferry := s.ferryCLI(t)
-	// The extras must be older than the migration by more than the second
-	// of clock skew --delete-extra allows, or it would keep them as new.
-	time.Sleep(2 * time.Second)
+	// The extras must be older than the migration by more than the clock
+	// allowance of --delete-extra, or it would keep them as new.
+	time.Sleep(testenv.ExtrasSettle)
 
 	// The dry run lists what --delete-extra would delete: photos/extra.jpg only.
 	if rep := ferry("migrate", "s3://"+a+"/photos", "s3://"+b+"/photos", "--delete-extra", "--dry-run", "--queue", s.queue, "--wait", "--json"); rep != nil {

@@ -19,6 +19,7 @@ import (
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
+	"github.com/aws/aws-sdk-go-v2/service/s3/types"
 	"github.com/hibiken/asynq"
 	"github.com/redis/go-redis/v9"
 
@@ -63,7 +64,13 @@ type suite struct {
 	// destProfile is the destination profile of copies and moves; empty
 	// picks "default" (server-side) or "other" (streamed) at random.
 	destProfile string
-	nchild      atomic.Int64
+	// recordChecksum makes putSource record the object's CRC32C in its
+	// metadata, as ferry does for what it writes (ferry-crc32c).
+	recordChecksum bool
+	// multipartSource makes putSource write sources above 5 MiB with a
+	// multipart upload (an opaque "-N" ETag), as other tools do.
+	multipartSource bool
+	nchild          atomic.Int64
 }
 
 func newSuite(t *testing.T, redisArgs ...string) *suite {
@@ -175,9 +182,40 @@ func randSize(lo, hi int64) int64 { return lo + mrand.Int64N(hi-lo) }
 // putSource writes a source object directly (not through ferry).
 func (s *suite) putSource(key string, data []byte) {
 	s.t.Helper()
-	_, err := s.sc.PutObject(context.Background(), &s3.PutObjectInput{Bucket: &s.bucket, Key: &key, Body: bytes.NewReader(data)})
+	in := &s3.PutObjectInput{Bucket: &s.bucket, Key: &key, Body: bytes.NewReader(data)}
+	if s.recordChecksum {
+		in.Metadata = map[string]string{storage.MetaChecksum: storage.ChecksumOf(data).String()}
+	}
+	if s.multipartSource && len(data) > storage.MinPartSize {
+		s.putMultipart(key, data, in.Metadata)
+		return
+	}
+	_, err := s.sc.PutObject(context.Background(), in)
 	if err != nil {
 		s.t.Fatalf("put source %s: %v", key, err)
+	}
+}
+
+// putMultipart writes data at key with a two-part multipart upload.
+func (s *suite) putMultipart(key string, data []byte, meta map[string]string) {
+	s.t.Helper()
+	ctx := context.Background()
+	up, err := s.sc.CreateMultipartUpload(ctx, &s3.CreateMultipartUploadInput{Bucket: &s.bucket, Key: &key, Metadata: meta})
+	if err != nil {
+		s.t.Fatalf("multipart source %s: %v", key, err)
+	}
+	var parts []types.CompletedPart
+	for i, chunk := range [][]byte{data[:storage.MinPartSize], data[storage.MinPartSize:]} {
+		n := aws.Int32(int32(i + 1))
+		out, err := s.sc.UploadPart(ctx, &s3.UploadPartInput{Bucket: &s.bucket, Key: &key, UploadId: up.UploadId, PartNumber: n, Body: bytes.NewReader(chunk)})
+		if err != nil {
+			s.t.Fatalf("multipart source %s: part %d: %v", key, i+1, err)
+		}
+		parts = append(parts, types.CompletedPart{PartNumber: n, ETag: out.ETag})
+	}
+	if _, err := s.sc.CompleteMultipartUpload(ctx, &s3.CompleteMultipartUploadInput{Bucket: &s.bucket, Key: &key, UploadId: up.UploadId,
+		MultipartUpload: &types.CompletedMultipartUpload{Parts: parts}}); err != nil {
+		s.t.Fatalf("multipart source %s: complete: %v", key, err)
 	}
 }
 
@@ -313,35 +351,42 @@ func (s *suite) exists(key string) (bool, error) {
 	return false, err
 }
 
-// verify checks completed ops: each destination's SHA-256 equals its
-// source's, copies kept their source, moves removed theirs. It returns the
-// bytes verified.
+// verify checks completed ops (see checkOp) and returns the bytes verified.
 func (s *suite) verify(ops []*op) int64 {
 	s.t.Helper()
 	var verified int64
 	for _, o := range ops {
-		sum, n, err := s.objectSum(o.dst)
-		switch {
-		case err != nil:
-			s.t.Errorf("%s %s → %s: destination unreadable: %v", o.kind, o.id, o.dst, err)
-			continue
-		case sum != o.sum || n != o.size:
-			s.t.Errorf("%s %s → %s: destination differs from its source (%d bytes, want %d; sha256 mismatch=%v)", o.kind, o.id, o.dst, n, o.size, sum != o.sum)
-			continue
-		}
+		n, _ := s.checkOp(o)
 		verified += n
-		switch o.kind {
-		case "copy":
-			if ok, err := s.exists(o.src); !ok || err != nil {
-				s.t.Errorf("copy %s deleted or lost its source %s (%v)", o.id, o.src, err)
-			}
-		case "move":
-			if ok, err := s.exists(o.src); ok || err != nil {
-				s.t.Errorf("move %s completed but its source %s is still there (%v)", o.id, o.src, err)
-			}
-		}
 	}
 	return verified
+}
+
+// checkOp checks a completed op: its destination's SHA-256 and size equal
+// its source's (else corrupt), a copy kept its source, a move removed it.
+// Each problem is a test error. It returns the bytes verified.
+func (s *suite) checkOp(o *op) (verified int64, corrupt bool) {
+	s.t.Helper()
+	sum, n, err := s.objectSum(o.dst)
+	switch {
+	case err != nil:
+		s.t.Errorf("%s %s → %s: destination unreadable: %v", o.kind, o.id, o.dst, err)
+		return 0, true
+	case sum != o.sum || n != o.size:
+		s.t.Errorf("%s %s → %s: destination differs from its source (%d bytes, want %d; sha256 mismatch=%v)", o.kind, o.id, o.dst, n, o.size, sum != o.sum)
+		return 0, true
+	}
+	switch o.kind {
+	case "copy":
+		if ok, err := s.exists(o.src); !ok || err != nil {
+			s.t.Errorf("copy %s deleted or lost its source %s (%v)", o.id, o.src, err)
+		}
+	case "move":
+		if ok, err := s.exists(o.src); ok || err != nil {
+			s.t.Errorf("move %s completed but its source %s is still there (%v)", o.id, o.src, err)
+		}
+	}
+	return n, false
 }
 
 // moveMonitor checks, while the workload runs, that a move's source never
@@ -353,11 +398,13 @@ type moveMonitor struct {
 	pending    map[*op]bool
 	violations []string
 	checks     int
+	done       chan struct{} // closed when the monitor's goroutine has returned
 }
 
 func (s *suite) monitorMoves(ctx context.Context) *moveMonitor {
-	m := &moveMonitor{s: s, pending: map[*op]bool{}}
+	m := &moveMonitor{s: s, pending: map[*op]bool{}, done: make(chan struct{})}
 	go func() {
+		defer close(m.done)
 		for ctx.Err() == nil {
 			m.mu.Lock()
 			ops := make([]*op, 0, len(m.pending))
@@ -366,6 +413,9 @@ func (s *suite) monitorMoves(ctx context.Context) *moveMonitor {
 			}
 			m.mu.Unlock()
 			for _, o := range ops {
+				if ctx.Err() != nil {
+					break
+				}
 				ok, err := s.exists(o.src)
 				if err != nil || ok {
 					continue
@@ -389,12 +439,25 @@ func (s *suite) monitorMoves(ctx context.Context) *moveMonitor {
 	return m
 }
 
+// wait returns once the monitor, whose context has ended, has stopped: a
+// check it had begun is finished. Call it before anything removes the
+// objects it watches, or it sees a source gone and a destination gone and
+// reports a move that never happened.
+func (m *moveMonitor) wait() { <-m.done }
+
 func (m *moveMonitor) watch(o *op) {
 	if o.kind == "move" && o.id != "" {
 		m.mu.Lock()
 		m.pending[o] = true
 		m.mu.Unlock()
 	}
+}
+
+// watching reports whether the monitor still waits for o's source to go.
+func (m *moveMonitor) watching(o *op) bool {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.pending[o]
 }
 
 func (m *moveMonitor) result() (checks int, violations []string) {
@@ -513,3 +576,7 @@ func (s *suite) grepLogs(needle string) int {
 	}
 	return n
 }
+
+// slowChild runs one part at a time, so uploads last long enough to be
+// killed in the middle.
+func slowChild(c *workerproc.ChildConfig) { c.PartConcurrency = 1 }

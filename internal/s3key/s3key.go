@@ -50,3 +50,27 @@ func ValidatePrefix(prefix string) error {
 	}
 	return nil
 }
+
+// IsMarker reports whether key names a folder marker: a key ending in "/",
+// as the AWS console and directory-marker tools create them (zero bytes,
+// often Content-Type application/x-directory) to show an empty directory.
+func IsMarker(key string) bool { return strings.HasSuffix(key, "/") }
+
+// ValidateStored is Validate for a key found in a bucket, which may also be
+// a folder marker: "photos/2024/" (one trailing "/" after a valid key).
+// Markers are objects: listing, copying and deleting them must work, while
+// a producer naming an object "dir/" by mistake is still refused by
+// Validate.
+func ValidateStored(key string) error {
+	rest, ok := strings.CutSuffix(key, "/")
+	if !ok {
+		return Validate(key)
+	}
+	if len(key) > MaxLen {
+		return fmt.Errorf("folder marker key is %d bytes long; S3 allows at most %d (prefix included)", len(key), MaxLen)
+	}
+	if err := Validate(rest); err != nil {
+		return fmt.Errorf("folder marker %q: %w", key, err)
+	}
+	return nil
+}

@@ -46,6 +46,34 @@ func TestValidatePrefix(t *testing.T) {
 	}
 }
 
+func TestValidateStored(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		desc, key string
+		ok        bool
+	}{
+		{"plain key", "a/b.txt", true},
+		{"folder marker", "fm/sub/", true},
+		{"top-level marker", "fm/", true},
+		{"marker at the length limit", strings.Repeat("a", MaxLen-1) + "/", true},
+		{"marker over the length limit", strings.Repeat("a", MaxLen) + "/", false},
+		{"root", "/", false},
+		{"double trailing slash", "a//", false},
+		{"dot-dot marker", "a/../", false},
+		{"bad plain key", "a//b", false},
+	} {
+		if err := ValidateStored(tc.key); (err == nil) != tc.ok {
+			t.Errorf("%s: ValidateStored(%q) = %v, want ok %v", tc.desc, tc.key, err, tc.ok)
+		}
+		if IsMarker(tc.key) != strings.HasSuffix(tc.key, "/") {
+			t.Errorf("%s: IsMarker(%q) = %v", tc.desc, tc.key, IsMarker(tc.key))
+		}
+	}
+	if err := Validate("fm/sub/"); err == nil {
+		t.Error(`Validate("fm/sub/") = nil: a producer's object key must not end in "/"`)
+	}
+}
+
 // FuzzValidate checks that every accepted key keeps the properties S3 and
 // ferry rely on.
 func FuzzValidate(f *testing.F) {

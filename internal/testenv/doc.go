@@ -16,6 +16,11 @@
 // FERRY_TEST_REAL=1 (set by `make test`), which turns the fallback into a
 // failure: CI must prove the code against real servers.
 //
+// It also holds the helpers that tests of several packages share: Enqueue
+// and WaitTask (a task enqueued from its constructor, followed to its end),
+// RandomFile, and LongKey (a key a migration cannot write at its
+// destination).
+//
 // Test support only: nothing outside _test.go files imports it (checked by
 // internal/archtest).
 package testenv

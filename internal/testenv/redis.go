@@ -6,6 +6,7 @@ import (
 	"os"
 	"os/exec"
 	"strconv"
+	"strings"
 	"sync"
 	"syscall"
 	"testing"
@@ -47,6 +48,28 @@ func Redis(t testing.TB) *RedisServer {
 func RedisClient(t testing.TB) *redis.Client {
 	t.Helper()
 	c := redis.NewClient(&redis.Options{Addr: Redis(t).Addr})
+	t.Cleanup(func() { _ = c.Close() })
+	return c
+}
+
+// PrivateRedisClient starts a redis-server of the test's own (stopped at
+// cleanup) and returns a client on it: for numbers of the whole Redis
+// (throughput counters, counts by state) that no other test may write to.
+// Without redis-server it skips, or fails when FERRY_TEST_REAL=1.
+func PrivateRedisClient(t testing.TB) *redis.Client {
+	t.Helper()
+	if _, err := exec.LookPath("redis-server"); err != nil {
+		if RealRequired() {
+			t.Fatalf("redis-server is not installed and %s=1 forbids skipping: %v", EnvReal, err)
+		}
+		t.Skip("needs a private redis-server: ", err)
+	}
+	rp, err := StartRedisProcess("", t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(rp.Stop)
+	c := redis.NewClient(&redis.Options{Addr: rp.Addr})
 	t.Cleanup(func() { _ = c.Close() })
 	return c
 }
@@ -169,4 +192,31 @@ func stopCmd(cmd *exec.Cmd) {
 		_ = cmd.Process.Kill()
 		<-done
 	}
+}
+
+// RedisMemory is the server's INFO memory used_memory and, of it,
+// mem_clients_normal: the buffers of client connections, which grow with
+// a worker's concurrency rather than with what it moved, so what a test
+// or benchmark says Redis keeps is used less clients.
+func RedisMemory(ctx context.Context, rdb *redis.Client) (used, clients int64, err error) {
+	info, err := rdb.Info(ctx, "memory").Result()
+	if err != nil {
+		return 0, 0, fmt.Errorf("INFO memory: %w", err)
+	}
+	for _, l := range strings.Split(info, "\n") {
+		k, v, ok := strings.Cut(strings.TrimSpace(l), ":")
+		if !ok {
+			continue
+		}
+		switch k {
+		case "used_memory":
+			_, _ = fmt.Sscan(v, &used)
+		case "mem_clients_normal":
+			_, _ = fmt.Sscan(v, &clients)
+		}
+	}
+	if used == 0 {
+		return 0, 0, fmt.Errorf("no used_memory in INFO memory")
+	}
+	return used, clients, nil
 }

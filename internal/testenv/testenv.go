@@ -22,6 +22,14 @@ const (
 	EnvReal        = "FERRY_TEST_REAL"
 )
 
+// ExtrasSettle is how long a test waits after writing destination objects
+// that a later --delete-extra must see as older than the migration (else it
+// keeps them as written during it — the safe way to err, but a flaky test).
+// It covers LastModified and Date of whole seconds, the 1 s of skew ferry
+// allows, and versitygw's Date header, which its HTTP server (fasthttp)
+// refreshes only once a second, so it can lag by a second more.
+const ExtrasSettle = 4 * time.Second
+
 var (
 	mu       sync.Mutex
 	stoppers []func()

@@ -31,20 +31,32 @@ const ChildEnv = "FERRY_TEST_CHILD_WORKER"
 // ChildConfig configures a worker process. Zero values mean worker.Config's
 // defaults.
 type ChildConfig struct {
-	Redis           string                    `json:"redis"`
-	Profiles        map[string]storage.Config `json:"profiles"`
-	Queue           string                    `json:"queue"`
-	Dir             string                    `json:"dir"`
-	Concurrency     int                       `json:"concurrency"`
-	PartSize        int64                     `json:"part_size"`
-	PartConcurrency int                       `json:"part_concurrency"`
-	MaxBufferMemory int64                     `json:"max_buffer_memory"`
-	Shutdown        time.Duration             `json:"shutdown"`
+	Redis string `json:"redis"`
+	// RedisCluster, when set, are the seed addresses of a Redis Cluster
+	// the worker uses instead of Redis.
+	RedisCluster     []string                  `json:"redis_cluster,omitempty"`
+	Profiles         map[string]storage.Config `json:"profiles"`
+	Queue            string                    `json:"queue"`
+	Dir              string                    `json:"dir"`
+	Concurrency      int                       `json:"concurrency"`
+	PartSize         int64                     `json:"part_size"`
+	PartConcurrency  int                       `json:"part_concurrency"`
+	MaxBufferMemory  int64                     `json:"max_buffer_memory"`
+	BatchConcurrency int                       `json:"batch_concurrency"`
+	Shutdown         time.Duration             `json:"shutdown"`
 	// JanitorUploadTTL; the janitor loop itself is off in child workers
 	// (tests enqueue a janitor task when they want one).
 	JanitorUploadTTL time.Duration `json:"janitor_upload_ttl"`
 	// Debug logs at debug level (every part).
 	Debug bool `json:"debug"`
+	// Wrap, when set, is a command the child runs under (its argv before
+	// the binary's), e.g. setpriv to drop capabilities. Not sent to it.
+	Wrap []string `json:"-"`
+	// WebhookAllow, WebhookSecret and WebhookRetryDelay are the worker's
+	// webhook settings (a test secret, never a real one).
+	WebhookAllow      []string      `json:"webhook_allow"`
+	WebhookSecret     string        `json:"webhook_secret"`
+	WebhookRetryDelay time.Duration `json:"webhook_retry_delay"`
 }
 
 // IsChild reports whether this process is a child worker.
@@ -70,12 +82,16 @@ func ChildMain() int {
 		return 2
 	}
 	defer func() { _ = log.Sync() }()
-	rdb := redis.NewClient(&redis.Options{Addr: cc.Redis})
+	var rdb redis.UniversalClient = redis.NewClient(&redis.Options{Addr: cc.Redis})
+	if len(cc.RedisCluster) > 0 {
+		rdb = redis.NewClusterClient(&redis.ClusterOptions{Addrs: cc.RedisCluster})
+	}
 	defer rdb.Close()
 	w, err := worker.New(worker.Config{Redis: rdb, Profiles: cc.Profiles, Concurrency: cc.Concurrency,
 		Queues: map[string]int{cc.Queue: 1}, AllowDirs: []string{cc.Dir}, PartSize: cc.PartSize,
-		PartConcurrency: cc.PartConcurrency, MaxBufferMemory: cc.MaxBufferMemory, JanitorInterval: -1,
-		JanitorUploadTTL: cc.JanitorUploadTTL, ShutdownTimeout: cc.Shutdown, Logger: log})
+		PartConcurrency: cc.PartConcurrency, MaxBufferMemory: cc.MaxBufferMemory, BatchConcurrency: cc.BatchConcurrency, JanitorInterval: -1,
+		JanitorUploadTTL: cc.JanitorUploadTTL, ShutdownTimeout: cc.Shutdown, Logger: log,
+		WebhookAllow: cc.WebhookAllow, WebhookSecrets: secrets(cc.WebhookSecret), WebhookRetryDelay: cc.WebhookRetryDelay})
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		return 2
@@ -87,6 +103,13 @@ func ChildMain() int {
 		return 1
 	}
 	return 0
+}
+
+func secrets(s string) [][]byte {
+	if s == "" {
+		return nil
+	}
+	return [][]byte{[]byte(s)}
 }
 
 // Child is a worker process started from a test binary.
@@ -116,6 +139,9 @@ func StartChild(t testing.TB, bin, dir, name string, cc ChildConfig) *Child {
 		t.Fatal(err)
 	}
 	cmd := exec.Command(bin, "-test.run=^$")
+	if len(cc.Wrap) > 0 {
+		cmd = exec.Command(cc.Wrap[0], append(cc.Wrap[1:], bin, "-test.run=^$")...)
+	}
 	cmd.Env = append(os.Environ(), ChildEnv+"="+string(js))
 	cmd.Stdout, cmd.Stderr = lf, lf
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
@@ -142,20 +168,42 @@ func StartChild(t testing.TB, bin, dir, name string, cc ChildConfig) *Child {
 	t.Cleanup(func() {
 		c.Kill()
 		if t.Failed() {
-			// The log lives in a temp dir that goes with the test: keep
-			// its end in the test output.
-			if b, err := os.ReadFile(logPath); err == nil {
-				var lines []string
-				for _, l := range strings.Split(strings.TrimSpace(string(b)), "\n") {
-					if !strings.Contains(l, `"part uploaded"`) {
-						lines = append(lines, l)
-					}
-				}
-				t.Logf("last lines of worker %s's log:\n%s", name, strings.Join(lines[max(0, len(lines)-40):], "\n"))
-			}
+			t.Log(failedLogDigest(t.Name(), name, logPath))
 		}
 	})
 	return c
+}
+
+// digestLines is how many of a failed test's worker log lines go into the
+// test output: few, so the test's own errors (printed before the cleanups
+// run) stay in view where CI shows only the end of a failing test's output.
+const digestLines = 6
+
+// failedLogDigest keeps the log of a failed test's worker (it lives in a
+// temp dir that goes with the test) as a file under os.TempDir and returns
+// a short digest for the test output: the kept file's path, the last
+// warn/error/panic lines and the last line.
+func failedLogDigest(test, worker, logPath string) string {
+	b, err := os.ReadFile(logPath)
+	if err != nil {
+		return fmt.Sprintf("worker %s's log: %v", worker, err)
+	}
+	kept := filepath.Join(os.TempDir(), "ferry-failed-"+strings.NewReplacer("/", "_", " ", "_").Replace(test)+"-"+worker+".log")
+	where := "kept at " + kept
+	if err := os.WriteFile(kept, b, 0o600); err != nil {
+		where = "not kept: " + err.Error()
+	}
+	lines := strings.Split(strings.TrimSpace(string(b)), "\n")
+	var bad []string
+	for _, l := range lines {
+		if strings.Contains(l, `"level":"warn"`) || strings.Contains(l, `"level":"error"`) ||
+			strings.HasPrefix(l, "panic") || strings.HasPrefix(l, "fatal") {
+			bad = append(bad, l)
+		}
+	}
+	bad = bad[max(0, len(bad)-digestLines):]
+	return fmt.Sprintf("worker %s's log (%d lines, %s); its last %d warnings and errors:\n%s\nits last line:\n%s",
+		worker, len(lines), where, len(bad), strings.Join(bad, "\n"), lines[len(lines)-1])
 }
 
 // Pid is the process id.

@@ -1,0 +1,106 @@
+package worker_test
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"maps"
+	"net/http"
+	"testing"
+	"time"
+
+	"github.com/ferryhq/ferry/internal/testenv"
+	"github.com/ferryhq/ferry/storage"
+	"github.com/ferryhq/ferry/tasks"
+	"github.com/ferryhq/ferry/worker"
+)
+
+// TestBatchCopyListedIsOneRequest (issue 12): a server-side batch copy
+// whose item carries its source's listed ETag (a plain MD5) sends one
+// request, a CopyObject, and nothing else: no HEAD of the source, none of
+// the copy. The copy has the source's bytes, headers and user metadata
+// exactly, and no ferry-* record. A source replaced after it was listed is
+// copied in its new version (the pinned CopyObject is refused, the item
+// copies what a HEAD finds), not failed.
+func TestBatchCopyListedIsOneRequest(t *testing.T) {
+	t.Parallel()
+	var reqs *requestCounter
+	b := setup(t, func(c *worker.Config) { reqs = requestCountingProfile(t, c, "counted") })
+	if !b.s3.Real {
+		t.Skip("gofakes3 does not store these headers; needs versitygw (make tools)")
+	}
+	b.start(t)
+	ctx := context.Background()
+	src := b.storage(t)
+	dstBucket := b.s3.Bucket(t)
+	dst := b.storageOn(t, dstBucket)
+
+	const n = 5
+	var items []tasks.BatchItem
+	want := map[string][]byte{}
+	for i := range n {
+		key := fmt.Sprintf("listed/obj-%d", i)
+		data := randomBytes(1 + i*1000)
+		b.s3.PutObject(t, b.bucket, key, data, testenv.StoredHeaders)
+		f, err := src.Info(ctx, key)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !storage.IsMD5ETag(f.ETag) {
+			t.Fatalf("%s: ETag %q is not a plain MD5", key, f.ETag)
+		}
+		items = append(items, tasks.BatchItem{Source: s3loc("counted", b.bucket, key), Dest: s3loc("counted", dstBucket, key),
+			Size: f.Size, SourceETag: `"` + f.ETag + `"`})
+		want[key] = data
+	}
+	_, _ = reqs.take()
+	id := b.enq(t)(tasks.NewBatchTask(tasks.BatchPayload{Items: items, Concurrency: 2}))
+	if p := b.wait(t, id, 2*time.Minute); p.State != tasks.StateCompleted {
+		t.Fatalf("batch ended %+v (%s)", p, b.info(t, id).LastErr)
+	}
+	if _, res := batchResult(t, b, id); res.Done != n || res.Failed != 0 {
+		t.Errorf("result %+v; want %d done", res, n)
+	}
+	if got, heads := reqs.take(); got[http.MethodPut] != n || len(got) != 1 {
+		t.Errorf("%d listed copies sent %v (HEADs of %v); want %d PUTs (CopyObject) and nothing else", n, got, heads, n)
+	}
+	for key, data := range want {
+		if got := mustGet(t, dst, key); !bytes.Equal(got, data) {
+			t.Errorf("%s: %d bytes differ from the source's %d", key, len(got), len(data))
+		}
+		s, err := src.Info(ctx, key)
+		if err != nil {
+			t.Fatal(err)
+		}
+		d, err := dst.Info(ctx, key)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if s.Headers != d.Headers || !maps.Equal(s.Metadata, d.Metadata) || d.ETag != s.ETag {
+			t.Errorf("%s: copy has headers %+v, metadata %v, ETag %s; want the source's %+v, %v, %s exactly",
+				key, d.Headers, d.Metadata, d.ETag, s.Headers, s.Metadata, s.ETag)
+		}
+		b.s3.CheckHeaders(t, dstBucket, key, testenv.StoredHeaders)
+	}
+
+	// Replaced after the listing: the listed ETag no longer matches.
+	key := "listed/changed"
+	b.s3.PutObject(t, b.bucket, key, randomBytes(3000), testenv.StoredHeaders)
+	listed, err := src.Info(ctx, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	now := randomBytes(4000)
+	b.s3.PutObject(t, b.bucket, key, now, map[string]string{"Content-Type": "application/x-new", "x-amz-meta-v": "2"})
+	id = b.enq(t)(tasks.NewBatchTask(tasks.BatchPayload{Items: []tasks.BatchItem{{Source: s3loc("counted", b.bucket, key),
+		Dest: s3loc("counted", dstBucket, key), Size: listed.Size, SourceETag: listed.ETag}}}))
+	if p := b.wait(t, id, 2*time.Minute); p.State != tasks.StateCompleted {
+		t.Fatalf("batch with a source changed since listed ended %+v (%s); want it copied in its new version", p, b.info(t, id).LastErr)
+	}
+	if got := mustGet(t, dst, key); !bytes.Equal(got, now) {
+		t.Errorf("%s: copied %d bytes; want the source's new %d", key, len(got), len(now))
+	}
+	if d, err := dst.Info(ctx, key); err != nil || d.ContentType != "application/x-new" || d.Metadata["v"] != "2" || d.Metadata["ferry-task-id"] != id {
+		t.Errorf("%s: %+v (%v); want the new version's headers and metadata, and this task's id (the full path)", key, d, err)
+	}
+}
