@@ -68,7 +68,7 @@ func BenchmarkMigrateMany(b *testing.B) {
 	}
 	before := memory()
 	stop := samplePeak(50*time.Millisecond, memory)
-	took, rep := e.migrate(b, tasks.Location{Profile: "counted", Bucket: src}, tasks.Location{Profile: "counted", Bucket: dst},
+	took, rep := e.migrate(b, tasks.Location{Bucket: src}, tasks.Location{Bucket: dst},
 		10*time.Minute+time.Duration(n)*20*time.Millisecond)
 	peak := stop()
 	after := memory()

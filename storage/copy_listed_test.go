@@ -7,9 +7,6 @@ import (
 	"io"
 	"maps"
 	"net/http"
-	"net/http/httptest"
-	"net/http/httputil"
-	"net/url"
 	"regexp"
 	"strconv"
 	"strings"
@@ -20,23 +17,14 @@ import (
 	"github.com/ferryhq/ferry/storage"
 )
 
-// copyProxy is the test server behind a proxy that counts requests by
-// method and can change what the server answers about ETags.
+// copyProxy is the test server behind a testenv.CountingProxy that can
+// change what the server answers about ETags.
 type copyProxy struct {
-	mu    sync.Mutex
-	by    map[string]int
-	heads []string
+	*testenv.CountingProxy
+	mu sync.Mutex
 	// copyETag, when set, replaces the ETag of a CopyObject's answer
 	// ("none" removes it); headETag, when set, the ETag a HEAD answers.
 	copyETag, headETag string
-}
-
-func (p *copyProxy) take() (map[string]int, []string) {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	by, heads := p.by, p.heads
-	p.by, p.heads = map[string]int{}, nil
-	return by, heads
 }
 
 func (p *copyProxy) answer(copyETag, headETag string) {
@@ -47,51 +35,39 @@ func (p *copyProxy) answer(copyETag, headETag string) {
 
 var copyResultETag = regexp.MustCompile(`<ETag>[^<]*</ETag>`)
 
+// modify changes the ETags of answers as answer said.
+func (p *copyProxy) modify(r *http.Response) error {
+	p.mu.Lock()
+	copyETag, headETag := p.copyETag, p.headETag
+	p.mu.Unlock()
+	switch {
+	case r.Request.Method == http.MethodHead && headETag != "":
+		r.Header.Set("ETag", `"`+headETag+`"`)
+	case r.Request.Method == http.MethodPut && r.Request.Header.Get("X-Amz-Copy-Source") != "" && copyETag != "" && r.StatusCode == http.StatusOK:
+		body, err := io.ReadAll(r.Body)
+		if err != nil {
+			return err
+		}
+		r.Body.Close()
+		repl := "<ETag>&quot;" + copyETag + "&quot;</ETag>"
+		if copyETag == "none" {
+			repl = ""
+		}
+		body = copyResultETag.ReplaceAll(body, []byte(repl))
+		r.Body = io.NopCloser(bytes.NewReader(body))
+		r.ContentLength = int64(len(body))
+		r.Header.Set("Content-Length", strconv.Itoa(len(body)))
+	}
+	return nil
+}
+
 // countingClient is a client of srv through a copyProxy.
 func countingClient(t *testing.T, srv *testenv.S3Server) (*storage.Client, *copyProxy) {
 	t.Helper()
-	target, err := url.Parse(srv.Endpoint)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cp := &copyProxy{by: map[string]int{}}
-	rp := httputil.NewSingleHostReverseProxy(target)
-	rp.ModifyResponse = func(r *http.Response) error {
-		cp.mu.Lock()
-		copyETag, headETag := cp.copyETag, cp.headETag
-		cp.mu.Unlock()
-		switch {
-		case r.Request.Method == http.MethodHead && headETag != "":
-			r.Header.Set("ETag", `"`+headETag+`"`)
-		case r.Request.Method == http.MethodPut && r.Request.Header.Get("X-Amz-Copy-Source") != "" && copyETag != "" && r.StatusCode == http.StatusOK:
-			body, err := io.ReadAll(r.Body)
-			if err != nil {
-				return err
-			}
-			r.Body.Close()
-			repl := "<ETag>&quot;" + copyETag + "&quot;</ETag>"
-			if copyETag == "none" {
-				repl = ""
-			}
-			body = copyResultETag.ReplaceAll(body, []byte(repl))
-			r.Body = io.NopCloser(bytes.NewReader(body))
-			r.ContentLength = int64(len(body))
-			r.Header.Set("Content-Length", strconv.Itoa(len(body)))
-		}
-		return nil
-	}
-	proxy := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		cp.mu.Lock()
-		cp.by[r.Method]++
-		if r.Method == http.MethodHead {
-			cp.heads = append(cp.heads, r.URL.Path)
-		}
-		cp.mu.Unlock()
-		rp.ServeHTTP(w, r)
-	}))
-	t.Cleanup(proxy.Close)
+	cp := &copyProxy{}
+	cp.CountingProxy = testenv.NewCountingProxy(t, srv.Endpoint, cp.modify)
 	cfg := profile(srv)
-	cfg.EndpointURL = proxy.URL
+	cfg.EndpointURL = cp.URL
 	client, err := storage.NewClient(context.Background(), cfg)
 	if err != nil {
 		t.Fatal(err)
@@ -122,12 +98,12 @@ func TestCopyListed(t *testing.T) {
 	}
 	listed := storage.StoredFile{Key: "obj", Size: src.Size, ETag: src.ETag}
 
-	_, _ = cp.take()
+	_, _ = cp.Take()
 	f, err := b.CopyListed(ctx, a, listed, "copy")
 	if err != nil {
 		t.Fatal(err)
 	}
-	if got, heads := cp.take(); got[http.MethodPut] != 1 || len(got) != 1 {
+	if got, heads := cp.Take(); got[http.MethodPut] != 1 || len(got) != 1 {
 		t.Errorf("CopyListed sent %v (HEADs of %v); want one PUT (CopyObject) only", got, heads)
 	}
 	if f.Key != "copy" || f.Size != src.Size || f.ETag != src.ETag || f.LastModified.IsZero() {
@@ -146,11 +122,11 @@ func TestCopyListed(t *testing.T) {
 
 	// The answer without an ETag: a HEAD proves the copy.
 	cp.answer("none", "")
-	_, _ = cp.take()
+	_, _ = cp.Take()
 	if f, err := b.CopyListed(ctx, a, listed, "copy-unproven"); err != nil || f.ETag != src.ETag || f.Size != src.Size {
 		t.Errorf("CopyListed answered without an ETag = %+v, %v; want the copy as a HEAD shows it", f, err)
 	}
-	if got, heads := cp.take(); got[http.MethodPut] != 1 || got[http.MethodHead] != 1 || len(heads) != 1 || !strings.HasSuffix(heads[0], "/copy-unproven") {
+	if got, heads := cp.Take(); got[http.MethodPut] != 1 || got[http.MethodHead] != 1 || len(heads) != 1 || !strings.HasSuffix(heads[0], "/copy-unproven") {
 		t.Errorf("CopyListed answered without an ETag sent %v, HEADs of %v; want the copy and a HEAD of it", got, heads)
 	}
 	// The answer and the HEAD name other bytes (another MD5): the copy is
@@ -177,13 +153,13 @@ func TestCopyListed(t *testing.T) {
 	}
 
 	// Not a plain MD5: refused before any request.
-	_, _ = cp.take()
+	_, _ = cp.Take()
 	for _, etag := range []string{src.ETag + "-2", "", "xyz"} {
 		if _, err := b.CopyListed(ctx, a, storage.StoredFile{Key: "obj", Size: 1000, ETag: etag}, "multi"); err == nil || !strings.Contains(err.Error(), "not a plain MD5") {
 			t.Errorf("CopyListed with ETag %q = %v; want refused as not a plain MD5", etag, err)
 		}
 	}
-	if got, _ := cp.take(); len(got) != 0 {
+	if got, _ := cp.Take(); len(got) != 0 {
 		t.Errorf("CopyListed with ETags that are no MD5 sent %v; want nothing", got)
 	}
 }
@@ -206,12 +182,12 @@ func TestCopyFromProvenByAnswer(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, meta := range []map[string]string{nil, {"extra": "1"}} {
-		_, _ = cp.take()
+		_, _ = cp.Take()
 		f, err := b.CopyFrom(ctx, a, "obj", "copy", &storage.CopyOptions{Source: &src, Metadata: meta})
 		if err != nil {
 			t.Fatal(err)
 		}
-		if got, heads := cp.take(); got[http.MethodPut] != 1 || len(got) != 1 {
+		if got, heads := cp.Take(); got[http.MethodPut] != 1 || len(got) != 1 {
 			t.Errorf("metadata %v: CopyFrom of a known source sent %v (HEADs of %v); want one PUT (CopyObject) only", meta, got, heads)
 		}
 		d, err := b.Info(ctx, "copy")
@@ -224,19 +200,19 @@ func TestCopyFromProvenByAnswer(t *testing.T) {
 	}
 	// An answer that does not prove it: read back.
 	cp.answer("none", "")
-	_, _ = cp.take()
+	_, _ = cp.Take()
 	if _, err := b.CopyFrom(ctx, a, "obj", "copy2", &storage.CopyOptions{Source: &src}); err != nil {
 		t.Fatal(err)
 	}
-	if got, heads := cp.take(); got[http.MethodHead] != 1 || len(heads) != 1 || !strings.HasSuffix(heads[0], "/copy2") {
+	if got, heads := cp.Take(); got[http.MethodHead] != 1 || len(heads) != 1 || !strings.HasSuffix(heads[0], "/copy2") {
 		t.Errorf("CopyFrom answered without an ETag sent %v, HEADs of %v; want a HEAD of the copy", got, heads)
 	}
 	cp.answer("", "")
-	_, _ = cp.take()
+	_, _ = cp.Take()
 	if _, err := b.MoveFrom(ctx, a, "obj", "moved", nil); err != nil {
 		t.Fatal(err)
 	}
-	if _, heads := cp.take(); !containsSuffix(heads, "/moved") {
+	if _, heads := cp.Take(); !containsSuffix(heads, "/moved") {
 		t.Errorf("MoveFrom sent HEADs of %v; want one of its destination before it deletes the source", heads)
 	}
 }

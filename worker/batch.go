@@ -494,6 +494,14 @@ func (b *batch) item(ctx context.Context, it tasks.BatchItem) (int64, error) {
 		b.log.Debug("batch item's source changed since it was listed; copying its current version",
 			zap.String("source", it.Source.String()), zap.String("listed_etag", it.SourceETag))
 	}
+	if !same && it.SourceETag != "" {
+		n, err := b.streamListed(ctx, s, dst, it)
+		if !errors.Is(err, storage.ErrSourceChanged) {
+			return n, err
+		}
+		b.log.Debug("batch item's source changed since it was listed; copying its current version",
+			zap.String("source", it.Source.String()), zap.String("listed_etag", it.SourceETag))
+	}
 	info, err := s.Info(ctx, it.Source.Key)
 	if err != nil {
 		return 0, fmt.Errorf("copy source: %w", err)
@@ -501,21 +509,52 @@ func (b *batch) item(ctx context.Context, it tasks.BatchItem) (int64, error) {
 	if err := checkBatchSize(it.Source.String(), info.Size); err != nil {
 		return 0, err
 	}
-	meta := copyMeta(b.id, info)
-	var f storage.StoredFile
-	if same {
-		f, err = dst.CopyFrom(ctx, s, it.Source.Key, it.Dest.Key, &storage.CopyOptions{Metadata: meta, Source: &info})
-	} else {
-		var src *source
-		if src, err = s3Source(ctx, s, it.Source.Key, info); err != nil {
+	if !same {
+		src, err := s3Source(ctx, s, it.Source.Key, info)
+		if err != nil {
 			return 0, err
 		}
-		if src.unverified != "" {
-			w.log.Warn("unverified: the source's bytes cannot be checked as they are read", zap.String("task_id", b.id),
-				zap.String("source", src.display), zap.String("why", src.unverified))
-		}
-		f, err = w.putSmall(ctx, src, it.Dest, dst, batchBuffer(src.size), src.headers, mergeMeta(info.Metadata, meta))
+		return b.stream(ctx, src, info, dst, it)
 	}
+	f, err := dst.CopyFrom(ctx, s, it.Source.Key, it.Dest.Key, &storage.CopyOptions{Metadata: copyMeta(b.id, info), Source: &info})
+	if err != nil {
+		return 0, err
+	}
+	return f.Size, verifyCopy(info, f)
+}
+
+// streamListed copies item it across endpoints from the version its
+// migration listed (it.SourceETag) with one GET pinned to that ETag and one
+// PUT: the GET's answer carries every header and metadata a HEAD would, so
+// none is sent (as a direct GET + PUT program would not). ErrSourceChanged:
+// the source was replaced since it was listed.
+func (b *batch) streamListed(ctx context.Context, s *storage.S3, dst *storage.S3, it tasks.BatchItem) (int64, error) {
+	rc, info, err := s.GetRangeIfMatch(ctx, it.Source.Key, it.SourceETag, 0, -1)
+	if err != nil {
+		return 0, fmt.Errorf("copy source: %w", err)
+	}
+	defer rc.Close()
+	if err := checkBatchSize(it.Source.String(), info.Size); err != nil {
+		return 0, err
+	}
+	src, err := s3Source(ctx, s, it.Source.Key, info)
+	if err != nil {
+		return 0, err
+	}
+	// The one part is the body already open; a second read (none is
+	// expected of a one-part source) would GET it again, pinned as well.
+	src.parts = &openedBody{rc: rc, size: info.Size, again: src.parts}
+	return b.stream(ctx, src, info, dst, it)
+}
+
+// stream writes src, an S3 object described by info, to the item's
+// destination with one PutObject and checks the copy against info.
+func (b *batch) stream(ctx context.Context, src *source, info storage.StoredFile, dst *storage.S3, it tasks.BatchItem) (int64, error) {
+	if src.unverified != "" {
+		b.w.log.Warn("unverified: the source's bytes cannot be checked as they are read", zap.String("task_id", b.id),
+			zap.String("source", src.display), zap.String("why", src.unverified))
+	}
+	f, err := b.w.putSmall(ctx, src, it.Dest, dst, batchBuffer(src.size), src.headers, mergeMeta(info.Metadata, copyMeta(b.id, info)))
 	if err != nil {
 		return 0, err
 	}

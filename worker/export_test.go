@@ -55,3 +55,7 @@ func BeforeExtrasDelete(w *Worker, f func()) { w.beforeExtrasDelete = f }
 
 // BatchRetiredTTL is how long a finished batch's record is kept.
 const BatchRetiredTTL = batchRetiredTTL
+
+// BeforeClaim sets a hook run between a run's indexing of its task for the
+// takeover loop and its claim of the task; set before Run.
+func BeforeClaim(w *Worker, f func(id string)) { w.beforeClaim = f }

@@ -4,9 +4,6 @@ import (
 	"context"
 	"fmt"
 	"net/http"
-	"net/http/httptest"
-	"net/http/httputil"
-	"net/url"
 	"slices"
 	"strings"
 	"sync"
@@ -22,46 +19,15 @@ import (
 	"github.com/ferryhq/ferry/worker"
 )
 
-// requestCounter is a reverse proxy to the S3 server that counts the
-// requests it passes on by method, and records the paths HEADed.
-type requestCounter struct {
-	mu    sync.Mutex
-	by    map[string]int
-	heads []string
-}
-
-func (c *requestCounter) take() (map[string]int, []string) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	by, heads := c.by, c.heads
-	c.by, c.heads = map[string]int{}, nil
-	return by, heads
-}
-
 // requestCountingProfile adds the profile name to c: the "default" server
 // through a proxy that counts requests by method.
-func requestCountingProfile(t *testing.T, c *worker.Config, name string) *requestCounter {
+func requestCountingProfile(t *testing.T, c *worker.Config, name string) *testenv.CountingProxy {
 	t.Helper()
-	target, err := url.Parse(c.Profiles["default"].EndpointURL)
-	if err != nil {
-		t.Fatal(err)
-	}
-	rc := &requestCounter{by: map[string]int{}}
-	rp := httputil.NewSingleHostReverseProxy(target)
-	proxy := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		rc.mu.Lock()
-		rc.by[r.Method]++
-		if r.Method == http.MethodHead {
-			rc.heads = append(rc.heads, r.URL.Path)
-		}
-		rc.mu.Unlock()
-		rp.ServeHTTP(w, r)
-	}))
-	t.Cleanup(proxy.Close)
 	p := c.Profiles["default"]
+	proxy := testenv.NewCountingProxy(t, p.EndpointURL, nil)
 	p.EndpointURL = proxy.URL
 	c.Profiles[name] = p
-	return rc
+	return proxy
 }
 
 // TestMigrateRerunCostsNothing (issue 12): re-running a finished
@@ -72,7 +38,7 @@ func requestCountingProfile(t *testing.T, c *worker.Config, name string) *reques
 // copies that object, still without a HEAD of its own.
 func TestMigrateRerunCostsNothing(t *testing.T) {
 	t.Parallel()
-	var reqs *requestCounter
+	var reqs *testenv.CountingProxy
 	b := setup(t, func(c *worker.Config) { reqs = requestCountingProfile(t, c, "counted") })
 	b.start(t)
 	ctx := context.Background()
@@ -96,12 +62,12 @@ func TestMigrateRerunCostsNothing(t *testing.T) {
 	if prog, rep := migrateRun(t, b, dstBucket, p); prog.State != tasks.StateCompleted || rep.Copied != n+1 || rep.Failed != 0 {
 		t.Fatalf("first run: %s %+v", prog.State, rep)
 	}
-	_, _ = reqs.take()
+	_, _ = reqs.Take()
 	prog, rep := migrateRun(t, b, dstBucket, p)
 	if prog.State != tasks.StateCompleted || rep.Skipped != n+1 || rep.Copied != 0 {
 		t.Fatalf("re-run: %s %+v; want all %d skipped", prog.State, rep, n+1)
 	}
-	if got, _ := reqs.take(); len(got) != 1 || got[http.MethodGet] == 0 {
+	if got, _ := reqs.Take(); len(got) != 1 || got[http.MethodGet] == 0 {
 		t.Errorf("re-running a finished migration sent %v; want listings (GET) only", got)
 	}
 
@@ -115,13 +81,13 @@ func TestMigrateRerunCostsNothing(t *testing.T) {
 		Metadata: map[string]string{"seq": "7"}}); err != nil {
 		t.Fatal(err)
 	}
-	_, _ = reqs.take()
+	_, _ = reqs.Take()
 	prog, rep = migrateRun(t, b, dstBucket, p)
 	if prog.State != tasks.StateCompleted || rep.Copied != 1 || rep.Skipped != n {
 		t.Fatalf("run after a header change at the source: %s %+v; want 1 copied", prog.State, rep)
 	}
 	// The copy's own requests about its object, nothing about the others.
-	if got, heads := reqs.take(); slices.ContainsFunc(heads, func(p string) bool { return !strings.HasSuffix(p, "/"+key) }) {
+	if got, heads := reqs.Take(); slices.ContainsFunc(heads, func(p string) bool { return !strings.HasSuffix(p, "/"+key) }) {
 		t.Errorf("the run after a header change sent %v, HEADs of %v; want HEADs of %s only (the copy's)", got, heads, key)
 	}
 	if d, err := b.storageOn(t, dstBucket).Info(ctx, key); err != nil || d.ContentType != "application/json" {

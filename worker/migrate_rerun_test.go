@@ -4,16 +4,12 @@ import (
 	"bytes"
 	"context"
 	"fmt"
-	"net/http"
-	"net/http/httptest"
-	"net/http/httputil"
-	"net/url"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/google/go-cmp/cmp"
 
+	"github.com/ferryhq/ferry/internal/testenv"
 	"github.com/ferryhq/ferry/storage"
 	"github.com/ferryhq/ferry/tasks"
 	"github.com/ferryhq/ferry/worker"
@@ -134,46 +130,6 @@ func TestMigrateRerunTellsTheTruth(t *testing.T) {
 	})
 }
 
-// headCounter is a reverse proxy to the S3 server that records the path
-// of every HEAD request it passes on.
-type headCounter struct {
-	mu    sync.Mutex
-	heads []string
-}
-
-func (h *headCounter) take() []string {
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	heads := h.heads
-	h.heads = nil
-	return heads
-}
-
-// countingProfile adds the profile "counted" to c: the "default" server
-// reached through a proxy that counts HEADs.
-func countingProfile(t *testing.T, c *worker.Config) *headCounter {
-	t.Helper()
-	target, err := url.Parse(c.Profiles["default"].EndpointURL)
-	if err != nil {
-		t.Fatal(err)
-	}
-	h := &headCounter{}
-	rp := httputil.NewSingleHostReverseProxy(target)
-	proxy := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if r.Method == http.MethodHead {
-			h.mu.Lock()
-			h.heads = append(h.heads, r.URL.Path)
-			h.mu.Unlock()
-		}
-		rp.ServeHTTP(w, r)
-	}))
-	t.Cleanup(proxy.Close)
-	counted := c.Profiles["default"]
-	counted.EndpointURL = proxy.URL
-	c.Profiles["counted"] = counted
-	return h
-}
-
 // TestMigrateDiffByListing (issue 12.1): a migration decides from the
 // listings of both sides; a new key, or one whose size changed, never costs
 // a HEAD, nor does an unchanged one (same size and ETag, source not newer).
@@ -183,8 +139,9 @@ func countingProfile(t *testing.T, c *worker.Config) *headCounter {
 // the same — the source, for the headers a listing lacks.
 func TestMigrateDiffByListing(t *testing.T) {
 	t.Parallel()
-	var heads *headCounter
-	b := setup(t, func(c *worker.Config) { heads = countingProfile(t, c) })
+	var proxy *testenv.CountingProxy
+	b := setup(t, func(c *worker.Config) { proxy = requestCountingProfile(t, c, "counted") })
+	headsSent := func() []string { _, heads := proxy.Take(); return heads }
 	b.start(t)
 	ctx := context.Background()
 	src := b.storage(t)
@@ -199,11 +156,11 @@ func TestMigrateDiffByListing(t *testing.T) {
 	dry := p
 	dry.DryRun = true
 
-	heads.take()
+	headsSent()
 	if prog, rep := migrateRun(t, b, dstBucket, dry); prog.State != tasks.StateCompleted || rep.WouldCopy != n {
 		t.Fatalf("dry run of %d new keys: %s %+v", n, prog.State, rep)
 	}
-	if got := heads.take(); len(got) != 0 {
+	if got := headsSent(); len(got) != 0 {
 		t.Errorf("comparing %d new keys sent %d HEADs (%v...), want none", n, len(got), got[:min(len(got), 3)])
 	}
 	if prog, rep := migrateRun(t, b, dstBucket, p); prog.State != tasks.StateCompleted || rep.Copied != n {
@@ -224,12 +181,12 @@ func TestMigrateDiffByListing(t *testing.T) {
 		}
 		return got
 	}
-	heads.take()
+	headsSent()
 	prog, rep := migrateRun(t, b, dstBucket, dry)
 	if prog.State != tasks.StateCompleted || rep.WouldCopy != 3 || rep.Skipped != n-2 {
 		t.Errorf("dry run after changes: %s %+v; want 3 to copy, %d identical", prog.State, rep, n-2)
 	}
-	sent := heads.take()
+	sent := headsSent()
 	if diff := cmp.Diff(map[string]int{"/" + dstBucket + "/d/obj-020": 1}, byPath(sent)); diff != "" {
 		t.Errorf("HEADs by path (-want +got):\n%s", diff)
 	}
@@ -248,7 +205,7 @@ func TestMigrateDiffByListing(t *testing.T) {
 			want[fmt.Sprintf("/%s/d/obj-%03d", dstBucket, i)]++
 		}
 	}
-	if diff := cmp.Diff(want, byPath(heads.take())); diff != "" {
+	if diff := cmp.Diff(want, byPath(headsSent())); diff != "" {
 		t.Errorf("HEADs by path with CheckHeaders (-want +got):\n%s", diff)
 	}
 }

@@ -585,6 +585,29 @@ func (r *rangeSource) ReadPart(ctx context.Context, n int, buf []byte) (int, err
 	return got, nil
 }
 
+// openedBody is a one-part source whose body a GET has opened already:
+// the first read of part 1 takes it; any other read goes to again.
+type openedBody struct {
+	rc    io.ReadCloser
+	size  int64
+	taken bool
+	again storage.PartSource
+}
+
+func (o *openedBody) Sequential() bool { return false }
+
+func (o *openedBody) ReadPart(ctx context.Context, n int, buf []byte) (int, error) {
+	if o.taken || n != 1 || int64(len(buf)) < o.size {
+		return o.again.ReadPart(ctx, n, buf)
+	}
+	o.taken = true
+	got, err := readExactly(o.rc, buf[:o.size])
+	if err != nil {
+		return got, fmt.Errorf("read part %d: %w", n, err)
+	}
+	return got, nil
+}
+
 // readExactly fills buf from r and then expects r to end: a body longer
 // than the bytes asked for is an error, not a silent truncation.
 func readExactly(r io.Reader, buf []byte) (int, error) {

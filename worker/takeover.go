@@ -5,6 +5,8 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -299,8 +301,11 @@ func (w *Worker) acquire(ctx context.Context, id string, log *zap.Logger) (*clai
 	queue := queueOf(ctx)
 	// Indexed before the claim: a claim the takeover loop cannot see
 	// would leave a crash to asynq's slow recovery.
-	if err := w.rdb.HSet(ctx, takeoverIndexKey, id, queue).Err(); err != nil {
+	if err := indexTask.Run(ctx, w.rdb, []string{takeoverIndexKey}, id, queue).Err(); err != nil {
 		return nil, nil, fmt.Errorf("index ownership: %w", err)
+	}
+	if w.beforeClaim != nil {
+		w.beforeClaim(id)
 	}
 	waiting := false
 	for first := true; ; first = false {
@@ -450,16 +455,50 @@ func (tk *takeovers) end(id string, cooldown time.Duration) {
 	}
 }
 
+// indexTask writes a task's entry in the takeover index: the Redis
+// server's time in milliseconds, a space, and the task's queue. The time
+// is the server's, so workers with skewed clocks agree on an entry's age.
+//
+// KEYS[1] takeover index; ARGV[1] task id, ARGV[2] queue
+var indexTask = redis.NewScript(`
+local t = redis.call("TIME")
+redis.call("HSET", KEYS[1], ARGV[1], string.format("%d %s", t[1] * 1000 + math.floor(t[2] / 1000), ARGV[2]))
+return 1`)
+
+// parseIndexEntry reads an entry of the takeover index (see indexTask):
+// the task's queue, and when its run indexed it (zero for an entry of an
+// earlier version, which held the queue alone).
+func parseIndexEntry(v string) (queue string, at time.Time) {
+	ms, q, ok := strings.Cut(v, " ")
+	n, err := strconv.ParseInt(ms, 10, 64)
+	if !ok || err != nil {
+		return v, time.Time{}
+	}
+	return q, time.UnixMilli(n)
+}
+
 // takeoverScan claims each indexed task of this worker's queues whose
 // ownership expired while asynq still shows its task active (its worker
 // died or hangs), and continues it in a new goroutine.
+//
+// An entry younger than ownershipTTL is passed over: its run indexes the
+// task before it claims it (acquire), so between the two the task is
+// indexed, active and owned by nobody while its worker is alive; taking it
+// over then would run it twice, the live run waiting for the takeover. A
+// run that died between the two is taken over once its entry is
+// ownershipTTL old, as one that died holding its claim is.
 func (w *Worker) takeoverScan(ctx, runCtx context.Context) error {
 	index, err := w.rdb.HGetAll(ctx, takeoverIndexKey).Result()
 	if err != nil {
 		return fmt.Errorf("read ownership index: %w", err)
 	}
-	for id, queue := range index {
-		if _, ok := w.cfg.Queues[queue]; !ok || ctx.Err() != nil {
+	now, err := w.rdb.Time(ctx).Result()
+	if err != nil {
+		return fmt.Errorf("read the Redis server's time: %w", err)
+	}
+	for id, entry := range index {
+		queue, at := parseIndexEntry(entry)
+		if _, ok := w.cfg.Queues[queue]; !ok || ctx.Err() != nil || now.Sub(at) < ownershipTTL {
 			continue
 		}
 		if owned, err := w.ckpt.Owned(ctx, id); err != nil || owned {

@@ -8,7 +8,12 @@ import (
 	"time"
 
 	"github.com/hibiken/asynq"
+	"go.uber.org/zap"
+	"go.uber.org/zap/zaptest/observer"
 
+	"github.com/ferryhq/ferry/internal/testenv"
+	"github.com/ferryhq/ferry/internal/workerproc"
+	"github.com/ferryhq/ferry/storage"
 	"github.com/ferryhq/ferry/tasks"
 	"github.com/ferryhq/ferry/worker"
 )
@@ -143,4 +148,66 @@ func TestMigrationCrashIsTakenOver(t *testing.T) {
 	}
 	t.Logf("migration crash: killed at %d listed, %d copied of %d (%d at the destination); resumed %.1fs after the kill; %d written again (%d of them logged done after the last write of their record); report %s",
 		listed, copied, n, len(atKill), resumeAfter.Seconds(), again, againUnrec, strconv.Quote(string(ti.Result)))
+}
+
+// TestTakeoverSparesARunAboutToClaim: a run indexes its task for the
+// takeover loop just before it claims it, so for a moment the task is
+// indexed, active in asynq and owned by nobody while its worker is alive.
+// Another worker's takeover scan in that moment must leave it alone: here
+// the moment is stretched to 3 s (a pause between index and claim) while a
+// second worker scans every 100 ms. The task runs once, on its own worker,
+// and nobody takes it over.
+func TestTakeoverSparesARunAboutToClaim(t *testing.T) {
+	t.Parallel()
+	b := setup(t, nil)
+	path, _ := testenv.RandomFile(t, b.dir, "slow-claim", storage.MinPartSize+1)
+
+	paused := make(chan string, 1)
+	first, err := worker.New(b.cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	worker.BeforeClaim(first, func(id string) {
+		select {
+		case paused <- id:
+			time.Sleep(3 * time.Second)
+		default: // paused once already
+		}
+	})
+	runWorker(t, first)
+
+	id := b.enq(t)(tasks.NewUploadTask(tasks.UploadPayload{Source: tasks.Location{Path: path}, Dest: s3loc("", b.bucket, "slow-claim")}))
+	select {
+	case got := <-paused:
+		if got != id {
+			t.Fatalf("paused before claiming %s; want %s", got, id)
+		}
+	case <-time.After(time.Minute):
+		t.Fatal("the first worker did not start the upload")
+	}
+	core, logs := observer.New(zap.InfoLevel)
+	second := b.cfg
+	second.TakeoverInterval, second.Logger = 100*time.Millisecond, zap.New(core)
+	workerproc.Start(t, second)
+
+	if p := b.wait(t, id, time.Minute); p.State != tasks.StateCompleted {
+		t.Fatalf("upload ended %+v", p)
+	}
+	if n := logs.FilterMessage("taking over a task whose worker stopped renewing its ownership").Len(); n != 0 {
+		t.Errorf("the second worker took over a live run %d times while it was between index and claim", n)
+	}
+}
+
+// runWorker runs w (made by worker.New, its test hooks set) until the test
+// ends, as workerproc.Start does.
+func runWorker(t *testing.T, w *worker.Worker) {
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- w.Run(ctx) }()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("worker.Run: %v", err)
+		}
+	})
 }

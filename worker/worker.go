@@ -52,6 +52,9 @@ type Worker struct {
 	// beforeExtrasDelete, set only by tests, runs in --delete-extra between
 	// the listings that found the extras and their deletion.
 	beforeExtrasDelete func()
+	// beforeClaim, set only by tests, runs in acquire between the task's
+	// takeover index entry and its claim.
+	beforeClaim func(id string)
 }
 
 // checkpoints is what the worker uses of the checkpoint store
