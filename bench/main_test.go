@@ -88,6 +88,14 @@ func (e *env) startWorker(tb testing.TB, mutate func(*worker.Config)) {
 	if mutate != nil {
 		mutate(&cfg)
 	}
+	if f := os.Getenv("FERRY_BENCH_LOG"); f != "" {
+		zc := zap.NewProductionConfig()
+		zc.Level = zap.NewAtomicLevelAt(zap.DebugLevel)
+		zc.OutputPaths = []string{f}
+		zc.EncoderConfig.EncodeTime = zapcore.RFC3339NanoTimeEncoder
+		l, _ := zc.Build()
+		cfg.Logger = l
+	}
 	workerproc.Start(tb, cfg)
 }
 

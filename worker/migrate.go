@@ -22,9 +22,15 @@ import (
 // Migration tuning.
 const (
 	defaultMigrateWindow = 64
-	// migratePoll is how often a migration whose window is full checks its
-	// copies.
+	// migratePoll is how often a migration whose window is full, or whose
+	// listing is done, checks its copies when none of them wakes it (see
+	// migrateWakeKey; tree uploads and takeovers do not).
 	migratePoll = 250 * time.Millisecond
+	// wakeSettle is how long a woken migration waits before it looks: a
+	// child wakes it from its handler, just before asynq records the end.
+	wakeSettle = 10 * time.Millisecond
+	// wakeTTL bounds the life of a wake nobody took (its migration ended).
+	wakeTTL = time.Minute
 	// maxReportedFailures caps the failures kept for the report.
 	maxReportedFailures = 1000
 	// maxDryRunSample caps the keys a dry run lists in its report.
@@ -177,13 +183,50 @@ func (m *migration) run(ctx context.Context) (*MigrateReport, error) {
 			}
 			continue
 		}
-		select {
-		case <-ctx.Done():
-			return nil, ctx.Err()
-		case <-time.After(migratePoll):
+		if err := m.waitForChild(ctx); err != nil {
+			return nil, err
 		}
 	}
 	return m.finish(ctx)
+}
+
+// waitForChild returns when one of the migration's batches or copies has
+// ended (it pushed to migrateWakeKey), or after migratePoll. Wakes pushed
+// meanwhile are dropped: the look that follows sees their ends too.
+func (m *migration) waitForChild(ctx context.Context) error {
+	key := migrateWakeKey(m.id)
+	// Do, not BLPop: go-redis rounds a BLPop timeout up to whole seconds.
+	err := m.w.rdb.Do(ctx, "BLPOP", key, strconv.FormatFloat(migratePoll.Seconds(), 'f', 3, 64)).Err()
+	wait := wakeSettle
+	switch {
+	case errors.Is(err, redis.Nil):
+		return nil // polled: nothing woke it
+	case ctx.Err() != nil:
+		return ctx.Err()
+	case err != nil:
+		// Redis cannot block here (before 6.0 BLPOP takes whole seconds
+		// only) or is away: poll.
+		wait = migratePoll
+	default:
+		m.w.rdb.Del(ctx, key)
+	}
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-time.After(wait):
+		return nil
+	}
+}
+
+// wakeMigration tells migration that one of its batches or copies ended
+// (see waitForChild). A failure only delays the count to the next poll.
+func (w *Worker) wakeMigration(ctx context.Context, migration string) {
+	key := migrateWakeKey(migration)
+	_, _ = w.rdb.Pipelined(context.WithoutCancel(ctx), func(p redis.Pipeliner) error {
+		p.RPush(ctx, key, 1)
+		p.Expire(ctx, key, wakeTTL)
+		return nil
+	})
 }
 
 // verdict is what comparing one source object with the destination decided.
@@ -269,7 +312,11 @@ func (m *migration) startRun(ctx context.Context) error {
 // whose size changed, is decided by the listings alone.
 func (m *migration) listPage(ctx context.Context, cursor string, room int) error {
 	srcPrefix, dstPrefix := m.p.Source.Key, m.p.Dest.Key
-	entries, err := m.listSource(ctx, cursor, migratePage)
+	size := migratePage
+	if cursor == "" {
+		size = migrateFirstPage
+	}
+	entries, err := m.listSource(ctx, cursor, size)
 	if err != nil {
 		return err
 	}
@@ -653,6 +700,7 @@ func (m *migration) finish(ctx context.Context) (*MigrateReport, error) {
 		migrateBatchesKey(m.id), migrateOutboxKey(m.id)} {
 		m.w.rdb.Expire(ctx, k, m.w.cfg.ProgressTTL)
 	}
+	m.w.rdb.Del(ctx, migrateWakeKey(m.id))
 	m.log.Info("migration done", zap.Int64("listed", rep.Listed), zap.Int64("copied", rep.Copied),
 		zap.Int64("skipped", rep.Skipped), zap.Int64("failed", rep.Failed), zap.Int64("deleted", rep.Deleted), zap.Int64("ignored", c["ignored"]),
 		zap.String("delete_skipped", rep.DeleteSkipped))

@@ -1,10 +1,13 @@
 package worker
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -36,6 +39,10 @@ const (
 	// migratePage is the most source objects one page of the listing
 	// holds: one ListObjectsV2 call.
 	migratePage = 1000
+	// migrateFirstPage is the first page's: the first batches are
+	// enqueued after a short listing (about a fifth of a full one's
+	// time), and the worker's slots start while the next page is listed.
+	migrateFirstPage = 2 * migrateBatchItems
 	// migrateBatchItems is the most objects a migration puts in one
 	// batch (also at most tasks.MaxBatchBytes). Smaller than a producer's
 	// tasks.MaxBatchItems so that a page spreads over several workers:
@@ -342,7 +349,7 @@ func (m *migration) planCopy(ctx context.Context, pl *pagePlan, f storage.Stored
 // run of the migration (an object is in one batch of a run), never shared
 // with another run (see childID).
 func (m *migration) batchID(first tasks.BatchItem) string {
-	return hashID("ferry-migb-", m.runID(), "batch", first.Source.Key, first.Source.Path, first.Dest.Key)
+	return hashID(batchIDPrefix, m.runID(), "batch", first.Source.Key, first.Source.Path, first.Dest.Key)
 }
 
 // commit checkpoints a page in one transaction, fenced by the run's
@@ -414,7 +421,13 @@ func (m *migration) flushOutbox(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("migration outbox: %w", err)
 	}
-	for id, raw := range entries {
+	// Batches first: a slot that runs a batch moves many objects at once,
+	// one that runs a large object's copy one.
+	ids := slices.SortedFunc(maps.Keys(entries), func(a, b string) int {
+		return cmp.Or(cmp.Compare(outboxRank(a), outboxRank(b)), strings.Compare(a, b))
+	})
+	for _, id := range ids {
+		raw := entries[id]
 		t, err := m.outboxTask(id, raw)
 		if err != nil {
 			return err
@@ -427,6 +440,17 @@ func (m *migration) flushOutbox(ctx context.Context) error {
 		}
 	}
 	return nil
+}
+
+// batchIDPrefix begins the id of each batch of a migration (batchID).
+const batchIDPrefix = "ferry-migb-"
+
+// outboxRank orders the outbox: batches before copies and uploads.
+func outboxRank(id string) int {
+	if strings.HasPrefix(id, batchIDPrefix) {
+		return 0
+	}
+	return 1
 }
 
 // outboxTask builds the task of an outbox entry. A migration's batch is

@@ -92,7 +92,8 @@ func (w *Worker) endState(ctx context.Context, err error) string {
 }
 
 // notifyOnEnd enqueues the notification of a transfer that ends in this
-// run. Only asynq's runs notify: a takeover run that completes an upload is
+// run, or wakes the migration a batch or copy that ends belongs to (see
+// waitForChild). Only asynq's runs notify: a takeover run that completes an upload is
 // followed by asynq's own run of the task, which finds it done and notifies
 // then (a transfer ends once, for asynq).
 func (w *Worker) notifyOnEnd(next asynq.Handler) asynq.Handler {
@@ -104,9 +105,19 @@ func (w *Worker) notifyOnEnd(next asynq.Handler) asynq.Handler {
 		end := &ending{}
 		start := time.Now()
 		err := next.ProcessTask(context.WithValue(ctx, endingKey{}, end), t)
-		if state := w.endState(ctx, err); state != "" {
-			w.enqueueNotify(ctx, t, id, state, end, err, start)
+		state := w.endState(ctx, err)
+		if state == "" {
+			return err
 		}
+		var ends transferEnds
+		_ = json.Unmarshal(t.Payload(), &ends) // a payload that does not decode has no notify
+		if ends.Migration != "" {
+			// The migration notifies once for all of its copies; it
+			// counts this one's end at once.
+			w.wakeMigration(ctx, ends.Migration)
+			return err
+		}
+		w.enqueueNotify(ctx, t, id, state, ends, end, err, start)
 		return err
 	})
 }
@@ -142,12 +153,10 @@ func display(l tasks.Location) string {
 
 // enqueueNotify enqueues the delivery of the transfer's end. A failure is
 // logged, never returned: the transfer's outcome stands either way.
-func (w *Worker) enqueueNotify(ctx context.Context, t *asynq.Task, id, state string, end *ending, runErr error, runStart time.Time) {
+func (w *Worker) enqueueNotify(ctx context.Context, t *asynq.Task, id, state string, ends transferEnds, end *ending, runErr error, runStart time.Time) {
 	queue, _ := asynq.GetQueueName(ctx)
-	var ends transferEnds
-	_ = json.Unmarshal(t.Payload(), &ends) // a payload that does not decode has no notify
 	target := w.notifyTarget(ends, queue)
-	if target == "" || ends.Migration != "" {
+	if target == "" {
 		return
 	}
 	log := w.log.With(zap.String("task_id", id), zap.String("event", webhook.EventID(id, state)))
