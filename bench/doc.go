@@ -7,5 +7,7 @@
 // large upload's bytes (default 1 GiB), and FERRY_BENCH_OBJECTS, the
 // objects BenchmarkMigrateMany migrates and re-runs (default 10,000; set
 // 100000 for issue 12's Redis figure, which takes tens of minutes on 2
-// cores).
+// cores). FERRY_BENCH_LOG=FILE writes the in-process worker's debug log
+// there as JSON lines with nanosecond times (every task's start and end):
+// where a run's time goes.
 package bench

@@ -8,7 +8,6 @@ import (
 	"fmt"
 	mrand "math/rand/v2"
 	"net/http"
-	"os"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -142,7 +141,6 @@ func (e *env) migrate(tb testing.TB, src, dst tasks.Location, timeout time.Durat
 	id := e.enq(tb)(tasks.NewMigrateTask(tasks.MigratePayload{Source: src, Dest: dst}))
 	e.waitDone(tb, id, timeout)
 	took := time.Since(start)
-	fmt.Fprintf(os.Stderr, "TIMELINE migrate %s enqueued %s done %s\n", id, start.Format(time.RFC3339Nano), time.Now().Format(time.RFC3339Nano))
 	ti, err := e.client.Inspector().GetTaskInfo(e.queue, id)
 	if err != nil {
 		tb.Fatal(err)
@@ -284,7 +282,6 @@ func BenchmarkMigrate(b *testing.B) {
 			start := time.Now()
 			e.directMigrate(b, src, direct)
 			dDirect += time.Since(start)
-			fmt.Fprintf(os.Stderr, "TIMELINE direct took %s\n", time.Since(start))
 		})
 		// Re-run the finished migration; then list both sides.
 		rerun.add(e.rerun(b, counter, src, dst, objects))
