@@ -64,14 +64,14 @@ func (b bundle) runAll(t *testing.T, step string, argvs [][]string) {
 	var ids []string
 	what := map[string]string{}
 	for i, r := range b.ferryAll(t, argvs) {
-		if r.code != 0 {
+		if r.Code != 0 {
 			t.Fatalf("%s: ferry %q: %s", step, argvs[i], r)
 		}
-		id := jsonLines(t, r.stdout)[0]["task_id"].(string)
+		id := jsonLines(t, r.Stdout)[0]["task_id"].(string)
 		ids = append(ids, id)
 		what[id] = fmt.Sprintf("%q", argvs[i])
 	}
-	if w := b.ferry(t, append([]string{"watch"}, ids...)...); w.code != 0 {
+	if w := b.ferry(t, append([]string{"watch"}, ids...)...); w.Code != 0 {
 		t.Fatalf("%s: not every task completed: %s\ntasks: %v", step, w, what)
 	}
 }
@@ -230,7 +230,7 @@ func TestAwkwardKeys(t *testing.T) {
 	dirs.check(t, "migrate dir+x to dir x", map[string][]byte{"dir x/f.txt": small["dir+x/f.txt"]})
 	// In one bucket they do not overlap either: the dry run lists the one
 	// key of dir+x (its twin holds other bytes), and writes nothing.
-	if r := b.ferry(t, "migrate", puts.url("dir+x"), puts.url("dir x"), "--dry-run", "--queue", b.queue, "--wait", "--json"); r.code != 0 {
+	if r := b.ferry(t, "migrate", puts.url("dir+x"), puts.url("dir x"), "--dry-run", "--queue", b.queue, "--wait", "--json"); r.Code != 0 {
 		t.Errorf("migrate dir+x to its twin dir x in one bucket: refused as overlapping? %s", r)
 	} else {
 		res, _ := checkWaitJSON(t, r, "ferry:migrate", b.queue)["result"].(map[string]any)
@@ -244,14 +244,14 @@ func TestAwkwardKeys(t *testing.T) {
 	// spaces kept) and JSON; a directory whose name differs from another's
 	// only by "+" and space lists only itself.
 	var lsJSON []string
-	for _, l := range jsonLines(t, b.must(t, "ls", puts.url(""), "--json").stdout) {
+	for _, l := range jsonLines(t, b.must(t, "ls", puts.url(""), "--json").Stdout) {
 		lsJSON = append(lsJSON, l["key"].(string))
 	}
 	if diff := gocmp.Diff(slices.Sorted(slices.Values(keys)), lsJSON); diff != "" {
 		t.Errorf("ls --json (-want +got):\n%s", diff)
 	}
 	var lsText []string
-	for line := range strings.SplitSeq(strings.TrimSuffix(b.must(t, "ls", puts.url("")).stdout, "\n"), "\n") {
+	for line := range strings.SplitSeq(strings.TrimSuffix(b.must(t, "ls", puts.url("")).Stdout, "\n"), "\n") {
 		if len(line) > 33 {
 			lsText = append(lsText, line[33:])
 		}
@@ -260,7 +260,7 @@ func TestAwkwardKeys(t *testing.T) {
 		t.Errorf("ls (-want +got):\n%s", diff)
 	}
 	for dir, want := range map[string]string{"dir+x": "dir+x/f.txt", "dir x": "dir x/f.txt", "\U0001F600": "\U0001F600/\U0001F680 rocket.txt"} {
-		l := jsonLines(t, b.must(t, "ls", puts.url(dir), "--json").stdout)
+		l := jsonLines(t, b.must(t, "ls", puts.url(dir), "--json").Stdout)
 		if len(l) != 1 || l[0]["key"] != want {
 			t.Errorf("ls %q = %v, want only %q", puts.url(dir), l, want)
 		}
@@ -270,11 +270,11 @@ func TestAwkwardKeys(t *testing.T) {
 	infos := b.ferryAll(t, each(func(_ int, k string) []string { return []string{"info", puts.url(k), "--json"} }))
 	for i, r := range infos {
 		k := keys[i]
-		if r.code != 0 {
+		if r.Code != 0 {
 			t.Errorf("info %q: %s", k, r)
 			continue
 		}
-		info := jsonLines(t, r.stdout)[0]
+		info := jsonLines(t, r.Stdout)[0]
 		sum := md5.Sum(small[k])
 		if info["key"] != k || info["size"] != float64(len(small[k])) || info["etag"] != hex.EncodeToString(sum[:]) {
 			t.Errorf("info %q = %v; want that key, %d bytes, ETag %x", k, info, len(small[k]), sum)
@@ -285,11 +285,11 @@ func TestAwkwardKeys(t *testing.T) {
 	urls := b.ferryAll(t, each(func(_ int, k string) []string { return []string{"url", puts.url(k)} }))
 	for i, r := range urls {
 		k := keys[i]
-		if r.code != 0 {
+		if r.Code != 0 {
 			t.Errorf("url %q: %s", k, r)
 			continue
 		}
-		if got := httpDo(t, http.MethodGet, strings.TrimSpace(r.stdout), nil); got != string(small[k]) {
+		if got := httpDo(t, http.MethodGet, strings.TrimSpace(r.Stdout), nil); got != string(small[k]) {
 			t.Errorf("GET of the presigned URL of %q = %q, want %q", k, got, small[k])
 		}
 	}
@@ -298,10 +298,10 @@ func TestAwkwardKeys(t *testing.T) {
 	presigned := near()
 	urls = b.ferryAll(t, each(func(_ int, k string) []string { return []string{"url", presigned.url(k), "--method", "PUT"} }))
 	for i, r := range urls {
-		if r.code != 0 {
+		if r.Code != 0 {
 			t.Fatalf("url --method PUT %q: %s", keys[i], r)
 		}
-		httpDo(t, http.MethodPut, strings.TrimSpace(r.stdout), small[keys[i]])
+		httpDo(t, http.MethodPut, strings.TrimSpace(r.Stdout), small[keys[i]])
 	}
 	presigned.check(t, "presigned PUT", small)
 

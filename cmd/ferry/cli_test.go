@@ -2,14 +2,11 @@ package main
 
 import (
 	"bytes"
-	"context"
 	"crypto/rand"
-	"errors"
 	"io"
 	"maps"
 	"net"
 	"net/http"
-	"os/exec"
 	"path/filepath"
 	"regexp"
 	"strconv"
@@ -19,29 +16,16 @@ import (
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
-	"github.com/aws/aws-sdk-go-v2/service/s3/types"
 	"github.com/google/go-cmp/cmp"
 
+	"github.com/ferryhq/ferry/internal/ferrybin"
 	"github.com/ferryhq/ferry/internal/testenv"
 )
 
 // getObject reads an object with the plain SDK; nil when it does not exist.
 func (b bundle) getObject(t *testing.T, key string) []byte {
 	t.Helper()
-	out, err := b.s3.Client().GetObject(t.Context(), &s3.GetObjectInput{Bucket: &b.bucket, Key: &key})
-	var nsk *types.NoSuchKey
-	if errors.As(err, &nsk) {
-		return nil
-	}
-	if err != nil {
-		t.Fatalf("GetObject %s: %v", key, err)
-	}
-	defer out.Body.Close()
-	data, err := io.ReadAll(out.Body)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return data
+	return b.s3.GetObject(t, b.bucket, key)
 }
 
 func (b bundle) putObject(t *testing.T, key string, data []byte) {
@@ -64,7 +48,7 @@ func randomBytes(t *testing.T, n int) []byte {
 // the final status, completed.
 func checkWaitJSON(t *testing.T, r result, typ, queue string) map[string]any {
 	t.Helper()
-	lines := jsonLines(t, r.stdout)
+	lines := jsonLines(t, r.Stdout)
 	if len(lines) != 2 {
 		t.Fatalf("want 2 JSON lines, got %d: %s", len(lines), r)
 	}
@@ -153,18 +137,18 @@ func TestWaitPlainAndStdin(t *testing.T) {
 	b.startWorker(t)
 	r := run(t, b.dir, []string{envConfig + "=" + b.config}, "from stdin\n",
 		"put", "-", "s3://"+b.bucket+"/stdin.txt", "--queue", b.queue, "--wait")
-	if r.code != 0 {
+	if r.Code != 0 {
 		t.Fatalf("put - --wait: %s", r)
 	}
-	m := regexp.MustCompile(`(?m)^enqueued ferry:put (\S+) on queue `).FindStringSubmatch(r.stdout)
+	m := regexp.MustCompile(`(?m)^enqueued ferry:put (\S+) on queue `).FindStringSubmatch(r.Stdout)
 	if m == nil {
 		t.Fatalf("no enqueue line: %s", r)
 	}
-	if !regexp.MustCompile(`(?m)^` + regexp.QuoteMeta(m[1]) + ` completed`).MatchString(r.stdout) {
+	if !regexp.MustCompile(`(?m)^` + regexp.QuoteMeta(m[1]) + ` completed`).MatchString(r.Stdout) {
 		t.Errorf("no completed line for %s: %s", m[1], r)
 	}
-	if strings.Contains(r.stdout, "\x1b[") {
-		t.Errorf("escape sequences on a non-terminal: %q", r.stdout)
+	if strings.Contains(r.Stdout, "\x1b[") {
+		t.Errorf("escape sequences on a non-terminal: %q", r.Stdout)
 	}
 	if got := b.getObject(t, "stdin.txt"); string(got) != "from stdin\n" {
 		t.Errorf("stored %q", got)
@@ -180,19 +164,19 @@ func TestFailedTaskExit(t *testing.T) {
 	outside := filepath.Join(t.TempDir(), "outside.txt") // not under --allow-dir
 	writeFile(t, outside, "x")
 	r := b.ferry(t, "put", outside, "s3://"+b.bucket+"/x", "--queue", b.queue, "--max-retry", "1", "--wait", "--json")
-	if r.code != exitTaskFailed {
+	if r.Code != exitTaskFailed {
 		t.Fatalf("want exit %d: %s", exitTaskFailed, r)
 	}
-	lines := jsonLines(t, r.stdout)
+	lines := jsonLines(t, r.Stdout)
 	if len(lines) != 2 || lines[1]["state"] != "failed" || lines[1]["error"] == "" {
 		t.Fatalf("want a failed final status with an error: %s", r)
 	}
-	if !strings.Contains(r.stderr, "failed") {
+	if !strings.Contains(r.Stderr, "failed") {
 		t.Errorf("stderr does not say the task failed: %s", r)
 	}
 	id := lines[0]["task_id"].(string)
 	w := b.ferry(t, "watch", id)
-	if w.code != exitTaskFailed || !strings.Contains(w.stdout, id+" failed") {
+	if w.Code != exitTaskFailed || !strings.Contains(w.Stdout, id+" failed") {
 		t.Errorf("watch of a failed task: want exit 3 and a failed line: %s", w)
 	}
 }
@@ -204,12 +188,12 @@ func TestStatusJSON(t *testing.T) {
 	b := setup(t)
 	writeFile(t, filepath.Join(b.dir, "f.bin"), strings.Repeat("z", 4096))
 	r := b.must(t, "upload", "f.bin", "s3://"+b.bucket+"/f.bin", "--queue", b.queue, "--json", "--task-id", testenv.UniqueName("my-id"))
-	enq := jsonLines(t, r.stdout)[0]
+	enq := jsonLines(t, r.Stdout)[0]
 	id := enq["task_id"].(string)
 	if !strings.HasPrefix(id, "my-id-") {
 		t.Errorf("--task-id not used: %v", enq)
 	}
-	st := jsonLines(t, b.must(t, "status", id, "--json").stdout)[0]
+	st := jsonLines(t, b.must(t, "status", id, "--json").Stdout)[0]
 	want := map[string]any{"task_id": id, "type": "ferry:upload", "queue": b.queue, "state": "pending",
 		"source": filepath.Join(b.dir, "f.bin"), "dest": "s3://" + b.bucket + "/f.bin",
 		"bytes_done": float64(0), "bytes_total": float64(4096), "parts_done": float64(0), "parts_total": float64(0),
@@ -217,7 +201,7 @@ func TestStatusJSON(t *testing.T) {
 	if diff := cmp.Diff(want, st); diff != "" {
 		t.Errorf("status --json of a pending task (-want +got):\n%s", diff)
 	}
-	human := b.must(t, "status", id).stdout
+	human := b.must(t, "status", id).Stdout
 	for _, s := range []string{"State:", "pending", "Queue:", b.queue, "4.0 KiB"} {
 		if !strings.Contains(human, s) {
 			t.Errorf("status output lacks %q:\n%s", s, human)
@@ -227,10 +211,10 @@ func TestStatusJSON(t *testing.T) {
 	// Run it, then its status is complete with the result.
 	b.startWorker(t)
 	w := b.ferry(t, "watch", id)
-	if w.code != 0 || !strings.Contains(w.stdout, id+" completed") {
+	if w.Code != 0 || !strings.Contains(w.Stdout, id+" completed") {
 		t.Fatalf("watch: %s", w)
 	}
-	st = jsonLines(t, b.must(t, "status", id, "--json").stdout)[0]
+	st = jsonLines(t, b.must(t, "status", id, "--json").Stdout)[0]
 	if st["state"] != "completed" || st["bytes_done"] != float64(4096) || st["percent"] != float64(100) || st["started_at"] == nil || st["updated_at"] == nil {
 		t.Errorf("status --json of a completed task = %v", st)
 	}
@@ -248,21 +232,21 @@ func TestWatchSeveral(t *testing.T) {
 	for _, name := range []string{"one", "two"} {
 		writeFile(t, filepath.Join(b.dir, name), name)
 		r := b.must(t, "put", name, "s3://"+b.bucket+"/"+name, "--queue", b.queue, "--json")
-		ids = append(ids, jsonLines(t, r.stdout)[0]["task_id"].(string))
+		ids = append(ids, jsonLines(t, r.Stdout)[0]["task_id"].(string))
 	}
 	b.startWorker(t)
 	r := b.ferry(t, append([]string{"watch"}, ids...)...)
-	if r.code != 0 {
+	if r.Code != 0 {
 		t.Fatalf("watch: %s", r)
 	}
 	for _, id := range ids {
-		if !strings.Contains(r.stdout, id+" completed") {
+		if !strings.Contains(r.Stdout, id+" completed") {
 			t.Errorf("no completed line for %s: %s", id, r)
 		}
 	}
 	// --json: one JSON line per update, the last ones completed.
 	j := b.must(t, "watch", ids[0], "--json")
-	lines := jsonLines(t, j.stdout)
+	lines := jsonLines(t, j.Stdout)
 	if last := lines[len(lines)-1]; last["task_id"] != ids[0] || last["state"] != "completed" {
 		t.Errorf("watch --json last line = %v", last)
 	}
@@ -273,25 +257,25 @@ func TestCancel(t *testing.T) {
 	t.Parallel()
 	b := setup(t)
 	r := b.must(t, "delete", "s3://"+b.bucket+"/k", "--queue", b.queue, "--json", "--idempotent")
-	id := jsonLines(t, r.stdout)[0]["task_id"].(string)
+	id := jsonLines(t, r.Stdout)[0]["task_id"].(string)
 	if !strings.HasPrefix(id, "ferry-") {
 		t.Errorf("--idempotent id = %q, want a ferry- id", id)
 	}
-	if again := b.ferry(t, "delete", "s3://"+b.bucket+"/k", "--queue", b.queue, "--idempotent"); again.code != exitError ||
-		!strings.Contains(again.stderr, "exists already") {
+	if again := b.ferry(t, "delete", "s3://"+b.bucket+"/k", "--queue", b.queue, "--idempotent"); again.Code != exitError ||
+		!strings.Contains(again.Stderr, "exists already") {
 		t.Errorf("second --idempotent enqueue: want exit 1 naming the conflict: %s", again)
 	}
-	if c := b.must(t, "cancel", id); !strings.Contains(c.stdout, "cancelled "+id) {
+	if c := b.must(t, "cancel", id); !strings.Contains(c.Stdout, "cancelled "+id) {
 		t.Errorf("cancel output: %s", c)
 	}
-	st := jsonLines(t, b.must(t, "status", id, "--json").stdout)[0]
+	st := jsonLines(t, b.must(t, "status", id, "--json").Stdout)[0]
 	if st["state"] != "cancelled" || st["error"] != "cancelled by user" {
 		t.Errorf("status after cancel = %v", st)
 	}
-	if c := b.ferry(t, "cancel", id); c.code != exitError || !strings.Contains(c.stderr, "already finished") {
+	if c := b.ferry(t, "cancel", id); c.Code != exitError || !strings.Contains(c.Stderr, "already finished") {
 		t.Errorf("second cancel: %s", c)
 	}
-	if w := b.ferry(t, "watch", id); w.code != exitTaskFailed || !strings.Contains(w.stdout, id+" cancelled") {
+	if w := b.ferry(t, "watch", id); w.Code != exitTaskFailed || !strings.Contains(w.Stdout, id+" cancelled") {
 		t.Errorf("watch of a cancelled task: %s", w)
 	}
 }
@@ -326,11 +310,11 @@ func TestRedisURLPrecedence(t *testing.T) {
 				argv = append([]string{"--redis", tc.flag}, probe...)
 			}
 			r := run(t, b.dir, tc.env, "", argv...)
-			if r.code != tc.wantCode {
+			if r.Code != tc.wantCode {
 				t.Fatalf("want exit %d: %s", tc.wantCode, r)
 			}
 			for _, s := range tc.wantErr {
-				if !strings.Contains(r.stderr, s) {
+				if !strings.Contains(r.Stderr, s) {
 					t.Errorf("stderr lacks %q: %s", s, r)
 				}
 			}
@@ -418,15 +402,15 @@ func TestErrors(t *testing.T) {
 				env = []string{envConfig + "=" + b.config}
 			}
 			r := run(t, b.dir, env, "", tc.argv...)
-			if r.code != tc.wantCode {
+			if r.Code != tc.wantCode {
 				t.Errorf("want exit %d: %s", tc.wantCode, r)
 			}
 			for _, s := range tc.want {
-				if !strings.Contains(r.stderr, s) {
+				if !strings.Contains(r.Stderr, s) {
 					t.Errorf("stderr lacks %q: %s", s, r)
 				}
 			}
-			if strings.Contains(r.stderr+r.stdout, b.s3.SecretKey) || strings.Contains(r.stderr, "hunter2") {
+			if strings.Contains(r.Stderr+r.Stdout, b.s3.SecretKey) || strings.Contains(r.Stderr, "hunter2") {
 				t.Errorf("output contains a secret: %s", r)
 			}
 		})
@@ -440,14 +424,14 @@ func TestObjects(t *testing.T) {
 	for _, k := range []string{"docs/a.txt", "docs/b.txt", "docs/c.txt", "other/d.txt"} {
 		b.putObject(t, k, []byte("content of "+k))
 	}
-	ls := b.must(t, "ls", "s3://"+b.bucket+"/docs/").stdout
+	ls := b.must(t, "ls", "s3://"+b.bucket+"/docs/").Stdout
 	if n := strings.Count(ls, "\n"); n != 3 || !strings.Contains(ls, "docs/a.txt") || strings.Contains(ls, "other/") {
 		t.Errorf("ls docs/ =\n%s", ls)
 	}
 	if !strings.Contains(ls, " "+strconv.Itoa(len("content of docs/a.txt"))+" ") {
 		t.Errorf("ls lacks the size: \n%s", ls)
 	}
-	lines := jsonLines(t, b.must(t, "ls", "s3://"+b.bucket, "--limit", "2", "--json").stdout)
+	lines := jsonLines(t, b.must(t, "ls", "s3://"+b.bucket, "--limit", "2", "--json").Stdout)
 	var keys []string
 	for _, l := range lines {
 		keys = append(keys, l["key"].(string))
@@ -456,7 +440,7 @@ func TestObjects(t *testing.T) {
 		t.Errorf("ls --limit 2 --json keys (-want +got):\n%s", diff)
 	}
 
-	info := jsonLines(t, b.must(t, "info", "s3://"+b.bucket+"/docs/a.txt", "--json").stdout)[0]
+	info := jsonLines(t, b.must(t, "info", "s3://"+b.bucket+"/docs/a.txt", "--json").Stdout)[0]
 	if info["bucket"] != b.bucket || info["key"] != "docs/a.txt" || info["size"] != float64(len("content of docs/a.txt")) ||
 		info["content_type"] != "text/plain" || info["etag"] == "" || info["last_modified"] == nil {
 		t.Errorf("info --json = %v", info)
@@ -464,13 +448,13 @@ func TestObjects(t *testing.T) {
 	if md, _ := info["metadata"].(map[string]any); md["owner"] != "ops" {
 		t.Errorf("info --json metadata = %v", info["metadata"])
 	}
-	if human := b.must(t, "info", "s3://"+b.bucket+"/docs/a.txt").stdout; !strings.Contains(human, "Metadata:") ||
+	if human := b.must(t, "info", "s3://"+b.bucket+"/docs/a.txt").Stdout; !strings.Contains(human, "Metadata:") ||
 		!strings.Contains(human, "owner=ops") {
 		t.Errorf("info =\n%s", human)
 	}
 
 	// A GET URL downloads the object without credentials.
-	u := strings.TrimSpace(b.must(t, "url", "s3://"+b.bucket+"/docs/b.txt", "--expires", "5m").stdout)
+	u := strings.TrimSpace(b.must(t, "url", "s3://"+b.bucket+"/docs/b.txt", "--expires", "5m").Stdout)
 	if !strings.Contains(u, "X-Amz-Expires=300") {
 		t.Errorf("url does not last 5m: %s", u)
 	}
@@ -478,11 +462,11 @@ func TestObjects(t *testing.T) {
 		t.Errorf("GET presigned URL = %q", got)
 	}
 	// Without --expires, the profile's presigned_expiry (30m) applies.
-	if u := b.must(t, "url", "s3://"+b.bucket+"/docs/b.txt").stdout; !strings.Contains(u, "X-Amz-Expires=1800") {
+	if u := b.must(t, "url", "s3://"+b.bucket+"/docs/b.txt").Stdout; !strings.Contains(u, "X-Amz-Expires=1800") {
 		t.Errorf("url without --expires does not use presigned_expiry 30m: %s", u)
 	}
 	// A PUT URL uploads.
-	pu := strings.TrimSpace(b.must(t, "url", "s3://"+b.bucket+"/up/new.txt", "--method", "put").stdout)
+	pu := strings.TrimSpace(b.must(t, "url", "s3://"+b.bucket+"/up/new.txt", "--method", "put").Stdout)
 	httpDo(t, http.MethodPut, pu, []byte("uploaded"))
 	if got := b.getObject(t, "up/new.txt"); string(got) != "uploaded" {
 		t.Errorf("PUT presigned URL stored %q", got)
@@ -521,12 +505,12 @@ func TestProfileSecretsFromEnv(t *testing.T) {
 	env := []string{envConfig + "=" + cfg,
 		"FERRY_PROFILE_MY_STORE_ACCESS_KEY_ID=" + b.s3.AccessKey, "FERRY_PROFILE_MY_STORE_SECRET_ACCESS_KEY=" + b.s3.SecretKey}
 	r := run(t, b.dir, env, "", "ls", "s3://"+b.bucket, "--profile", "my-store")
-	if r.code != 0 || !strings.Contains(r.stdout, "x.txt") {
+	if r.Code != 0 || !strings.Contains(r.Stdout, "x.txt") {
 		t.Errorf("ls with secrets from the environment: %s", r)
 	}
 	// Without them the AWS default chain finds nothing: an S3 error, exit 1.
 	r = run(t, b.dir, []string{envConfig + "=" + cfg}, "", "ls", "s3://"+b.bucket, "--profile", "my-store")
-	if r.code != exitError {
+	if r.Code != exitError {
 		t.Errorf("ls without credentials: want exit 1: %s", r)
 	}
 }
@@ -571,11 +555,11 @@ func TestHelp(t *testing.T) {
 	dir := t.TempDir()
 	for _, c := range []string{"worker", "dashboard", "server", "put", "upload", "copy", "move", "delete", "status", "watch", "cancel", "ls", "info", "url"} {
 		r := run(t, dir, nil, "", c, "--help")
-		if r.code != 0 || !strings.Contains(r.stdout, "Examples:") || !strings.Contains(r.stdout, "ferry "+c) {
+		if r.Code != 0 || !strings.Contains(r.Stdout, "Examples:") || !strings.Contains(r.Stdout, "ferry "+c) {
 			t.Errorf("ferry %s --help: %s", c, r)
 		}
 	}
-	if r := run(t, dir, nil, "", "completion", "bash"); r.code != 0 || !strings.Contains(r.stdout, "ferry") {
+	if r := run(t, dir, nil, "", "completion", "bash"); r.Code != 0 || !strings.Contains(r.Stdout, "ferry") {
 		t.Errorf("completion bash: %s", r)
 	}
 }
@@ -672,19 +656,8 @@ func freeAddr(t *testing.T, host string) string {
 // that started is stopped with SIGKILL (a refusal to start exits at once).
 func runBriefly(t *testing.T, dir string, env []string, d time.Duration, argv ...string) (result, bool) {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(t.Context(), d)
-	defer cancel()
-	cmd := exec.CommandContext(ctx, ferryBin, argv...)
-	cmd.Dir = dir
-	cmd.Env = append(baseEnv(dir), env...)
-	var out, errb bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &out, &errb
-	err := cmd.Run()
-	r := result{stdout: out.String(), stderr: errb.String()}
-	if ee, ok := err.(*exec.ExitError); ok {
-		r.code = ee.ExitCode()
-	}
-	return r, ctx.Err() == nil
+	r := ferrybin.Cmd{Bin: ferryBin, Dir: dir, Env: env, Timeout: d}.Run(t, "", argv...)
+	return r, r.Code != -1 // -1: killed, by the timeout
 }
 
 // TestDashboardRefusesExposureWithoutToken: a dashboard listening beyond
@@ -710,16 +683,16 @@ func TestDashboardRefusesExposureWithoutToken(t *testing.T) {
 				env = append(env, envDashToken+"="+c.token)
 			}
 			r, exited := runBriefly(t, b.dir, env, 10*time.Second, "dashboard", "--addr", c.addr)
-			if !exited || r.code != exitError {
+			if !exited || r.Code != exitError {
 				t.Fatalf("dashboard --addr %s with token %q started (exited %v); want a refusal:\n%s", c.addr, c.token, exited, r)
 			}
 			for _, w := range c.want {
-				if !strings.Contains(r.stderr, w) {
-					t.Errorf("the refusal does not say %q:\n%s", w, r.stderr)
+				if !strings.Contains(r.Stderr, w) {
+					t.Errorf("the refusal does not say %q:\n%s", w, r.Stderr)
 				}
 			}
-			if c.token != "" && strings.Contains(r.stderr, c.token) {
-				t.Errorf("the refusal prints the token:\n%s", r.stderr)
+			if c.token != "" && strings.Contains(r.Stderr, c.token) {
+				t.Errorf("the refusal prints the token:\n%s", r.Stderr)
 			}
 		})
 	}
@@ -738,7 +711,7 @@ func TestPrefixesAreDirectoriesCLI(t *testing.T) {
 	}
 	lsKeys := func(arg string) []string {
 		var keys []string
-		for _, l := range jsonLines(t, b.must(t, "ls", arg, "--json").stdout) {
+		for _, l := range jsonLines(t, b.must(t, "ls", arg, "--json").Stdout) {
 			keys = append(keys, l["key"].(string))
 		}
 		return keys
@@ -751,8 +724,8 @@ func TestPrefixesAreDirectoriesCLI(t *testing.T) {
 	}
 
 	r := b.must(t, "delete", "s3://"+b.bucket+"/logs/2024", "--recursive", "--dry-run", "--queue", b.queue, "--wait")
-	if !strings.Contains(r.stdout, "dry run: would delete 2 objects\n  logs/2024/01.log\n  logs/2024/02.log\n") {
-		t.Errorf("delete --dry-run --wait printed:\n%s", r.stdout)
+	if !strings.Contains(r.Stdout, "dry run: would delete 2 objects\n  logs/2024/01.log\n  logs/2024/02.log\n") {
+		t.Errorf("delete --dry-run --wait printed:\n%s", r.Stdout)
 	}
 	if b.getObject(t, "logs/2024/01.log") == nil {
 		t.Error("the dry run deleted logs/2024/01.log")
@@ -762,8 +735,8 @@ func TestPrefixesAreDirectoriesCLI(t *testing.T) {
 		{"delete", "s3://" + b.bucket + "/logs/2024", "--dry-run"},
 		{"delete", "s3://" + b.bucket + "/*", "--recursive"},
 	} {
-		if r := b.ferry(t, append(argv, "--queue", b.queue)...); r.code != 2 {
-			t.Errorf("ferry %s: exit %d, want 2 (usage): %s", strings.Join(argv, " "), r.code, r)
+		if r := b.ferry(t, append(argv, "--queue", b.queue)...); r.Code != 2 {
+			t.Errorf("ferry %s: exit %d, want 2 (usage): %s", strings.Join(argv, " "), r.Code, r)
 		}
 	}
 }
@@ -783,7 +756,7 @@ func TestInfoHeaders(t *testing.T) {
 	b.s3.PutObject(t, b.bucket, "docs/h.txt", []byte("headers"), h)
 	arg := "s3://" + b.bucket + "/docs/h.txt"
 
-	human := b.must(t, "info", arg).stdout
+	human := b.must(t, "info", arg).Stdout
 	for _, want := range []string{
 		"Content-Type:", "text/x-ferry-test", "Content-Encoding:", "gzip",
 		"Content-Disposition:", `attachment; filename="ferry test.txt"`, "Cache-Control:", "max-age=60, private",
@@ -795,7 +768,7 @@ func TestInfoHeaders(t *testing.T) {
 		}
 	}
 
-	out := b.must(t, "info", arg, "--json").stdout
+	out := b.must(t, "info", arg, "--json").Stdout
 	info := jsonLines(t, out)[0]
 	want := map[string]any{"bucket": b.bucket, "key": "docs/h.txt", "size": float64(len("headers")),
 		"content_type": "text/x-ferry-test", "content_encoding": "gzip",

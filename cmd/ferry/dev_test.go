@@ -20,6 +20,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/credentials"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
 
+	"github.com/ferryhq/ferry/internal/ferrybin"
 	"github.com/ferryhq/ferry/internal/testenv"
 )
 
@@ -57,8 +58,8 @@ func (d devBundle) args(extra ...string) []string {
 // devProc is a running `ferry dev`.
 type devProc struct {
 	cmd    *exec.Cmd
-	stdout *syncBuffer
-	stderr *syncBuffer
+	stdout *ferrybin.LockedBuffer
+	stderr *ferrybin.LockedBuffer
 	done   chan error
 }
 
@@ -68,8 +69,8 @@ func (d devBundle) start(t *testing.T, extra ...string) *devProc {
 	t.Helper()
 	cmd := exec.Command(cmp.Or(d.bin, ferryBin), d.args(extra...)...)
 	cmd.Dir = d.dir
-	cmd.Env = baseEnv(d.dir)
-	p := &devProc{cmd: cmd, stdout: &syncBuffer{}, stderr: &syncBuffer{}, done: make(chan error, 1)}
+	cmd.Env = ferrybin.Env(d.dir)
+	p := &devProc{cmd: cmd, stdout: &ferrybin.LockedBuffer{}, stderr: &ferrybin.LockedBuffer{}, done: make(chan error, 1)}
 	cmd.Stdout, cmd.Stderr = p.stdout, p.stderr
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	if err := cmd.Start(); err != nil {
@@ -177,12 +178,12 @@ func TestDev(t *testing.T) {
 	writeFile(t, filepath.Join(d.dir, "big.bin"), string(content))
 	writeFile(t, filepath.Join(d.dir, "small.txt"), "hello, dev\n")
 	r := run(t, d.dir, d.env, "", "upload", "./big.bin", "s3://dev/t/big.bin", "--part-size", "5MiB", "--wait")
-	if r.code != 0 || !strings.Contains(r.stdout, "completed") {
+	if r.Code != 0 || !strings.Contains(r.Stdout, "completed") {
 		t.Fatalf("ferry upload --wait: %s", r)
 	}
 	// No --profile: "default" is the dev profile.
 	r = run(t, d.dir, d.env, "", "put", "./small.txt", "s3://dev/t/small.txt", "--wait")
-	if r.code != 0 {
+	if r.Code != 0 {
 		t.Fatalf("ferry put --wait: %s", r)
 	}
 	c := d.s3Client()
@@ -199,7 +200,7 @@ func TestDev(t *testing.T) {
 		t.Fatalf("after a restart, s3://dev/t/small.txt = %q", got)
 	}
 	r = run(t, d.dir, d.env, "", "ls", "s3://dev/t/")
-	if r.code != 0 || !strings.Contains(r.stdout, "t/big.bin") || !strings.Contains(r.stdout, "t/small.txt") {
+	if r.Code != 0 || !strings.Contains(r.Stdout, "t/big.bin") || !strings.Contains(r.Stdout, "t/small.txt") {
 		t.Fatalf("ferry ls after a restart: %s", r)
 	}
 	p.stop(t)
@@ -229,7 +230,7 @@ func TestDevPortTaken(t *testing.T) {
 			ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
 			defer cancel()
 			cmd := exec.CommandContext(ctx, ferryBin, d.args()...)
-			cmd.Dir, cmd.Env = d.dir, baseEnv(d.dir)
+			cmd.Dir, cmd.Env = d.dir, ferrybin.Env(d.dir)
 			var stderr bytes.Buffer
 			cmd.Stderr = &stderr
 			err = cmd.Run()

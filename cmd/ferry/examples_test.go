@@ -15,6 +15,7 @@ import (
 	"github.com/hibiken/asynq"
 	"github.com/redis/go-redis/v9"
 
+	"github.com/ferryhq/ferry/internal/ferrybin"
 	"github.com/ferryhq/ferry/internal/testenv"
 	"github.com/ferryhq/ferry/storage"
 	"github.com/ferryhq/ferry/tasks"
@@ -78,7 +79,7 @@ func TestExampleProducers(t *testing.T) {
 			cmd := exec.CommandContext(ctx, interp, script, "--source", src, "--bucket", b.bucket, "--key", key,
 				"--queue", b.queue, "--idempotency-key", idem, "--webhook-listen", "127.0.0.1:0")
 			cmd.Dir = b.dir
-			cmd.Env = append(baseEnv(b.dir), "FERRY_URL=http://"+dashAddr, "FERRY_API_TOKEN="+examplesProducerToken,
+			cmd.Env = ferrybin.Env(b.dir, "FERRY_URL=http://"+dashAddr, "FERRY_API_TOKEN="+examplesProducerToken,
 				envWebhookSecret+"="+examplesWebhookSecret)
 			var stdout, stderr bytes.Buffer
 			cmd.Stdout, cmd.Stderr = &stdout, &stderr

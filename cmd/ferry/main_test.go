@@ -1,19 +1,14 @@
 package main
 
 import (
-	"bytes"
-	"context"
 	"encoding/json"
 	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
-	"syscall"
 	"testing"
-	"time"
 
+	"github.com/ferryhq/ferry/internal/ferrybin"
 	"github.com/ferryhq/ferry/internal/testenv"
 )
 
@@ -26,11 +21,8 @@ func TestMain(m *testing.M) {
 		fmt.Fprintln(os.Stderr, err)
 		os.Exit(1)
 	}
-	ferryBin = filepath.Join(dir, "ferry")
-	build := exec.Command("go", "build", "-o", ferryBin, ".")
-	build.Stdout, build.Stderr = os.Stderr, os.Stderr
-	if err := build.Run(); err != nil {
-		fmt.Fprintln(os.Stderr, "build ferry:", err)
+	if ferryBin, err = ferrybin.Build(dir); err != nil {
+		fmt.Fprintln(os.Stderr, err)
 		os.Exit(1)
 	}
 	code := testenv.Run(m)
@@ -49,19 +41,11 @@ type bundle struct {
 	queue    string
 }
 
-// configYAML is a ferry.yaml with a default profile on the test S3 server.
+// configYAML is a ferry.yaml with a default profile on the test S3 server,
+// then extra.
 func configYAML(s3 *testenv.S3Server, redisURL, extra string) string {
-	return fmt.Sprintf(`redis:
-  url: %s
-profiles:
-  default:
-    provider: generic
-    endpoint_url: %s
-    region: %s
-    access_key_id: %s
-    secret_access_key: %s
-    presigned_expiry: 30m
-%s`, redisURL, s3.Endpoint, s3.Region, s3.AccessKey, s3.SecretKey, extra)
+	return ferrybin.Config(redisURL, map[string]ferrybin.Profile{"default": {Endpoint: s3.Endpoint, Region: s3.Region,
+		AccessKey: s3.AccessKey, SecretKey: s3.SecretKey}}, "    presigned_expiry: 30m\n"+extra)
 }
 
 func setup(t *testing.T) bundle {
@@ -87,135 +71,54 @@ func writeFile(t *testing.T, path, content string) {
 }
 
 // result is the outcome of one run of the binary.
-type result struct {
-	stdout, stderr string
-	code           int
-}
-
-func (r result) String() string {
-	return fmt.Sprintf("exit %d\nstdout:\n%s\nstderr:\n%s", r.code, r.stdout, r.stderr)
-}
-
-// baseEnv is a clean environment: nothing from the developer's shell (AWS
-// credentials, FERRY_*) leaks into a test.
-func baseEnv(home string) []string {
-	return []string{"PATH=" + os.Getenv("PATH"), "HOME=" + home, "AWS_EC2_METADATA_DISABLED=true"}
-}
+type result = ferrybin.Result
 
 // run runs ferry with args in dir (the cwd), with env added to a clean
 // environment, and stdin when not empty.
 func run(t *testing.T, dir string, env []string, stdin string, argv ...string) result {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(t.Context(), 90*time.Second)
-	defer cancel()
-	cmd := exec.CommandContext(ctx, ferryBin, argv...)
-	cmd.Dir = dir
-	cmd.Env = append(baseEnv(dir), env...)
-	cmd.Stdin = strings.NewReader(stdin)
-	var out, errb bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &out, &errb
-	err := cmd.Run()
-	r := result{stdout: out.String(), stderr: errb.String()}
-	if ee, ok := err.(*exec.ExitError); ok {
-		r.code = ee.ExitCode()
-	} else if err != nil {
-		t.Fatalf("run ferry %v: %v", argv, err)
-	}
-	return r
+	return ferrybin.Cmd{Bin: ferryBin, Dir: dir, Env: env}.Run(t, stdin, argv...)
+}
+
+// cmd runs ferry with the bundle's config, and env.
+func (b bundle) cmd(env ...string) ferrybin.Cmd {
+	return ferrybin.Cmd{Bin: ferryBin, Dir: b.dir, Env: append([]string{envConfig + "=" + b.config}, env...)}
 }
 
 // ferry runs the binary with the bundle's config.
 func (b bundle) ferry(t *testing.T, argv ...string) result {
 	t.Helper()
-	return run(t, b.dir, []string{envConfig + "=" + b.config}, "", argv...)
+	return b.cmd().Run(t, "", argv...)
 }
 
 // must runs ferry and fails the test unless it exits 0.
 func (b bundle) must(t *testing.T, argv ...string) result {
 	t.Helper()
 	r := b.ferry(t, argv...)
-	if r.code != 0 {
+	if r.Code != 0 {
 		t.Fatalf("ferry %s: %s", strings.Join(argv, " "), r)
 	}
 	return r
 }
 
-// syncBuffer is a bytes.Buffer safe for a writer goroutine and a reader.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 // startWorker runs `ferry worker` on the bundle's queue until the test ends.
 // It returns the worker's log.
-func (b bundle) startWorker(t *testing.T, extra ...string) *syncBuffer {
+func (b bundle) startWorker(t *testing.T, extra ...string) *ferrybin.LockedBuffer {
 	t.Helper()
-	argv := append([]string{"worker", "--queues", b.queue + "=1", "--allow-dir", b.dir, "--log-format", "json"}, extra...)
-	return b.start(t, "worker started", argv...)
+	return b.cmd().StartWorker(t, b.queue, append([]string{"--allow-dir", b.dir}, extra...)...)
 }
 
 // start runs ferry with argv in the background until the test ends (then
 // SIGTERM, and SIGKILL after 30s), once its log contains ready.
-func (b bundle) start(t *testing.T, ready string, argv ...string) *syncBuffer {
+func (b bundle) start(t *testing.T, ready string, argv ...string) *ferrybin.LockedBuffer {
 	t.Helper()
-	return b.startEnv(t, nil, ready, argv...)
+	return b.cmd().Start(t, ready, argv...)
 }
 
 // startEnv is start with env added to the environment.
-func (b bundle) startEnv(t *testing.T, env []string, ready string, argv ...string) *syncBuffer {
+func (b bundle) startEnv(t *testing.T, env []string, ready string, argv ...string) *ferrybin.LockedBuffer {
 	t.Helper()
-	cmd := exec.Command(ferryBin, argv...)
-	cmd.Dir = b.dir
-	cmd.Env = append(append(baseEnv(b.dir), envConfig+"="+b.config), env...)
-	logs := &syncBuffer{}
-	cmd.Stdout, cmd.Stderr = logs, logs
-	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-	if err := cmd.Start(); err != nil {
-		t.Fatalf("start ferry %s: %v", argv[0], err)
-	}
-	done := make(chan error, 1)
-	go func() { done <- cmd.Wait() }()
-	t.Cleanup(func() {
-		_ = cmd.Process.Signal(syscall.SIGTERM)
-		select {
-		case err := <-done:
-			if err != nil {
-				t.Errorf("ferry %s exited with %v after SIGTERM, want 0", argv[0], err)
-			}
-		case <-time.After(30 * time.Second):
-			_ = cmd.Process.Kill()
-			<-done
-			t.Errorf("ferry %s did not stop within 30s of SIGTERM", argv[0])
-		}
-		if t.Failed() {
-			t.Logf("ferry %s log:\n%s", argv[0], logs.String())
-		}
-	})
-	deadline := time.Now().Add(20 * time.Second)
-	for !strings.Contains(logs.String(), ready) {
-		select {
-		case err := <-done:
-			t.Fatalf("ferry %s exited at start (%v):\n%s", argv[0], err, logs.String())
-		default:
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("ferry %s not ready within 20s:\n%s", argv[0], logs.String())
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-	return logs
+	return b.cmd(env...).Start(t, ready, argv...)
 }
 
 // jsonLines decodes every line of s as a JSON object.

@@ -51,11 +51,11 @@ func TestMigrateCLI(t *testing.T) {
 		t.Errorf("dry run result = %v (or it wrote)", res)
 	}
 
-	if r := b.ferry(t, "migrate", "s3://"+b.bucket+"/sr*", dst, "--queue", b.queue); r.code != 2 || !strings.Contains(r.stderr, "--include 'sr*'") {
-		t.Errorf("a raw-prefix glob as SRC_PREFIX: exit %d, want 2 (usage) pointing to --include: %s", r.code, r)
+	if r := b.ferry(t, "migrate", "s3://"+b.bucket+"/sr*", dst, "--queue", b.queue); r.Code != 2 || !strings.Contains(r.Stderr, "--include 'sr*'") {
+		t.Errorf("a raw-prefix glob as SRC_PREFIX: exit %d, want 2 (usage) pointing to --include: %s", r.Code, r)
 	}
-	if r := b.ferry(t, "migrate", src, "s3://"+b.bucket+"/src/sub/", "--queue", b.queue); r.code != 2 {
-		t.Errorf("overlapping prefixes: exit %d, want 2: %s", r.code, r)
+	if r := b.ferry(t, "migrate", src, "s3://"+b.bucket+"/src/sub/", "--queue", b.queue); r.Code != 2 {
+		t.Errorf("overlapping prefixes: exit %d, want 2: %s", r.Code, r)
 	}
 }
 
@@ -74,10 +74,10 @@ func TestMigrateCLIPartial(t *testing.T) {
 	src, dst := "s3://"+b.bucket+"/long/", "s3://"+b.bucket+"/"+testenv.LongKeyDest
 	for run, want := range []struct{ copied, skipped float64 }{{1, 0}, {0, 1}} {
 		r := b.ferry(t, "migrate", src, dst, "--queue", b.queue, "--wait", "--json")
-		if r.code != exitPartial {
-			t.Fatalf("run %d: exit %d, want %d (partial): %s", run+1, r.code, exitPartial, r)
+		if r.Code != exitPartial {
+			t.Fatalf("run %d: exit %d, want %d (partial): %s", run+1, r.Code, exitPartial, r)
 		}
-		lines := strings.Split(strings.TrimSpace(r.stdout), "\n")
+		lines := strings.Split(strings.TrimSpace(r.Stdout), "\n")
 		var final struct {
 			Result struct {
 				Copied, Skipped, Failed float64
@@ -106,19 +106,19 @@ func TestFolderMarkersCLI(t *testing.T) {
 	b.startWorker(t)
 	b.putObject(t, "fm/sub/", nil)
 	b.putObject(t, "fm/sub/a.txt", []byte("a"))
-	if out := b.must(t, "ls", "s3://"+b.bucket+"/fm").stdout; !strings.Contains(out, "fm/sub/\n") {
+	if out := b.must(t, "ls", "s3://"+b.bucket+"/fm").Stdout; !strings.Contains(out, "fm/sub/\n") {
 		t.Errorf("ls does not show the marker fm/sub/:\n%s", out)
 	}
 	src, dst := "s3://"+b.bucket+"/fm/", "s3://"+b.bucket+"/copy/"
-	if out := b.must(t, "migrate", src, dst, "--queue", b.queue, "--dry-run", "--wait").stdout; !strings.Contains(out, "fm/sub/\n") {
+	if out := b.must(t, "migrate", src, dst, "--queue", b.queue, "--dry-run", "--wait").Stdout; !strings.Contains(out, "fm/sub/\n") {
 		t.Errorf("migrate --dry-run does not list the marker:\n%s", out)
 	}
 	b.must(t, "migrate", src, dst, "--queue", b.queue, "--wait")
-	if out := b.must(t, "ls", dst).stdout; !strings.Contains(out, "copy/sub/\n") || !strings.Contains(out, "copy/sub/a.txt") {
+	if out := b.must(t, "ls", dst).Stdout; !strings.Contains(out, "copy/sub/\n") || !strings.Contains(out, "copy/sub/a.txt") {
 		t.Errorf("after migrate, ls %s:\n%s", dst, out)
 	}
 	b.must(t, "delete", dst, "--recursive", "--queue", b.queue, "--wait")
-	if out := b.must(t, "ls", dst).stdout; strings.TrimSpace(out) != "" {
+	if out := b.must(t, "ls", dst).Stdout; strings.TrimSpace(out) != "" {
 		t.Errorf("after delete --recursive, ls %s still shows:\n%s", dst, out)
 	}
 }
@@ -177,13 +177,13 @@ func TestMigrateLocalDirCLI(t *testing.T) {
 		{[]string{"migrate", "https://example.com/x/", dst}, "must be an s3://bucket/prefix or a local directory"},
 	} {
 		r := b.ferry(t, append(tc.argv, "--queue", b.queue)...)
-		if r.code != 2 || !strings.Contains(r.stderr, tc.want) {
+		if r.Code != 2 || !strings.Contains(r.Stderr, tc.want) {
 			t.Errorf("ferry %v: %s\nwant exit 2 with %q", tc.argv, r, tc.want)
 		}
 	}
 	// The worker's own refusal reaches --wait: outside its --allow-dir.
 	r = b.ferry(t, "migrate", outside, dst, "--queue", b.queue, "--wait")
-	if r.code != 3 || !strings.Contains(r.stdout+r.stderr, "outside the worker's allowed directories") {
+	if r.Code != 3 || !strings.Contains(r.Stdout+r.Stderr, "outside the worker's allowed directories") {
 		t.Errorf("migrate outside the worker's --allow-dir: %s", r)
 	}
 }

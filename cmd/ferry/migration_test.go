@@ -37,22 +37,22 @@ func TestMigrationStatusWatchRerun(t *testing.T) {
 	var enq struct {
 		TaskID string `json:"task_id"`
 	}
-	if err := json.Unmarshal([]byte(strings.TrimSpace(r.stdout)), &enq); err != nil || enq.TaskID == "" {
+	if err := json.Unmarshal([]byte(strings.TrimSpace(r.Stdout)), &enq); err != nil || enq.TaskID == "" {
 		t.Fatalf("migrate --json: %v: %s", err, r)
 	}
 	// watch follows it to its end: one line per change, with its counts.
 	w := b.ferry(t, "watch", enq.TaskID)
-	if w.code != exitPartial {
-		t.Fatalf("watch: exit %d, want %d (partial): %s", w.code, exitPartial, w)
+	if w.Code != exitPartial {
+		t.Fatalf("watch: exit %d, want %d (partial): %s", w.Code, exitPartial, w)
 	}
-	lines := strings.Split(strings.TrimSpace(w.stdout), "\n")
+	lines := strings.Split(strings.TrimSpace(w.Stdout), "\n")
 	last := lines[len(lines)-1]
 	if want := enq.TaskID + " failed 3 listed · 2 copied · 0 skipped · 1 failed · "; !strings.HasPrefix(last, want) || !strings.Contains(last, "objects failed") {
 		t.Errorf("watch's last line:\n%s\nwant it to start %q and say why it failed", last, want)
 	}
 
 	st := b.ferry(t, "status", enq.TaskID)
-	if st.code != 0 {
+	if st.Code != 0 {
 		t.Fatalf("status: %s", st)
 	}
 	for _, want := range []string{
@@ -64,15 +64,15 @@ func TestMigrationStatusWatchRerun(t *testing.T) {
 		"Re-run: ferry migrate " + src + " " + dst + " --queue " + b.queue + "\n",
 		"it copies only what failed or changed since",
 	} {
-		if !strings.Contains(st.stdout, want) {
-			t.Errorf("status lacks %q:\n%s", want, st.stdout)
+		if !strings.Contains(st.Stdout, want) {
+			t.Errorf("status lacks %q:\n%s", want, st.Stdout)
 		}
 	}
 	var sj struct {
 		Rerun  string `json:"rerun"`
 		Result tasks.MigrateReport
 	}
-	if err := json.Unmarshal([]byte(b.must(t, "status", enq.TaskID, "--json").stdout), &sj); err != nil {
+	if err := json.Unmarshal([]byte(b.must(t, "status", enq.TaskID, "--json").Stdout), &sj); err != nil {
 		t.Fatal(err)
 	}
 	if !strings.Contains(sj.Rerun, "ferry migrate ") || sj.Result.Failed != 1 || !strings.Contains(sj.Result.Failures[long], "1024") {
@@ -83,16 +83,16 @@ func TestMigrationStatusWatchRerun(t *testing.T) {
 	time.Sleep(1100 * time.Millisecond) // LastModified has whole seconds
 	b.putObject(t, "mig/changes", []byte("second version"))
 	// The re-run, pasted as printed (no shell quoting needed here: check).
-	m := regexp.MustCompile(`(?m)^Re-run:\s+(.*)$`).FindStringSubmatch(st.stdout)
+	m := regexp.MustCompile(`(?m)^Re-run:\s+(.*)$`).FindStringSubmatch(st.Stdout)
 	if m == nil || strings.ContainsAny(m[1], `'"\`) {
 		t.Fatalf("no re-run line to paste: %q", m)
 	}
 	argv := append(strings.Fields(m[1])[1:], "--wait", "--json")
 	again := b.ferry(t, argv...)
-	if again.code != exitPartial {
-		t.Fatalf("re-run: exit %d, want %d: %s", again.code, exitPartial, again)
+	if again.Code != exitPartial {
+		t.Fatalf("re-run: exit %d, want %d: %s", again.Code, exitPartial, again)
 	}
-	outs := strings.Split(strings.TrimSpace(again.stdout), "\n")
+	outs := strings.Split(strings.TrimSpace(again.Stdout), "\n")
 	var final struct{ Result tasks.MigrateReport }
 	if err := json.Unmarshal([]byte(outs[len(outs)-1]), &final); err != nil {
 		t.Fatalf("re-run final status: %v: %s", err, again)

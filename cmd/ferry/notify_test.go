@@ -47,7 +47,7 @@ func TestNotifyCLI(t *testing.T) {
 		{"https://user:pw@hooks.example.com/hook", "user:password@"},
 	} {
 		r := b.ferry(t, "upload", "here.txt", dst, "--queue", b.queue, "--notify", tc.url)
-		if r.code != exitUsage || !strings.Contains(r.stderr, tc.want) || strings.Contains(r.stderr, "pw@") {
+		if r.Code != exitUsage || !strings.Contains(r.Stderr, tc.want) || strings.Contains(r.Stderr, "pw@") {
 			t.Errorf("--notify %s: want exit %d and %q: %s", tc.url, exitUsage, tc.want, r)
 		}
 	}
@@ -79,8 +79,8 @@ func TestNotifyCLI(t *testing.T) {
 		t.Errorf("signature: %v", err)
 	}
 	ev, err := webhook.ParseEvent(bodies[0])
-	if err != nil || ev.State != "completed" || ev.Dest != dst || ev.Size != int64(len("hello webhooks")) || !strings.Contains(r.stdout, ev.ID) {
-		t.Errorf("event %+v (%v) for upload %s", ev, err, r.stdout)
+	if err != nil || ev.State != "completed" || ev.Dest != dst || ev.Size != int64(len("hello webhooks")) || !strings.Contains(r.Stdout, ev.ID) {
+		t.Errorf("event %+v (%v) for upload %s", ev, err, r.Stdout)
 	}
 	// The key counted above is the queue's: the upload is there now.
 	if n, err := rdb.ZCard(t.Context(), "asynq:{"+b.queue+"}:completed").Result(); err != nil || n == 0 {

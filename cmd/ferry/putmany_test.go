@@ -38,16 +38,16 @@ func TestPutManyFiles(t *testing.T) {
 	want["up/big.bin"] = big
 
 	r := b.ferry(t, append(append([]string{"put"}, argv...), "s3://"+b.bucket+"/up/", "--queue", b.queue, "--wait")...)
-	if r.code != 0 {
+	if r.Code != 0 {
 		t.Fatalf("put of 511 files: %s", r)
 	}
 	// 510 small files are 10 batches of 51: tasks.SplitBatch cuts a job
 	// into batches of at least SplitMinItems (50) so every worker slot
 	// has work to the end.
-	if !strings.Contains(r.stdout, "enqueued 510 files in 10 ferry:batch tasks and 1 files of 5 MiB or more as ferry:put tasks of their own") {
+	if !strings.Contains(r.Stdout, "enqueued 510 files in 10 ferry:batch tasks and 1 files of 5 MiB or more as ferry:put tasks of their own") {
 		t.Errorf("enqueue line: %s", r)
 	}
-	if !regexp.MustCompile(`(?m)^511 files: 511 done \(.*\), 0 failed$`).MatchString(r.stdout) {
+	if !regexp.MustCompile(`(?m)^511 files: 511 done \(.*\), 0 failed$`).MatchString(r.Stdout) {
 		t.Errorf("no summary of 511 done: %s", r)
 	}
 	out, err := b.s3.Client().ListObjectsV2(t.Context(), &s3.ListObjectsV2Input{Bucket: &b.bucket, Prefix: strPtr("up/")})
@@ -67,11 +67,11 @@ func TestPutManyFiles(t *testing.T) {
 	outside := filepath.Join(t.TempDir(), "outside.txt")
 	writeFile(t, outside, "x")
 	r = b.ferry(t, "put", filepath.Join("many", "f001.txt"), outside, "s3://"+b.bucket+"/two/", "--queue", b.queue, "--max-retry", "1", "--wait")
-	if r.code != exitTaskFailed {
+	if r.Code != exitTaskFailed {
 		t.Fatalf("want exit %d: %s", exitTaskFailed, r)
 	}
-	if !strings.Contains(r.stdout, "2 files: 1 done") || !strings.Contains(r.stdout, "1 failed") ||
-		!strings.Contains(r.stdout, "failed s3://"+b.bucket+"/two/outside.txt: ") || !strings.Contains(r.stdout, "allowed directories") {
+	if !strings.Contains(r.Stdout, "2 files: 1 done") || !strings.Contains(r.Stdout, "1 failed") ||
+		!strings.Contains(r.Stdout, "failed s3://"+b.bucket+"/two/outside.txt: ") || !strings.Contains(r.Stdout, "allowed directories") {
 		t.Errorf("summary of a failed file: %s", r)
 	}
 	if got := b.getObject(t, "two/f001.txt"); string(got) != string(want["up/f001.txt"]) {
@@ -90,7 +90,7 @@ func TestPutManyFiles(t *testing.T) {
 		{desc: "notify", argv: []string{"put", argv[0], argv[1], "s3://" + b.bucket + "/x/", "--notify", "https://hooks.example.com/x"}, want: "--notify applies to one transfer", code: exitUsage},
 		{desc: "missing file", argv: []string{"put", argv[0], "nope.txt", "s3://" + b.bucket + "/x/"}, want: "does not exist", code: 1},
 	} {
-		if r := b.ferry(t, append(tc.argv, "--queue", b.queue)...); r.code != tc.code || !strings.Contains(r.stderr, tc.want) {
+		if r := b.ferry(t, append(tc.argv, "--queue", b.queue)...); r.Code != tc.code || !strings.Contains(r.Stderr, tc.want) {
 			t.Errorf("%s: want exit %d and %q: %s", tc.desc, tc.code, tc.want, r)
 		}
 	}

@@ -16,6 +16,7 @@ var testSupport = []string{
 	"internal/archtest",
 	"internal/clustertest",
 	"internal/faulttest",
+	"internal/ferrybin",
 	"internal/testenv",
 	"internal/workerproc",
 }

@@ -2,25 +2,17 @@ package faulttest
 
 import (
 	"bytes"
-	"context"
-	"errors"
 	"fmt"
 	"io"
 	mrand "math/rand/v2"
 	"net"
-	"os"
-	"os/exec"
-	"path/filepath"
 	"strings"
-	"sync"
-	"syscall"
 	"testing"
 	"time"
 
-	"github.com/aws/aws-sdk-go-v2/service/s3"
-	"github.com/aws/aws-sdk-go-v2/service/s3/types"
 	"github.com/hibiken/asynq"
 
+	"github.com/ferryhq/ferry/internal/ferrybin"
 	"github.com/ferryhq/ferry/internal/testenv"
 	"github.com/ferryhq/ferry/tasks"
 )
@@ -92,11 +84,11 @@ func TestSafetyIdentity(t *testing.T) {
 			}
 			switch tc.refusedAt {
 			case "enqueue":
-				if r.code != exitUsage || !strings.Contains(r.stderr, "are the same object") || strings.Contains(r.stdout, "enqueued") {
+				if r.Code != exitUsage || !strings.Contains(r.Stderr, "are the same object") || strings.Contains(r.Stdout, "enqueued") {
 					t.Errorf("want the CLI to refuse with exit %d naming the same object, and enqueue nothing:\n%s", exitUsage, r)
 				}
 			case "worker":
-				if r.code != exitTaskFailed || !strings.Contains(r.stdout+r.stderr, "one object") {
+				if r.Code != exitTaskFailed || !strings.Contains(r.Stdout+r.Stderr, "one object") {
 					t.Errorf("want the task to fail (exit %d) saying source and destination are one object:\n%s", exitTaskFailed, r)
 				}
 			}
@@ -133,21 +125,19 @@ func TestSafetyIdentity(t *testing.T) {
 // of profiles that all reach the shared versitygw, a worker on a queue of
 // its own.
 type identityEnv struct {
-	bin, dir, config string
-	s3               *testenv.S3Server
-	sc               *s3.Client
-	bucket, queue    string
-	client           *tasks.Client
-	rdb              *asynq.Inspector
-	endpoints        map[string]string
-	port80Skip       string
+	cmd           ferrybin.Cmd // the binary, in a temp dir, with the config file
+	s3            *testenv.S3Server
+	bucket, queue string
+	client        *tasks.Client
+	rdb           *asynq.Inspector
+	endpoints     map[string]string
+	port80Skip    string
 }
 
 func newIdentityEnv(t *testing.T) *identityEnv {
 	t.Helper()
 	srv := testenv.S3(t)
-	e := &identityEnv{bin: buildFerry(t), dir: t.TempDir(), s3: srv, sc: srv.Client(), bucket: srv.Bucket(t),
-		queue: testenv.UniqueName("identity")}
+	e := &identityEnv{s3: srv, bucket: srv.Bucket(t), queue: testenv.UniqueName("identity")}
 	rs := testenv.Redis(t)
 	rdb := testenv.RedisClient(t)
 	e.client = tasks.NewClient(rdb)
@@ -167,20 +157,18 @@ func newIdentityEnv(t *testing.T) *identityEnv {
 		e.endpoints["port80"] = "http://" + addr
 		e.endpoints["port80explicit"] = "http://" + addr + ":80"
 	}
-	var cfg strings.Builder
-	fmt.Fprintf(&cfg, "redis:\n  url: redis://%s/0\nprofiles:\n", rs.Addr)
+	profiles := map[string]ferrybin.Profile{}
 	for name, ep := range e.endpoints {
-		fmt.Fprintf(&cfg, "  %s:\n    provider: generic\n    endpoint_url: %s\n    region: %s\n    access_key_id: %s\n    secret_access_key: %s\n",
-			name, ep, srv.Region, srv.AccessKey, srv.SecretKey)
+		p := ferrybin.Profile{Endpoint: ep, Region: srv.Region, AccessKey: srv.AccessKey, SecretKey: srv.SecretKey}
 		if strings.HasPrefix(name, "archive") {
-			cfg.WriteString("    prefix: archive/\n")
+			p.Prefix = "archive/"
 		}
+		profiles[name] = p
 	}
-	e.config = filepath.Join(e.dir, "ferry.yaml")
-	if err := os.WriteFile(e.config, []byte(cfg.String()), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	e.startWorker(t)
+	dir := t.TempDir()
+	e.cmd = ferrybin.Cmd{Bin: buildFerry(t), Dir: dir,
+		Env: []string{"FERRY_CONFIG=" + ferrybin.WriteConfig(t, dir, "redis://"+rs.Addr+"/0", profiles, "")}}
+	e.cmd.StartWorker(t, e.queue)
 	return e
 }
 
@@ -188,28 +176,13 @@ func (e *identityEnv) url(key string) string { return "s3://" + e.bucket + "/" +
 
 func (e *identityEnv) put(t *testing.T, key string, data []byte) {
 	t.Helper()
-	if _, err := e.sc.PutObject(t.Context(), &s3.PutObjectInput{Bucket: &e.bucket, Key: &key, Body: bytes.NewReader(data)}); err != nil {
-		t.Fatalf("PutObject %s: %v", key, err)
-	}
+	e.s3.PutObject(t, e.bucket, key, data, nil)
 }
 
 // get reads an object with the plain SDK; nil when it does not exist.
 func (e *identityEnv) get(t *testing.T, key string) []byte {
 	t.Helper()
-	out, err := e.sc.GetObject(context.Background(), &s3.GetObjectInput{Bucket: &e.bucket, Key: &key})
-	var nsk *types.NoSuchKey
-	if errors.As(err, &nsk) {
-		return nil
-	}
-	if err != nil {
-		t.Fatalf("GetObject %s: %v", key, err)
-	}
-	defer out.Body.Close()
-	b, err := io.ReadAll(out.Body)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return b
+	return e.s3.GetObject(t, e.bucket, key)
 }
 
 // waitDone polls a task until it completed or was archived.
@@ -228,106 +201,18 @@ func (e *identityEnv) waitDone(t *testing.T, id string) *asynq.TaskInfo {
 	}
 }
 
-// cliResult is the outcome of one run of the binary.
-type cliResult struct {
-	stdout, stderr string
-	code           int
-}
-
-func (r cliResult) String() string {
-	return fmt.Sprintf("exit %d\nstdout:\n%s\nstderr:\n%s", r.code, r.stdout, r.stderr)
-}
-
-// env is a clean environment with the config file: nothing from the
-// developer's shell (AWS credentials, FERRY_*) leaks in.
-func (e *identityEnv) env() []string {
-	return []string{"PATH=" + os.Getenv("PATH"), "HOME=" + e.dir, "AWS_EC2_METADATA_DISABLED=true", "FERRY_CONFIG=" + e.config}
-}
-
-// ferry runs the binary with the env's config and queue.
-func (e *identityEnv) ferry(t *testing.T, argv ...string) cliResult {
+// ferry runs the binary on the env's queue.
+func (e *identityEnv) ferry(t *testing.T, argv ...string) ferrybin.Result {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(t.Context(), 90*time.Second)
-	defer cancel()
-	cmd := exec.CommandContext(ctx, e.bin, append(argv, "--queue", e.queue)...)
-	cmd.Dir, cmd.Env = e.dir, e.env()
-	var out, errb bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &out, &errb
-	err := cmd.Run()
-	r := cliResult{stdout: out.String(), stderr: errb.String()}
-	var ee *exec.ExitError
-	if errors.As(err, &ee) {
-		r.code = ee.ExitCode()
-	} else if err != nil {
-		t.Fatalf("run ferry %v: %v", argv, err)
-	}
-	return r
-}
-
-// startWorker runs `ferry worker` on the env's queue until the test ends.
-func (e *identityEnv) startWorker(t *testing.T) {
-	t.Helper()
-	cmd := exec.Command(e.bin, "worker", "--queues", e.queue+"=1", "--log-format", "json")
-	cmd.Dir, cmd.Env = e.dir, e.env()
-	logs := &lockedBuffer{}
-	cmd.Stdout, cmd.Stderr = logs, logs
-	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-	if err := cmd.Start(); err != nil {
-		t.Fatalf("start ferry worker: %v", err)
-	}
-	done := make(chan error, 1)
-	go func() { done <- cmd.Wait() }()
-	t.Cleanup(func() {
-		_ = cmd.Process.Signal(syscall.SIGTERM)
-		select {
-		case <-done:
-		case <-time.After(30 * time.Second):
-			_ = cmd.Process.Kill()
-			<-done
-		}
-		if t.Failed() {
-			t.Logf("ferry worker log:\n%s", logs.String())
-		}
-	})
-	deadline := time.Now().Add(30 * time.Second)
-	for !strings.Contains(logs.String(), "worker started") {
-		select {
-		case err := <-done:
-			t.Fatalf("ferry worker exited at start (%v):\n%s", err, logs.String())
-		default:
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("ferry worker not ready within 30s:\n%s", logs.String())
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-}
-
-// lockedBuffer is a bytes.Buffer safe for a writer and a reader.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
+	return e.cmd.Run(t, "", append(argv, "--queue", e.queue)...)
 }
 
 // buildFerry builds cmd/ferry into the test's temp dir.
 func buildFerry(t *testing.T) string {
 	t.Helper()
-	bin := filepath.Join(t.TempDir(), "ferry")
-	cmd := exec.Command("go", "build", "-o", bin, "github.com/ferryhq/ferry/cmd/ferry")
-	if out, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("go build cmd/ferry: %v\n%s", err, out)
+	bin, err := ferrybin.Build(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
 	}
 	return bin
 }

@@ -4,11 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
-	"os"
-	"os/exec"
-	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
@@ -17,6 +13,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
 
+	"github.com/ferryhq/ferry/internal/ferrybin"
 	"github.com/ferryhq/ferry/internal/testenv"
 )
 
@@ -119,38 +116,20 @@ func TestSafetyDeleteLogs2024Recursive(t *testing.T) {
 // reporting why not.
 func (s *suite) ferryCLI(t *testing.T) func(argv ...string) map[string]any {
 	t.Helper()
-	bin := buildFerry(t)
 	dir := t.TempDir()
 	p := s.profiles()["default"]
-	config := filepath.Join(dir, "ferry.yaml")
-	yaml := fmt.Sprintf("redis:\n  url: redis://%s/0\nprofiles:\n  default:\n    provider: generic\n    endpoint_url: %s\n    region: %s\n    access_key_id: %s\n    secret_access_key: %s\n",
-		s.redis.Addr, p.EndpointURL, p.Region, s.s3.AccessKey, s.s3.SecretKey)
-	if err := os.WriteFile(config, []byte(yaml), 0o600); err != nil {
-		t.Fatal(err)
-	}
+	config := ferrybin.WriteConfig(t, dir, "redis://"+s.redis.Addr+"/0", map[string]ferrybin.Profile{"default": {
+		Endpoint: p.EndpointURL, Region: p.Region, AccessKey: s.s3.AccessKey, SecretKey: s.s3.SecretKey}}, "")
+	cmd := ferrybin.Cmd{Bin: buildFerry(t), Dir: dir, Env: []string{"FERRY_CONFIG=" + config}, Timeout: 2 * time.Minute}
 	return func(argv ...string) map[string]any {
 		t.Helper()
-		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-		defer cancel()
-		cmd := exec.CommandContext(ctx, bin, argv...)
-		cmd.Dir = dir
-		cmd.Env = []string{"PATH=" + os.Getenv("PATH"), "HOME=" + dir, "AWS_EC2_METADATA_DISABLED=true", "FERRY_CONFIG=" + config}
-		var out, errb bytes.Buffer
-		cmd.Stdout, cmd.Stderr = &out, &errb
-		err := cmd.Run()
-		r := cliResult{stdout: out.String(), stderr: errb.String()}
-		var ee *exec.ExitError
-		if errors.As(err, &ee) {
-			r.code = ee.ExitCode()
-		} else if err != nil {
-			t.Fatalf("run ferry %v: %v", argv, err)
-		}
-		lines := strings.Split(strings.TrimSpace(r.stdout), "\n")
+		r := cmd.Run(t, "", argv...)
+		lines := strings.Split(strings.TrimSpace(r.Stdout), "\n")
 		var final struct {
 			State  string         `json:"state"`
 			Result map[string]any `json:"result"`
 		}
-		if r.code != 0 || len(lines) != 2 || json.Unmarshal([]byte(lines[1]), &final) != nil || final.State != "completed" {
+		if r.Code != 0 || len(lines) != 2 || json.Unmarshal([]byte(lines[1]), &final) != nil || final.State != "completed" {
 			t.Errorf("ferry %s: want a completed task, got %s", strings.Join(argv, " "), r)
 			return nil
 		}

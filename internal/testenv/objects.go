@@ -3,6 +3,8 @@ package testenv
 import (
 	"bytes"
 	"context"
+	"errors"
+	"io"
 	"maps"
 	"slices"
 	"strings"
@@ -10,6 +12,7 @@ import (
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
+	"github.com/aws/aws-sdk-go-v2/service/s3/types"
 	smithyhttp "github.com/aws/smithy-go/transport/http"
 )
 
@@ -58,6 +61,25 @@ func (s *S3Server) PutObject(t testing.TB, bucket, key string, body []byte, h Ob
 	if _, err := s.Client().PutObject(context.Background(), in, raw...); err != nil {
 		t.Fatalf("testenv: put s3://%s/%s: %v", bucket, key, err)
 	}
+}
+
+// GetObject reads bucket/key with the plain SDK; nil when it does not exist.
+func (s *S3Server) GetObject(t testing.TB, bucket, key string) []byte {
+	t.Helper()
+	out, err := s.Client().GetObject(context.Background(), &s3.GetObjectInput{Bucket: &bucket, Key: &key})
+	var nsk *types.NoSuchKey
+	if errors.As(err, &nsk) {
+		return nil
+	}
+	if err != nil {
+		t.Fatalf("testenv: get s3://%s/%s: %v", bucket, key, err)
+	}
+	defer out.Body.Close()
+	b, err := io.ReadAll(out.Body)
+	if err != nil {
+		t.Fatalf("testenv: read s3://%s/%s: %v", bucket, key, err)
+	}
+	return b
 }
 
 // Headers HEADs bucket/key and returns its stored headers.
