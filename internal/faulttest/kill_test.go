@@ -111,8 +111,8 @@ func TestKillLoop(t *testing.T) {
 	var bg sync.WaitGroup
 	bg.Go(func() { kl.follow(ctx) })
 	bg.Go(func() { kl.produce(ctx) })
-	bg.Go(func() { kl.produceMigrations(ctx) })
-	bg.Go(func() { kl.produceBatches(ctx) })
+	bg.Go(func() { keepOneRunning(kl, ctx, &kl.migs, kl.newMigration) })
+	bg.Go(func() { keepOneRunning(kl, ctx, &kl.bats, kl.newBatch) })
 	bg.Go(func() { kl.settleLoop(ctx) })
 
 	start := time.Now()

@@ -99,22 +99,29 @@ type kill struct {
 	cut bool
 }
 
+// runJob is what the loop knows of a long task it keeps running (see
+// keepOneRunning): its id, and whether a kill was aimed at its worker.
+type runJob struct {
+	id     string
+	killed atomic.Bool
+}
+
+func (r *runJob) run() *runJob { return r }
+
 // migJob is a migration of the workload and what it must produce.
 type migJob struct {
-	id       string
+	runJob
 	src, dst string // prefixes
 	sums     map[string][32]byte
 	sizes    map[string]int64
-	killed   atomic.Bool
 }
 
 // batJob is a ferry:batch of small streamed copies and what it must produce.
 type batJob struct {
-	id     string
+	runJob
 	prefix string // bat-NNN: sources under src/, destinations under dst/
 	sums   map[string][32]byte
 	sizes  map[string]int64
-	killed atomic.Bool
 }
 
 // delJob is a recursive delete: its directory, and neighbours that must stay.
@@ -527,48 +534,60 @@ func (kl *killLoop) enqueue(ctx context.Context, task *asynq.Task) string {
 // migSmall is how many small objects a migration of the loop holds.
 const migSmall = 6
 
-// produceMigrations keeps one migration running whose worker is alive: 8
-// objects of 6–16 MiB to the "other" profile (streamed, checkpointed
-// copies), two at a time, and migSmall of 1–64 KiB (one ferry:batch).
-func (kl *killLoop) produceMigrations(ctx context.Context) {
-	var cur *migJob
+// keepOneRunning keeps one task of next's kind running whose worker is
+// alive, looking once a second: when the current one was killed, has ended,
+// or lost its worker, next writes the objects of a new one and returns it
+// with its task, which is enqueued and, once Redis took it, added to jobs.
+// An error of next is reported and ends the producer.
+func keepOneRunning[J interface{ run() *runJob }](kl *killLoop, ctx context.Context, jobs *[]J, next func() (J, *asynq.Task, error)) {
+	var cur *runJob
 	for ctx.Err() == nil {
 		if cur == nil || cur.killed.Load() || kl.terminal(cur.id) || kl.runnerDead(cur.id) {
-			n := kl.nmig.Add(1)
-			m := &migJob{src: fmt.Sprintf("mig-%03d/src", n), dst: fmt.Sprintf("mig-%03d/dst", n), sums: map[string][32]byte{}, sizes: map[string]int64{}}
-			for i := range 8 {
-				data := randomBytes(randSize(6*mib, 16*mib))
-				rel := fmt.Sprintf("/obj-%02d", i)
-				kl.s.putSource(m.src+rel, data)
-				m.sums[rel], m.sizes[rel] = sha256.Sum256(data), int64(len(data))
-			}
-			// And small objects, which the migration copies in a
-			// ferry:batch of its own: both shapes of its work are killed.
-			for i := range migSmall {
-				data := randomBytes(randSize(1024, 64<<10))
-				rel := fmt.Sprintf("/small-%02d", i)
-				kl.s.putSource(m.src+rel, data)
-				m.sums[rel], m.sizes[rel] = sha256.Sum256(data), int64(len(data))
-			}
-			task, err := tasks.NewMigrateTask(tasks.MigratePayload{Source: tasks.Location{Bucket: kl.s.bucket, Key: m.src},
-				Dest: tasks.Location{Profile: "other", Bucket: kl.s.bucket, Key: m.dst}, Window: 2})
+			j, task, err := next()
 			if err != nil {
-				kl.s.t.Errorf("migrate task: %v", err)
+				kl.s.t.Error(err)
 				return
 			}
-			if m.id = kl.enqueue(ctx, task); m.id == "" {
+			r := j.run()
+			if r.id = kl.enqueue(ctx, task); r.id == "" {
 				continue
 			}
 			kl.mu.Lock()
-			kl.migs = append(kl.migs, m)
+			*jobs = append(*jobs, j)
 			kl.mu.Unlock()
-			cur = m
+			cur = r
 		}
 		select {
 		case <-ctx.Done():
 		case <-time.After(time.Second):
 		}
 	}
+}
+
+// newMigration is a migration for keepOneRunning: 8 objects of 6–16 MiB to
+// the "other" profile (streamed, checkpointed copies), two at a time, and
+// migSmall of 1–64 KiB (one ferry:batch).
+func (kl *killLoop) newMigration() (*migJob, *asynq.Task, error) {
+	n := kl.nmig.Add(1)
+	m := &migJob{src: fmt.Sprintf("mig-%03d/src", n), dst: fmt.Sprintf("mig-%03d/dst", n), sums: map[string][32]byte{}, sizes: map[string]int64{}}
+	put := func(rel string, data []byte) {
+		kl.s.putSource(m.src+rel, data)
+		m.sums[rel], m.sizes[rel] = sha256.Sum256(data), int64(len(data))
+	}
+	for i := range 8 {
+		put(fmt.Sprintf("/obj-%02d", i), randomBytes(randSize(6*mib, 16*mib)))
+	}
+	// And small objects, which the migration copies in a ferry:batch of its
+	// own: both shapes of its work are killed.
+	for i := range migSmall {
+		put(fmt.Sprintf("/small-%02d", i), randomBytes(randSize(1024, 64<<10)))
+	}
+	task, err := tasks.NewMigrateTask(tasks.MigratePayload{Source: tasks.Location{Bucket: kl.s.bucket, Key: m.src},
+		Dest: tasks.Location{Profile: "other", Bucket: kl.s.bucket, Key: m.dst}, Window: 2})
+	if err != nil {
+		return nil, nil, fmt.Errorf("migrate task: %w", err)
+	}
+	return m, task, nil
 }
 
 // batchItems and batchConc shape the loop's batches: small objects copied
@@ -579,40 +598,24 @@ const (
 	batchConc  = 3
 )
 
-// produceBatches keeps one ferry:batch running whose worker is alive.
-func (kl *killLoop) produceBatches(ctx context.Context) {
-	var cur *batJob
-	for ctx.Err() == nil {
-		if cur == nil || cur.killed.Load() || kl.terminal(cur.id) || kl.runnerDead(cur.id) {
-			n := kl.nbt.Add(1)
-			bj := &batJob{prefix: fmt.Sprintf("bat-%03d", n), sums: map[string][32]byte{}, sizes: map[string]int64{}}
-			var items []tasks.BatchItem
-			for i := range batchItems {
-				data := randomBytes(randSize(1024, 96<<10))
-				rel := fmt.Sprintf("/obj-%03d", i)
-				kl.s.putSource(bj.prefix+"/src"+rel, data)
-				bj.sums[rel], bj.sizes[rel] = sha256.Sum256(data), int64(len(data))
-				items = append(items, tasks.BatchItem{Source: tasks.Location{Bucket: kl.s.bucket, Key: bj.prefix + "/src" + rel},
-					Dest: tasks.Location{Profile: "other", Bucket: kl.s.bucket, Key: bj.prefix + "/dst" + rel}, Size: int64(len(data))})
-			}
-			task, err := tasks.NewBatchTask(tasks.BatchPayload{Items: items, Concurrency: batchConc})
-			if err != nil {
-				kl.s.t.Errorf("batch task: %v", err)
-				return
-			}
-			if bj.id = kl.enqueue(ctx, task); bj.id == "" {
-				continue
-			}
-			kl.mu.Lock()
-			kl.bats = append(kl.bats, bj)
-			kl.mu.Unlock()
-			cur = bj
-		}
-		select {
-		case <-ctx.Done():
-		case <-time.After(time.Second):
-		}
+// newBatch is a ferry:batch for keepOneRunning.
+func (kl *killLoop) newBatch() (*batJob, *asynq.Task, error) {
+	n := kl.nbt.Add(1)
+	bj := &batJob{prefix: fmt.Sprintf("bat-%03d", n), sums: map[string][32]byte{}, sizes: map[string]int64{}}
+	var items []tasks.BatchItem
+	for i := range batchItems {
+		data := randomBytes(randSize(1024, 96<<10))
+		rel := fmt.Sprintf("/obj-%03d", i)
+		kl.s.putSource(bj.prefix+"/src"+rel, data)
+		bj.sums[rel], bj.sizes[rel] = sha256.Sum256(data), int64(len(data))
+		items = append(items, tasks.BatchItem{Source: tasks.Location{Bucket: kl.s.bucket, Key: bj.prefix + "/src" + rel},
+			Dest: tasks.Location{Profile: "other", Bucket: kl.s.bucket, Key: bj.prefix + "/dst" + rel}, Size: int64(len(data))})
 	}
+	task, err := tasks.NewBatchTask(tasks.BatchPayload{Items: items, Concurrency: batchConc})
+	if err != nil {
+		return nil, nil, fmt.Errorf("batch task: %w", err)
+	}
+	return bj, task, nil
 }
 
 // runnerDead reports whether the worker running the task was killed (a
