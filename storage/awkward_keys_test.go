@@ -23,18 +23,9 @@ import (
 func TestAwkwardKeys(t *testing.T) {
 	t.Parallel()
 	srv := headerServer(t)
+	bs := copyBuckets(t, srv, 3)
+	a, b, c := bs[0], bs[1], bs[2]
 	ctx := context.Background()
-	cfg := profile(srv)
-	cfg.MultipartCopyThreshold = storage.MinPartSize
-	cfg.CopyPartSize = storage.MinPartSize
-	client, err := storage.NewClient(ctx, cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = client.Close() })
-	a, _ := client.Bucket(srv.Bucket(t))
-	b, _ := client.Bucket(srv.Bucket(t))
-	c, _ := client.Bucket(srv.Bucket(t))
 
 	bulk := randBytes(t, storage.MinPartSize+1024) // two parts
 	want := map[string][]byte{}

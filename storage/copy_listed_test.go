@@ -68,12 +68,7 @@ func countingClient(t *testing.T, srv *testenv.S3Server) (*storage.Client, *copy
 	cp.CountingProxy = testenv.NewCountingProxy(t, srv.Endpoint, cp.modify)
 	cfg := profile(srv)
 	cfg.EndpointURL = cp.URL
-	client, err := storage.NewClient(context.Background(), cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = client.Close() })
-	return client, cp
+	return newClient(t, cfg), cp
 }
 
 // TestCopyListed (issue 12): CopyListed copies a listed object with one

@@ -20,17 +20,9 @@ import (
 func TestCopyKeepsHeaders(t *testing.T) {
 	t.Parallel()
 	srv := headerServer(t)
+	bs := copyBuckets(t, srv, 2)
+	a, b := bs[0], bs[1]
 	ctx := context.Background()
-	cfg := profile(srv)
-	cfg.MultipartCopyThreshold = storage.MinPartSize
-	cfg.CopyPartSize = storage.MinPartSize
-	client, err := storage.NewClient(ctx, cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = client.Close() })
-	a, _ := client.Bucket(srv.Bucket(t))
-	b, _ := client.Bucket(srv.Bucket(t))
 	oddExpires := maps.Clone(testenv.StoredHeaders)
 	oddExpires["Expires"] = "0"
 
@@ -93,6 +85,25 @@ func TestHeadersRoundTrip(t *testing.T) {
 			}
 		}
 	}
+}
+
+// copyBuckets is n fresh buckets of srv, all through one client whose
+// copies go multipart above 5 MiB (storage.MinPartSize), in parts of that
+// size: the UploadPartCopy path of objects over 5 GiB, on small objects.
+func copyBuckets(t *testing.T, srv *testenv.S3Server, n int) []*storage.S3 {
+	t.Helper()
+	cfg := profile(srv)
+	cfg.MultipartCopyThreshold = storage.MinPartSize
+	cfg.CopyPartSize = storage.MinPartSize
+	client := newClient(t, cfg)
+	bs := make([]*storage.S3, n)
+	for i := range bs {
+		var err error
+		if bs[i], err = client.Bucket(srv.Bucket(t)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return bs
 }
 
 // headerServer is the test S3 server, when it stores headers (gofakes3,

@@ -67,13 +67,7 @@ func TestDeleteIfUnchangedAWS(t *testing.T) {
 // deleted.
 func TestDeleteIfUnchanged(t *testing.T) {
 	t.Parallel()
-	srv := testenv.S3(t)
-	cfg := srv.Profile()
-	cfg.Bucket = srv.Bucket(t)
-	s, err := storage.New(t.Context(), cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
+	s := open(t, testenv.S3(t), nil)
 	ctx := t.Context()
 	var listed []storage.StoredFile
 	for _, k := range []string{"a", "b", "c"} {
@@ -107,13 +101,7 @@ func TestDeleteIfUnchanged(t *testing.T) {
 // rewrite — its ETag alone cannot tell.
 func TestDeleteIfUnchangedKeepsSameBytesRewritten(t *testing.T) {
 	t.Parallel()
-	srv := testenv.S3(t)
-	cfg := srv.Profile()
-	cfg.Bucket = srv.Bucket(t)
-	s, err := storage.New(t.Context(), cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
+	s := open(t, testenv.S3(t), nil)
 	ctx := t.Context()
 	for _, k := range []string{"same", "untouched"} {
 		if _, err := s.PutBytes(ctx, k, []byte("bytes of "+k), nil); err != nil {

@@ -34,10 +34,7 @@ func TestETagCheckMultipart(t *testing.T) {
 	data := randBytes(t, int(sizes[0]+sizes[1]+sizes[2]))
 	putParts(t, srv.Client(), bucket, key, data, sizes)
 
-	client, err := storage.NewClient(ctx, profile(srv))
-	if err != nil {
-		t.Fatal(err)
-	}
+	client := newClient(t, profile(srv))
 	s, _ := client.Bucket(bucket)
 	info, err := s.Info(ctx, key)
 	if err != nil {
@@ -78,10 +75,7 @@ func TestETagCheckMultipart(t *testing.T) {
 
 	b2 := profile(srv)
 	b2.Provider = storage.ProviderB2
-	b2c, err := storage.NewClient(ctx, b2)
-	if err != nil {
-		t.Fatal(err)
-	}
+	b2c := newClient(t, b2)
 	sb, _ := b2c.Bucket(bucket)
 	if check, why, err := sb.ETagCheck(ctx, info); check != nil || err != nil || !strings.Contains(why, "b2") {
 		t.Errorf("ETagCheck on a B2 profile = %v, %q, %v; want none, saying why", check, why, err)

@@ -28,6 +28,17 @@ func profile(srv *testenv.S3Server) storage.Config {
 	return srv.Profile()
 }
 
+// newClient opens a client with cfg, closed when the test ends.
+func newClient(t *testing.T, cfg storage.Config) *storage.Client {
+	t.Helper()
+	client, err := storage.NewClient(context.Background(), cfg)
+	if err != nil {
+		t.Fatalf("storage.NewClient: %v", err)
+	}
+	t.Cleanup(func() { _ = client.Close() })
+	return client
+}
+
 // open creates a fresh bucket and opens a storage on it with cfg's settings.
 func open(t *testing.T, srv *testenv.S3Server, mutate func(*storage.Config)) *storage.S3 {
 	t.Helper()

@@ -16,10 +16,7 @@ func TestMoveFromOntoItself(t *testing.T) {
 	t.Parallel()
 	srv := testenv.S3(t)
 	ctx := t.Context()
-	client, err := storage.NewClient(ctx, profile(srv))
-	if err != nil {
-		t.Fatal(err)
-	}
+	client := newClient(t, profile(srv))
 	bucket := srv.Bucket(t)
 	a, _ := client.Bucket(bucket)
 	b, _ := client.Bucket(bucket)
@@ -27,7 +24,7 @@ func TestMoveFromOntoItself(t *testing.T) {
 		t.Fatal(err)
 	}
 	// With metadata to set, S3 accepts a copy onto itself.
-	_, err = b.MoveFrom(ctx, a, "only/copy", "only/copy", &storage.CopyOptions{Metadata: map[string]string{"moved": "1"}})
+	_, err := b.MoveFrom(ctx, a, "only/copy", "only/copy", &storage.CopyOptions{Metadata: map[string]string{"moved": "1"}})
 	if got, gerr := a.GetBytes(ctx, "only/copy"); string(got) != "precious" {
 		t.Fatalf("DATA LOST: after MoveFrom onto itself (err %v) the object holds %q (%v), want %q", err, got, gerr, "precious")
 	}

@@ -463,18 +463,9 @@ func conformance(t *testing.T, srv *testenv.S3Server, fake bool) {
 	t.Run("copy move across buckets and the multipart copy path", func(t *testing.T) {
 		t.Parallel()
 		needsReal(t)
-		client, err := storage.NewClient(ctx, func() storage.Config {
-			c := profile(srv)
-			// Exercise the >5 GiB UploadPartCopy path on a small object.
-			c.MultipartCopyThreshold = storage.MinPartSize
-			c.CopyPartSize = storage.MinPartSize
-			return c
-		}())
-		if err != nil {
-			t.Fatal(err)
-		}
-		a, _ := client.Bucket(srv.Bucket(t))
-		b, _ := client.Bucket(srv.Bucket(t))
+		// Exercise the >5 GiB UploadPartCopy path on a small object.
+		bs := copyBuckets(t, srv, 2)
+		a, b := bs[0], bs[1]
 		big := randBytes(t, 2*storage.MinPartSize+99)
 		if _, err := a.PutBytes(ctx, "src/big", big, &storage.PutOptions{Headers: storage.Headers{ContentType: "x/big"}, Metadata: map[string]string{"m": "1"}}); err != nil {
 			t.Fatal(err)
