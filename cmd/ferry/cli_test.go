@@ -72,13 +72,12 @@ func TestTransfersWaitJSON(t *testing.T) {
 	big := randomBytes(t, 12<<20+123)
 	writeFile(t, filepath.Join(b.dir, "small.txt"), string(small))
 	writeFile(t, filepath.Join(b.dir, "big.bin"), string(big))
-	s3url := func(key string) string { return "s3://" + b.bucket + "/" + key }
 
 	// put, from a relative path (made absolute), with metadata.
-	r := b.must(t, "put", "small.txt", s3url("a/small.txt"), "--queue", b.queue, "--content-type", "text/plain",
+	r := b.must(t, "put", "small.txt", b.url("a/small.txt"), "--queue", b.queue, "--content-type", "text/plain",
 		"--meta", "owner=ops", "--wait", "--json")
 	final := checkWaitJSON(t, r, "ferry:put", b.queue)
-	if final["dest"] != s3url("a/small.txt") || final["bytes_done"] != float64(len(small)) {
+	if final["dest"] != b.url("a/small.txt") || final["bytes_done"] != float64(len(small)) {
 		t.Errorf("put final status = %v", final)
 	}
 	if got := b.getObject(t, "a/small.txt"); !bytes.Equal(got, small) {
@@ -86,7 +85,7 @@ func TestTransfersWaitJSON(t *testing.T) {
 	}
 
 	// upload in 5 MiB parts.
-	r = b.must(t, "upload", filepath.Join(b.dir, "big.bin"), s3url("a/big.bin"), "--queue", b.queue,
+	r = b.must(t, "upload", filepath.Join(b.dir, "big.bin"), b.url("a/big.bin"), "--queue", b.queue,
 		"--part-size", "5MiB", "--part-concurrency", "2", "--wait", "--json")
 	final = checkWaitJSON(t, r, "ferry:upload", b.queue)
 	if final["parts_total"] != float64(3) || final["bytes_total"] != float64(len(big)) {
@@ -97,12 +96,12 @@ func TestTransfersWaitJSON(t *testing.T) {
 	}
 
 	// copy, then move the copy.
-	r = b.must(t, "copy", s3url("a/small.txt"), s3url("b/copy.txt"), "--queue", b.queue, "--wait", "--json")
+	r = b.must(t, "copy", b.url("a/small.txt"), b.url("b/copy.txt"), "--queue", b.queue, "--wait", "--json")
 	checkWaitJSON(t, r, "ferry:copy", b.queue)
 	if got := b.getObject(t, "b/copy.txt"); !bytes.Equal(got, small) {
 		t.Errorf("copy stored %q", got)
 	}
-	r = b.must(t, "move", s3url("b/copy.txt"), s3url("c/moved.txt"), "--queue", b.queue, "--wait", "--json")
+	r = b.must(t, "move", b.url("b/copy.txt"), b.url("c/moved.txt"), "--queue", b.queue, "--wait", "--json")
 	checkWaitJSON(t, r, "ferry:move", b.queue)
 	if got := b.getObject(t, "c/moved.txt"); !bytes.Equal(got, small) {
 		t.Errorf("move stored %q", got)
@@ -112,12 +111,12 @@ func TestTransfersWaitJSON(t *testing.T) {
 	}
 
 	// delete one object, then a prefix.
-	r = b.must(t, "delete", s3url("c/moved.txt"), "--queue", b.queue, "--wait", "--json")
+	r = b.must(t, "delete", b.url("c/moved.txt"), "--queue", b.queue, "--wait", "--json")
 	checkWaitJSON(t, r, "ferry:delete", b.queue)
 	if b.getObject(t, "c/moved.txt") != nil {
 		t.Error("delete left the object")
 	}
-	r = b.must(t, "delete", s3url("a/"), "--recursive", "--queue", b.queue, "--wait", "--json")
+	r = b.must(t, "delete", b.url("a/"), "--recursive", "--queue", b.queue, "--wait", "--json")
 	checkWaitJSON(t, r, "ferry:delete", b.queue)
 	if b.getObject(t, "a/small.txt") != nil || b.getObject(t, "a/big.bin") != nil {
 		t.Error("recursive delete left objects under a/")
@@ -133,10 +132,9 @@ func TestTransfersWaitJSON(t *testing.T) {
 // plain lines; "-" puts stdin.
 func TestWaitPlainAndStdin(t *testing.T) {
 	t.Parallel()
-	b := setup(t)
-	b.startWorker(t)
+	b := setupWorker(t)
 	r := run(t, b.dir, []string{envConfig + "=" + b.config}, "from stdin\n",
-		"put", "-", "s3://"+b.bucket+"/stdin.txt", "--queue", b.queue, "--wait")
+		"put", "-", b.url("stdin.txt"), "--queue", b.queue, "--wait")
 	if r.Code != 0 {
 		t.Fatalf("put - --wait: %s", r)
 	}
@@ -159,11 +157,10 @@ func TestWaitPlainAndStdin(t *testing.T) {
 // watch exit 3 and print its error.
 func TestFailedTaskExit(t *testing.T) {
 	t.Parallel()
-	b := setup(t)
-	b.startWorker(t)
+	b := setupWorker(t)
 	outside := filepath.Join(t.TempDir(), "outside.txt") // not under --allow-dir
 	writeFile(t, outside, "x")
-	r := b.ferry(t, "put", outside, "s3://"+b.bucket+"/x", "--queue", b.queue, "--max-retry", "1", "--wait", "--json")
+	r := b.ferry(t, "put", outside, b.url("x"), "--queue", b.queue, "--max-retry", "1", "--wait", "--json")
 	if r.Code != exitTaskFailed {
 		t.Fatalf("want exit %d: %s", exitTaskFailed, r)
 	}
@@ -187,7 +184,7 @@ func TestStatusJSON(t *testing.T) {
 	t.Parallel()
 	b := setup(t)
 	writeFile(t, filepath.Join(b.dir, "f.bin"), strings.Repeat("z", 4096))
-	r := b.must(t, "upload", "f.bin", "s3://"+b.bucket+"/f.bin", "--queue", b.queue, "--json", "--task-id", testenv.UniqueName("my-id"))
+	r := b.must(t, "upload", "f.bin", b.url("f.bin"), "--queue", b.queue, "--json", "--task-id", testenv.UniqueName("my-id"))
 	enq := jsonLines(t, r.Stdout)[0]
 	id := enq["task_id"].(string)
 	if !strings.HasPrefix(id, "my-id-") {
@@ -195,7 +192,7 @@ func TestStatusJSON(t *testing.T) {
 	}
 	st := jsonLines(t, b.must(t, "status", id, "--json").Stdout)[0]
 	want := map[string]any{"task_id": id, "type": "ferry:upload", "queue": b.queue, "state": "pending",
-		"source": filepath.Join(b.dir, "f.bin"), "dest": "s3://" + b.bucket + "/f.bin",
+		"source": filepath.Join(b.dir, "f.bin"), "dest": b.url("f.bin"),
 		"bytes_done": float64(0), "bytes_total": float64(4096), "parts_done": float64(0), "parts_total": float64(0),
 		"rate": float64(0), "percent": float64(0), "retried": float64(0), "max_retry": float64(25)}
 	if diff := cmp.Diff(want, st); diff != "" {
@@ -231,7 +228,7 @@ func TestWatchSeveral(t *testing.T) {
 	var ids []string
 	for _, name := range []string{"one", "two"} {
 		writeFile(t, filepath.Join(b.dir, name), name)
-		r := b.must(t, "put", name, "s3://"+b.bucket+"/"+name, "--queue", b.queue, "--json")
+		r := b.must(t, "put", name, b.url(name), "--queue", b.queue, "--json")
 		ids = append(ids, jsonLines(t, r.Stdout)[0]["task_id"].(string))
 	}
 	b.startWorker(t)
@@ -256,12 +253,12 @@ func TestWatchSeveral(t *testing.T) {
 func TestCancel(t *testing.T) {
 	t.Parallel()
 	b := setup(t)
-	r := b.must(t, "delete", "s3://"+b.bucket+"/k", "--queue", b.queue, "--json", "--idempotent")
+	r := b.must(t, "delete", b.url("k"), "--queue", b.queue, "--json", "--idempotent")
 	id := jsonLines(t, r.Stdout)[0]["task_id"].(string)
 	if !strings.HasPrefix(id, "ferry-") {
 		t.Errorf("--idempotent id = %q, want a ferry- id", id)
 	}
-	if again := b.ferry(t, "delete", "s3://"+b.bucket+"/k", "--queue", b.queue, "--idempotent"); again.Code != exitError ||
+	if again := b.ferry(t, "delete", b.url("k"), "--queue", b.queue, "--idempotent"); again.Code != exitError ||
 		!strings.Contains(again.Stderr, "exists already") {
 		t.Errorf("second --idempotent enqueue: want exit 1 naming the conflict: %s", again)
 	}
@@ -287,7 +284,7 @@ func TestRedisURLPrecedence(t *testing.T) {
 	good := b.redisURL
 	deadFile, deadEnv, deadFlag := deadRedisURL(t), deadRedisURL(t), deadRedisURL(t)
 	writeFile(t, b.config, configYAML(b.s3, deadFile, ""))
-	probe := []string{"delete", "s3://" + b.bucket + "/k", "--queue", b.queue}
+	probe := []string{"delete", b.url("k"), "--queue", b.queue}
 	env := func(kv ...string) []string { return append([]string{envConfig + "=" + b.config}, kv...) }
 	tests := []struct {
 		desc     string
@@ -345,7 +342,7 @@ func TestErrors(t *testing.T) {
 	badSize := filepath.Join(b.dir, "badsize.yaml")
 	writeFile(t, badSize, configYAML(b.s3, b.redisURL, "worker:\n  part_size: 16 megs\n"))
 	writeFile(t, filepath.Join(b.dir, "here.txt"), "x")
-	dst := "s3://" + b.bucket + "/k"
+	dst := b.url("k")
 	tests := []struct {
 		desc     string
 		env      []string
@@ -385,11 +382,11 @@ func TestErrors(t *testing.T) {
 			wantCode: exitUsage, want: []string{`invalid --meta "novalue"`}},
 		{desc: "copy from a file", argv: []string{"copy", "here.txt", dst},
 			wantCode: exitUsage, want: []string{"must be an s3://bucket/key location"}},
-		{desc: "delete whole bucket", argv: []string{"delete", "s3://" + b.bucket + "/", "--recursive"},
+		{desc: "delete whole bucket", argv: []string{"delete", b.url(""), "--recursive"},
 			wantCode: exitUsage, want: []string{"--allow-all"}},
 		{desc: "bad url method", argv: []string{"url", dst, "--method", "POST"},
 			wantCode: exitUsage, want: []string{`invalid --method "POST"`}},
-		{desc: "info missing object", argv: []string{"info", "s3://" + b.bucket + "/nothing-here"},
+		{desc: "info missing object", argv: []string{"info", b.url("nothing-here")},
 			wantCode: exitError, want: []string{"nothing-here", "not found"}},
 		{desc: "plain http source", argv: []string{"put", "http://example.com/x", dst},
 			wantCode: exitUsage, want: []string{"https only"}},
@@ -424,7 +421,7 @@ func TestObjects(t *testing.T) {
 	for _, k := range []string{"docs/a.txt", "docs/b.txt", "docs/c.txt", "other/d.txt"} {
 		b.putObject(t, k, []byte("content of "+k))
 	}
-	ls := b.must(t, "ls", "s3://"+b.bucket+"/docs/").Stdout
+	ls := b.must(t, "ls", b.url("docs/")).Stdout
 	if n := strings.Count(ls, "\n"); n != 3 || !strings.Contains(ls, "docs/a.txt") || strings.Contains(ls, "other/") {
 		t.Errorf("ls docs/ =\n%s", ls)
 	}
@@ -440,7 +437,7 @@ func TestObjects(t *testing.T) {
 		t.Errorf("ls --limit 2 --json keys (-want +got):\n%s", diff)
 	}
 
-	info := jsonLines(t, b.must(t, "info", "s3://"+b.bucket+"/docs/a.txt", "--json").Stdout)[0]
+	info := jsonLines(t, b.must(t, "info", b.url("docs/a.txt"), "--json").Stdout)[0]
 	if info["bucket"] != b.bucket || info["key"] != "docs/a.txt" || info["size"] != float64(len("content of docs/a.txt")) ||
 		info["content_type"] != "text/plain" || info["etag"] == "" || info["last_modified"] == nil {
 		t.Errorf("info --json = %v", info)
@@ -448,13 +445,13 @@ func TestObjects(t *testing.T) {
 	if md, _ := info["metadata"].(map[string]any); md["owner"] != "ops" {
 		t.Errorf("info --json metadata = %v", info["metadata"])
 	}
-	if human := b.must(t, "info", "s3://"+b.bucket+"/docs/a.txt").Stdout; !strings.Contains(human, "Metadata:") ||
+	if human := b.must(t, "info", b.url("docs/a.txt")).Stdout; !strings.Contains(human, "Metadata:") ||
 		!strings.Contains(human, "owner=ops") {
 		t.Errorf("info =\n%s", human)
 	}
 
 	// A GET URL downloads the object without credentials.
-	u := strings.TrimSpace(b.must(t, "url", "s3://"+b.bucket+"/docs/b.txt", "--expires", "5m").Stdout)
+	u := strings.TrimSpace(b.must(t, "url", b.url("docs/b.txt"), "--expires", "5m").Stdout)
 	if !strings.Contains(u, "X-Amz-Expires=300") {
 		t.Errorf("url does not last 5m: %s", u)
 	}
@@ -462,11 +459,11 @@ func TestObjects(t *testing.T) {
 		t.Errorf("GET presigned URL = %q", got)
 	}
 	// Without --expires, the profile's presigned_expiry (30m) applies.
-	if u := b.must(t, "url", "s3://"+b.bucket+"/docs/b.txt").Stdout; !strings.Contains(u, "X-Amz-Expires=1800") {
+	if u := b.must(t, "url", b.url("docs/b.txt")).Stdout; !strings.Contains(u, "X-Amz-Expires=1800") {
 		t.Errorf("url without --expires does not use presigned_expiry 30m: %s", u)
 	}
 	// A PUT URL uploads.
-	pu := strings.TrimSpace(b.must(t, "url", "s3://"+b.bucket+"/up/new.txt", "--method", "put").Stdout)
+	pu := strings.TrimSpace(b.must(t, "url", b.url("up/new.txt"), "--method", "put").Stdout)
 	httpDo(t, http.MethodPut, pu, []byte("uploaded"))
 	if got := b.getObject(t, "up/new.txt"); string(got) != "uploaded" {
 		t.Errorf("PUT presigned URL stored %q", got)
@@ -704,8 +701,7 @@ func TestDashboardRefusesExposureWithoutToken(t *testing.T) {
 // or --dry-run without --recursive is a usage error.
 func TestPrefixesAreDirectoriesCLI(t *testing.T) {
 	t.Parallel()
-	b := setup(t)
-	b.startWorker(t)
+	b := setupWorker(t)
 	for _, k := range []string{"logs/2024/01.log", "logs/2024/02.log", "logs/2024-old/01.log", "logs/2024.txt"} {
 		b.putObject(t, k, []byte(k))
 	}
@@ -716,14 +712,14 @@ func TestPrefixesAreDirectoriesCLI(t *testing.T) {
 		}
 		return keys
 	}
-	if diff := cmp.Diff([]string{"logs/2024/01.log", "logs/2024/02.log"}, lsKeys("s3://"+b.bucket+"/logs/2024")); diff != "" {
+	if diff := cmp.Diff([]string{"logs/2024/01.log", "logs/2024/02.log"}, lsKeys(b.url("logs/2024"))); diff != "" {
 		t.Errorf("ls logs/2024 (-want +got):\n%s", diff)
 	}
-	if diff := cmp.Diff([]string{"logs/2024-old/01.log", "logs/2024.txt", "logs/2024/01.log", "logs/2024/02.log"}, lsKeys("s3://"+b.bucket+"/logs/2024*")); diff != "" {
+	if diff := cmp.Diff([]string{"logs/2024-old/01.log", "logs/2024.txt", "logs/2024/01.log", "logs/2024/02.log"}, lsKeys(b.url("logs/2024*"))); diff != "" {
 		t.Errorf("ls logs/2024* (-want +got):\n%s", diff)
 	}
 
-	r := b.must(t, "delete", "s3://"+b.bucket+"/logs/2024", "--recursive", "--dry-run", "--queue", b.queue, "--wait")
+	r := b.must(t, "delete", b.url("logs/2024"), "--recursive", "--dry-run", "--queue", b.queue, "--wait")
 	if !strings.Contains(r.Stdout, "dry run: would delete 2 objects\n  logs/2024/01.log\n  logs/2024/02.log\n") {
 		t.Errorf("delete --dry-run --wait printed:\n%s", r.Stdout)
 	}
@@ -731,9 +727,9 @@ func TestPrefixesAreDirectoriesCLI(t *testing.T) {
 		t.Error("the dry run deleted logs/2024/01.log")
 	}
 	for _, argv := range [][]string{
-		{"delete", "s3://" + b.bucket + "/logs/2024*"},
-		{"delete", "s3://" + b.bucket + "/logs/2024", "--dry-run"},
-		{"delete", "s3://" + b.bucket + "/*", "--recursive"},
+		{"delete", b.url("logs/2024*")},
+		{"delete", b.url("logs/2024"), "--dry-run"},
+		{"delete", b.url("*"), "--recursive"},
 	} {
 		if r := b.ferry(t, append(argv, "--queue", b.queue)...); r.Code != 2 {
 			t.Errorf("ferry %s: exit %d, want 2 (usage): %s", strings.Join(argv, " "), r.Code, r)
@@ -754,7 +750,7 @@ func TestInfoHeaders(t *testing.T) {
 	h["x-amz-meta-ferry-task-id"] = "t-123"
 	h["x-amz-meta-ferry-source-etag"] = "0123abcd"
 	b.s3.PutObject(t, b.bucket, "docs/h.txt", []byte("headers"), h)
-	arg := "s3://" + b.bucket + "/docs/h.txt"
+	arg := b.url("docs/h.txt")
 
 	human := b.must(t, "info", arg).Stdout
 	for _, want := range []string{

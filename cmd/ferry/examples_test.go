@@ -100,7 +100,7 @@ func TestExampleProducers(t *testing.T) {
 			if err := json.Unmarshal([]byte(lines[len(lines)-1]), &res); err != nil {
 				t.Fatalf("the last line is not the result as JSON: %v\n%s", err, out)
 			}
-			if res.State != "completed" || res.Bytes != int64(len(data)) || res.Dest != "s3://"+b.bucket+"/"+key {
+			if res.State != "completed" || res.Bytes != int64(len(data)) || res.Dest != b.url(key) {
 				t.Errorf("result %+v; want completed, %d bytes to s3://%s/%s", res, len(data), b.bucket, key)
 			}
 			if res.Webhook != "completed" || !strings.Contains(out, "webhook verified: "+res.TaskID+":completed completed") {

@@ -63,6 +63,17 @@ func setup(t *testing.T) bundle {
 	return b
 }
 
+// setupWorker is setup with `ferry worker` running on the bundle's queue.
+func setupWorker(t *testing.T) bundle {
+	t.Helper()
+	b := setup(t)
+	b.startWorker(t)
+	return b
+}
+
+// url is the s3:// URL of key in the bundle's bucket.
+func (b bundle) url(key string) string { return "s3://" + b.bucket + "/" + key }
+
 func writeFile(t *testing.T, path, content string) {
 	t.Helper()
 	if err := os.WriteFile(path, []byte(content), 0o600); err != nil {

@@ -8,23 +8,20 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
-
-	"github.com/ferryhq/ferry/internal/testenv"
 )
 
 // TestMigrateCLI: ferry migrate --wait --json copies a prefix, a re-run
 // skips everything, --dry-run writes nothing, and bad flags are usage errors.
 func TestMigrateCLI(t *testing.T) {
 	t.Parallel()
-	b := setup(t)
-	b.startWorker(t)
+	b := setupWorker(t)
 	objs := map[string][]byte{}
 	for i := range 12 {
 		key := fmt.Sprintf("src/d%d/o%02d", i%3, i)
 		objs[key] = randomBytes(t, 100+i)
 		b.putObject(t, key, objs[key])
 	}
-	src, dst := "s3://"+b.bucket+"/src/", "s3://"+b.bucket+"/dst/"
+	src, dst := b.url("src/"), b.url("dst/")
 
 	r := b.must(t, "migrate", src, dst, "--queue", b.queue, "--wait", "--json")
 	final := checkWaitJSON(t, r, "ferry:migrate", b.queue)
@@ -51,10 +48,10 @@ func TestMigrateCLI(t *testing.T) {
 		t.Errorf("dry run result = %v (or it wrote)", res)
 	}
 
-	if r := b.ferry(t, "migrate", "s3://"+b.bucket+"/sr*", dst, "--queue", b.queue); r.Code != 2 || !strings.Contains(r.Stderr, "--include 'sr*'") {
+	if r := b.ferry(t, "migrate", b.url("sr*"), dst, "--queue", b.queue); r.Code != 2 || !strings.Contains(r.Stderr, "--include 'sr*'") {
 		t.Errorf("a raw-prefix glob as SRC_PREFIX: exit %d, want 2 (usage) pointing to --include: %s", r.Code, r)
 	}
-	if r := b.ferry(t, "migrate", src, "s3://"+b.bucket+"/src/sub/", "--queue", b.queue); r.Code != 2 {
+	if r := b.ferry(t, "migrate", src, b.url("src/sub/"), "--queue", b.queue); r.Code != 2 {
 		t.Errorf("overlapping prefixes: exit %d, want 2: %s", r.Code, r)
 	}
 }
@@ -66,12 +63,9 @@ func TestMigrateCLI(t *testing.T) {
 // only that key.
 func TestMigrateCLIPartial(t *testing.T) {
 	t.Parallel()
-	b := setup(t)
-	b.startWorker(t)
-	long := testenv.LongKey("long/")
-	b.putObject(t, long, []byte("too long there"))
+	b := setupWorker(t)
+	long, src, dst := b.putLongKey(t, "long/")
 	b.putObject(t, "long/ok", []byte("fine"))
-	src, dst := "s3://"+b.bucket+"/long/", "s3://"+b.bucket+"/"+testenv.LongKeyDest
 	for run, want := range []struct{ copied, skipped float64 }{{1, 0}, {0, 1}} {
 		r := b.ferry(t, "migrate", src, dst, "--queue", b.queue, "--wait", "--json")
 		if r.Code != exitPartial {
@@ -102,14 +96,13 @@ func TestMigrateCLIPartial(t *testing.T) {
 // lists and migrate copies them, delete --recursive deletes them.
 func TestFolderMarkersCLI(t *testing.T) {
 	t.Parallel()
-	b := setup(t)
-	b.startWorker(t)
+	b := setupWorker(t)
 	b.putObject(t, "fm/sub/", nil)
 	b.putObject(t, "fm/sub/a.txt", []byte("a"))
-	if out := b.must(t, "ls", "s3://"+b.bucket+"/fm").Stdout; !strings.Contains(out, "fm/sub/\n") {
+	if out := b.must(t, "ls", b.url("fm")).Stdout; !strings.Contains(out, "fm/sub/\n") {
 		t.Errorf("ls does not show the marker fm/sub/:\n%s", out)
 	}
-	src, dst := "s3://"+b.bucket+"/fm/", "s3://"+b.bucket+"/copy/"
+	src, dst := b.url("fm/"), b.url("copy/")
 	if out := b.must(t, "migrate", src, dst, "--queue", b.queue, "--dry-run", "--wait").Stdout; !strings.Contains(out, "fm/sub/\n") {
 		t.Errorf("migrate --dry-run does not list the marker:\n%s", out)
 	}
@@ -130,8 +123,7 @@ func TestFolderMarkersCLI(t *testing.T) {
 // the file), --src-profile with a directory.
 func TestMigrateLocalDirCLI(t *testing.T) {
 	t.Parallel()
-	b := setup(t)
-	b.startWorker(t)
+	b := setupWorker(t)
 	files := map[string]string{"tree/a-b": "1", "tree/a/b": "2", "tree/a.b": "3", "tree/sub dir/x+y.txt": "4"}
 	for rel, c := range files {
 		p := filepath.Join(b.dir, filepath.FromSlash(rel))
@@ -143,7 +135,7 @@ func TestMigrateLocalDirCLI(t *testing.T) {
 	if err := os.Symlink(filepath.Join(b.dir, "tree", "a-b"), filepath.Join(b.dir, "tree", "link")); err != nil {
 		t.Fatal(err)
 	}
-	dst := "s3://" + b.bucket + "/up/"
+	dst := b.url("up/")
 	r := b.must(t, "migrate", "tree", dst, "--queue", b.queue, "--wait", "--json") // relative to the cwd, b.dir
 	res, _ := checkWaitJSON(t, r, "ferry:migrate", b.queue)["result"].(map[string]any)
 	if res["copied"] != float64(4) || res["failed"] != float64(0) || res["source"] != filepath.Join(b.dir, "tree") {

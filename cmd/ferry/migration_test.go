@@ -14,6 +14,16 @@ import (
 	"github.com/ferryhq/ferry/tasks"
 )
 
+// putLongKey puts testenv.LongKey(prefix) with "too long there": the key a
+// migration from prefix to testenv.LongKeyDest cannot write. It returns the
+// key and that migration's SRC and DST.
+func (b bundle) putLongKey(t *testing.T, prefix string) (long, src, dst string) {
+	t.Helper()
+	long = testenv.LongKey(prefix)
+	b.putObject(t, long, []byte("too long there"))
+	return long, b.url(prefix), b.url(testenv.LongKeyDest)
+}
+
 // TestMigrationStatusWatchRerun: a migration in which one key cannot be
 // written at the destination (1,006 bytes at the source, 1,027 under the
 // destination prefix). `ferry status` says its objects listed, copied,
@@ -25,13 +35,10 @@ import (
 // again with its reason.
 func TestMigrationStatusWatchRerun(t *testing.T) {
 	t.Parallel()
-	b := setup(t)
-	b.startWorker(t)
-	long := testenv.LongKey("mig/")
-	b.putObject(t, long, []byte("too long there"))
+	b := setupWorker(t)
+	long, src, dst := b.putLongKey(t, "mig/")
 	b.putObject(t, "mig/same", []byte("unchanged"))
 	b.putObject(t, "mig/changes", []byte("first version"))
-	src, dst := "s3://"+b.bucket+"/mig/", "s3://"+b.bucket+"/"+testenv.LongKeyDest
 
 	r := b.ferry(t, "migrate", src, dst, "--queue", b.queue, "--json")
 	var enq struct {

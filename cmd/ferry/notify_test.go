@@ -39,7 +39,7 @@ func TestNotifyCLI(t *testing.T) {
 	t.Cleanup(rcv.Close)
 
 	writeFile(t, filepath.Join(b.dir, "here.txt"), "hello webhooks")
-	dst := "s3://" + b.bucket + "/notified.txt"
+	dst := b.url("notified.txt")
 	for _, tc := range []struct{ url, want string }{
 		{"http://169.254.169.254/latest/meta-data/", "169.254.169.254 is the cloud metadata service"},
 		{"http://127.0.0.2:9/hook", "127.0.0.2 is a loopback address"},

@@ -17,8 +17,7 @@ import (
 // fails alone, and --wait says which and why, exiting 3.
 func TestPutManyFiles(t *testing.T) {
 	t.Parallel()
-	b := setup(t)
-	b.startWorker(t)
+	b := setupWorker(t)
 	dir := filepath.Join(b.dir, "many")
 	if err := os.Mkdir(dir, 0o755); err != nil {
 		t.Fatal(err)
@@ -37,7 +36,7 @@ func TestPutManyFiles(t *testing.T) {
 	argv = append(argv, filepath.Join("many", "big.bin"))
 	want["up/big.bin"] = big
 
-	r := b.ferry(t, append(append([]string{"put"}, argv...), "s3://"+b.bucket+"/up/", "--queue", b.queue, "--wait")...)
+	r := b.ferry(t, append(append([]string{"put"}, argv...), b.url("up/"), "--queue", b.queue, "--wait")...)
 	if r.Code != 0 {
 		t.Fatalf("put of 511 files: %s", r)
 	}
@@ -66,7 +65,7 @@ func TestPutManyFiles(t *testing.T) {
 	// A file outside the worker's --allow-dir fails alone.
 	outside := filepath.Join(t.TempDir(), "outside.txt")
 	writeFile(t, outside, "x")
-	r = b.ferry(t, "put", filepath.Join("many", "f001.txt"), outside, "s3://"+b.bucket+"/two/", "--queue", b.queue, "--max-retry", "1", "--wait")
+	r = b.ferry(t, "put", filepath.Join("many", "f001.txt"), outside, b.url("two/"), "--queue", b.queue, "--max-retry", "1", "--wait")
 	if r.Code != exitTaskFailed {
 		t.Fatalf("want exit %d: %s", exitTaskFailed, r)
 	}
@@ -84,11 +83,11 @@ func TestPutManyFiles(t *testing.T) {
 		want string
 		code int
 	}{
-		{desc: "dest not a directory", argv: []string{"put", argv[0], argv[1], "s3://" + b.bucket + "/x"}, want: "end it with '/'", code: exitUsage},
-		{desc: "task id", argv: []string{"put", argv[0], argv[1], "s3://" + b.bucket + "/x/", "--task-id", "t1"}, want: "--task-id and --idempotent name one task", code: exitUsage},
-		{desc: "same base name", argv: []string{"put", argv[0], filepath.Join(b.dir, argv[0]), "s3://" + b.bucket + "/x/"}, want: "would both be", code: exitUsage},
-		{desc: "notify", argv: []string{"put", argv[0], argv[1], "s3://" + b.bucket + "/x/", "--notify", "https://hooks.example.com/x"}, want: "--notify applies to one transfer", code: exitUsage},
-		{desc: "missing file", argv: []string{"put", argv[0], "nope.txt", "s3://" + b.bucket + "/x/"}, want: "does not exist", code: 1},
+		{desc: "dest not a directory", argv: []string{"put", argv[0], argv[1], b.url("x")}, want: "end it with '/'", code: exitUsage},
+		{desc: "task id", argv: []string{"put", argv[0], argv[1], b.url("x/"), "--task-id", "t1"}, want: "--task-id and --idempotent name one task", code: exitUsage},
+		{desc: "same base name", argv: []string{"put", argv[0], filepath.Join(b.dir, argv[0]), b.url("x/")}, want: "would both be", code: exitUsage},
+		{desc: "notify", argv: []string{"put", argv[0], argv[1], b.url("x/"), "--notify", "https://hooks.example.com/x"}, want: "--notify applies to one transfer", code: exitUsage},
+		{desc: "missing file", argv: []string{"put", argv[0], "nope.txt", b.url("x/")}, want: "does not exist", code: 1},
 	} {
 		if r := b.ferry(t, append(tc.argv, "--queue", b.queue)...); r.Code != tc.code || !strings.Contains(r.Stderr, tc.want) {
 			t.Errorf("%s: want exit %d and %q: %s", tc.desc, tc.code, tc.want, r)
