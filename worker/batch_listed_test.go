@@ -64,24 +64,13 @@ func TestBatchCopyListedIsOneRequest(t *testing.T) {
 	if got, heads := reqs.Take(); got[http.MethodPut] != n || len(got) != 1 {
 		t.Errorf("%d listed copies sent %v (HEADs of %v); want %d PUTs (CopyObject) and nothing else", n, got, heads, n)
 	}
-	for key, data := range want {
-		if got := mustGet(t, dst, key); !bytes.Equal(got, data) {
-			t.Errorf("%s: %d bytes differ from the source's %d", key, len(got), len(data))
-		}
-		s, err := src.Info(ctx, key)
-		if err != nil {
-			t.Fatal(err)
-		}
-		d, err := dst.Info(ctx, key)
-		if err != nil {
-			t.Fatal(err)
-		}
+	checkCopies(t, src, dst, want, func(key string, s, d storage.StoredFile) {
 		if s.Headers != d.Headers || !maps.Equal(s.Metadata, d.Metadata) || d.ETag != s.ETag {
 			t.Errorf("%s: copy has headers %+v, metadata %v, ETag %s; want the source's %+v, %v, %s exactly",
 				key, d.Headers, d.Metadata, d.ETag, s.Headers, s.Metadata, s.ETag)
 		}
 		b.s3.CheckHeaders(t, dstBucket, key, testenv.StoredHeaders)
-	}
+	})
 
 	// Replaced after the listing: the listed ETag no longer matches.
 	key := "listed/changed"
@@ -170,24 +159,13 @@ func TestBatchStreamListedIsGetAndPut(t *testing.T) {
 	if got, heads := reqs.Take(); got[http.MethodGet] != n || len(got) != 1 {
 		t.Errorf("%d listed copies across endpoints sent %v to the source (HEADs of %v); want %d GETs and nothing else", n, got, heads, n)
 	}
-	for key, data := range want {
-		if got := mustGet(t, dst, key); !bytes.Equal(got, data) {
-			t.Errorf("%s: %d bytes differ from the source's %d", key, len(got), len(data))
-		}
-		s, err := src.Info(ctx, key)
-		if err != nil {
-			t.Fatal(err)
-		}
-		d, err := dst.Info(ctx, key)
-		if err != nil {
-			t.Fatal(err)
-		}
+	checkCopies(t, src, dst, want, func(key string, s, d storage.StoredFile) {
 		if s.Headers != d.Headers || d.Metadata["ferry-source-etag"] != s.ETag || d.Metadata["ferry-task-id"] != id {
 			t.Errorf("%s: copy has headers %+v, metadata %v; want the source's headers %+v, its ETag %s recorded and this task's id",
 				key, d.Headers, d.Metadata, s.Headers, s.ETag)
 		}
 		b.s3.CheckHeaders(t, b.bucket, key, testenv.StoredHeaders)
-	}
+	})
 
 	id = b.enq(t)(tasks.NewBatchTask(tasks.BatchPayload{Items: []tasks.BatchItem{{Source: s3loc("far", farBucket, changed),
 		Dest: s3loc("", b.bucket, changed), Size: listed.Size, SourceETag: listed.ETag}}}))
@@ -199,5 +177,25 @@ func TestBatchStreamListedIsGetAndPut(t *testing.T) {
 	}
 	if d, err := dst.Info(ctx, changed); err != nil || d.ContentType != "application/x-new" || d.Metadata["v"] != "2" {
 		t.Errorf("%s: %+v (%v); want the new version's headers and metadata", changed, d, err)
+	}
+}
+
+// checkCopies checks that dst holds each key of want with want's bytes,
+// and hands the source's and the copy's StoredFile to check.
+func checkCopies(t *testing.T, src, dst *storage.S3, want map[string][]byte, check func(key string, s, d storage.StoredFile)) {
+	t.Helper()
+	for key, data := range want {
+		if got := mustGet(t, dst, key); !bytes.Equal(got, data) {
+			t.Errorf("%s: %d bytes differ from the source's %d", key, len(got), len(data))
+		}
+		s, err := src.Info(t.Context(), key)
+		if err != nil {
+			t.Fatal(err)
+		}
+		d, err := dst.Info(t.Context(), key)
+		if err != nil {
+			t.Fatal(err)
+		}
+		check(key, s, d)
 	}
 }

@@ -174,7 +174,7 @@ func TestTakeoverSparesARunAboutToClaim(t *testing.T) {
 		default: // paused once already
 		}
 	})
-	runWorker(t, first)
+	workerproc.Run(t, first)
 
 	id := b.enq(t)(tasks.NewUploadTask(tasks.UploadPayload{Source: tasks.Location{Path: path}, Dest: s3loc("", b.bucket, "slow-claim")}))
 	select {
@@ -196,18 +196,4 @@ func TestTakeoverSparesARunAboutToClaim(t *testing.T) {
 	if n := logs.FilterMessage("taking over a task whose worker stopped renewing its ownership").Len(); n != 0 {
 		t.Errorf("the second worker took over a live run %d times while it was between index and claim", n)
 	}
-}
-
-// runWorker runs w (made by worker.New, its test hooks set) until the test
-// ends, as workerproc.Start does.
-func runWorker(t *testing.T, w *worker.Worker) {
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- w.Run(ctx) }()
-	t.Cleanup(func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("worker.Run: %v", err)
-		}
-	})
 }

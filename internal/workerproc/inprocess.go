@@ -17,6 +17,13 @@ func Start(t testing.TB, cfg worker.Config) *worker.Worker {
 	if err != nil {
 		t.Fatalf("worker.New: %v", err)
 	}
+	Run(t, w)
+	return w
+}
+
+// Run runs w, made by worker.New (for a test that sets hooks on it before
+// it runs), as Start does.
+func Run(t testing.TB, w *worker.Worker) {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- w.Run(ctx) }()
@@ -26,5 +33,4 @@ func Start(t testing.TB, cfg worker.Config) *worker.Worker {
 			t.Errorf("worker.Run: %v", err)
 		}
 	})
-	return w
 }
