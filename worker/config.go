@@ -106,6 +106,12 @@ type Config struct {
 	Metrics *Metrics
 }
 
+// requestsInFlight is the most requests this worker's tasks send to one
+// endpoint at once: each slot's parts (an upload) or items (a batch).
+func (c *Config) requestsInFlight() int {
+	return c.Concurrency * max(c.PartConcurrency, c.BatchConcurrency)
+}
+
 func (c *Config) setDefaults() {
 	if c.Concurrency <= 0 {
 		c.Concurrency = 4

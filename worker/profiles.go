@@ -24,8 +24,19 @@ type profiles struct {
 	clients map[string]*storage.Client
 }
 
-func newProfiles(cfgs map[string]storage.Config) *profiles {
-	return &profiles{cfgs: cfgs, clients: map[string]*storage.Client{}}
+// newProfiles keeps cfgs; a profile that sets no max_pool_connections
+// gets pool connections per host (the worker's requests in flight, at
+// least storage.DefaultMaxPoolConnections): the storage default, 10, would
+// queue the default worker's 64 batch items for a connection.
+func newProfiles(cfgs map[string]storage.Config, pool int) *profiles {
+	own := make(map[string]storage.Config, len(cfgs))
+	for name, c := range cfgs {
+		if c.MaxPoolConnections == 0 {
+			c.MaxPoolConnections = max(pool, storage.DefaultMaxPoolConnections)
+		}
+		own[name] = c
+	}
+	return &profiles{cfgs: own, clients: map[string]*storage.Client{}}
 }
 
 func (p *profiles) names() string {

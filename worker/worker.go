@@ -80,7 +80,7 @@ func New(cfg Config) (*Worker, error) {
 	}
 	w := &Worker{cfg: cfg, log: cfg.Logger, rdb: cfg.Redis, metrics: cfg.Metrics,
 		ckpt:     checkpoint.New(cfg.Redis, checkpoint.Options{}),
-		profiles: newProfiles(cfg.Profiles),
+		profiles: newProfiles(cfg.Profiles, cfg.requestsInFlight()),
 		buffers:  storage.NewBufferPool(cfg.MaxBufferMemory),
 	}
 	src, err := newSources(cfg.AllowDirs, cfg.AllowURLHosts, cfg.HTTPClient)
