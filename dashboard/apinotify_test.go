@@ -30,21 +30,18 @@ func TestAPINotify(t *testing.T) {
 		{"metadata service in the payload", payloadNotify("http://169.254.169.254/latest/meta-data/"),
 			"payload.notify", "169.254.169.254 is the cloud metadata service"},
 		{"unlisted host", string(putBody(queue, "bucket-api", "n.txt", `,"notify":{"url":"https://evil.example.net/hook"}`)),
-			"notify", `host \"evil.example.net\" is not on webhook_allow [hooks.example.com]`},
+			"notify", `host "evil.example.net" is not on webhook_allow [hooks.example.com]`},
 		{"credentials", payloadNotify("https://me:hunter2@hooks.example.com/hook"),
 			"payload.notify", "user:password@"},
 		{"given twice", strings.Replace(payloadNotify("https://hooks.example.com/a"), `"queue"`, `"notify":{"url":"https://hooks.example.com/b"},"queue"`, 1),
 			"notify", "given twice"},
 		{"not a URL", string(putBody(queue, "bucket-api", "n.txt", `,"notify":{"url":"hooks.example.com/x"}`)),
-			"notify", `scheme \"\"`},
+			"notify", `scheme ""`},
 	} {
-		resp, out := b.call(t, "POST", "/api/v1/transfers", producerToken, []byte(tc.body))
-		if resp.StatusCode != http.StatusBadRequest || !strings.Contains(out, `"field":"`+tc.field+`"`) || !strings.Contains(out, tc.want) {
-			t.Errorf("%s: %d %s; want 400, field %s, %q", tc.desc, resp.StatusCode, out, tc.field, tc.want)
-		}
-		if strings.Contains(out, "hunter2") {
-			t.Errorf("%s: the answer shows the URL's password: %s", tc.desc, out)
-		}
+		t.Run(tc.desc, func(t *testing.T) {
+			resp, out := b.call(t, "POST", "/api/v1/transfers", producerToken, []byte(tc.body))
+			checkRefused(t, resp, out, http.StatusBadRequest, tc.want, tc.field, "hunter2")
+		})
 	}
 	if n := queueLen(t, b.client, queue); n != 0 {
 		t.Fatalf("refused requests enqueued %d tasks", n)

@@ -5,13 +5,10 @@ import (
 	"bytes"
 	"cmp"
 	"context"
-	"crypto/rand"
 	"encoding/json"
 	"fmt"
 	"io"
 	"net/http"
-	"os"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -19,8 +16,6 @@ import (
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
 	"github.com/redis/go-redis/v9"
-	"go.uber.org/zap"
-	"go.uber.org/zap/zaptest"
 
 	"github.com/ferryhq/ferry/dashboard"
 	"github.com/ferryhq/ferry/internal/testenv"
@@ -46,8 +41,16 @@ func apiTokens(c *dashboard.Config) {
 // the test.
 func apiSetup(t *testing.T, opts ...func(*dashboard.Config)) *bundle {
 	t.Helper()
+	return specSetup(t, testenv.RedisClient(t), true, opts...)
+}
+
+// specSetup is setupOn with API tokens and an OpenAPI check (specCheck)
+// whose findings fail the test; with checked, every exchange goes through
+// it.
+func specSetup(t *testing.T, rdb *redis.Client, checked bool, opts ...func(*dashboard.Config)) *bundle {
+	t.Helper()
 	check := newSpecCheck(t)
-	// Registered before setup's cleanups, so it runs after them: once the
+	// Registered before setupOn's cleanups, so it runs after them: once the
 	// server is closed, its streams have ended and been checked.
 	t.Cleanup(func() {
 		check.mu.Lock()
@@ -56,7 +59,11 @@ func apiSetup(t *testing.T, opts ...func(*dashboard.Config)) *bundle {
 			t.Error("OpenAPI: " + e)
 		}
 	})
-	b := setupWrapped(t, check.wrap, append([]func(*dashboard.Config){apiTokens}, opts...)...)
+	var wrap func(http.Handler) http.Handler
+	if checked {
+		wrap = check.wrap
+	}
+	b := setupOn(t, rdb, wrap, append([]func(*dashboard.Config){apiTokens}, opts...)...)
 	b.spec = check
 	return b
 }
@@ -64,12 +71,25 @@ func apiSetup(t *testing.T, opts ...func(*dashboard.Config)) *bundle {
 // call sends one API request; hdr are name, value pairs.
 func (b *bundle) call(t *testing.T, method, path, token string, body []byte, hdr ...string) (*http.Response, string) {
 	t.Helper()
-	req, err := http.NewRequest(method, b.ts.URL+path, bytes.NewReader(body))
+	if body != nil {
+		hdr = append([]string{"Content-Type", "application/json"}, hdr...)
+	}
+	resp := b.send(t, context.Background(), method, path, token, body, hdr...)
+	defer resp.Body.Close()
+	out, err := io.ReadAll(resp.Body)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if body != nil {
-		req.Header.Set("Content-Type", "application/json")
+	return resp, string(out)
+}
+
+// send sends one request to the test server until ctx ends: token as a
+// bearer token (none when empty), hdr as name, value pairs.
+func (b *bundle) send(t *testing.T, ctx context.Context, method, path, token string, body []byte, hdr ...string) *http.Response {
+	t.Helper()
+	req, err := http.NewRequestWithContext(ctx, method, b.ts.URL+path, bytes.NewReader(body))
+	if err != nil {
+		t.Fatal(err)
 	}
 	if token != "" {
 		req.Header.Set("Authorization", "Bearer "+token)
@@ -81,12 +101,7 @@ func (b *bundle) call(t *testing.T, method, path, token string, body []byte, hdr
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer resp.Body.Close()
-	out, err := io.ReadAll(resp.Body)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return resp, string(out)
+	return resp
 }
 
 type apiTransfer struct {
@@ -101,6 +116,25 @@ func decodeTransfer(t *testing.T, body string) apiTransfer {
 		t.Fatalf("decode %s: %v", body, err)
 	}
 	return tr
+}
+
+// checkRefused checks an answer of the API that refuses a request: status,
+// and a JSON error whose message contains want and whose field is field,
+// that shows none of secrets.
+func checkRefused(t *testing.T, resp *http.Response, out string, status int, want, field string, secrets ...string) {
+	t.Helper()
+	var e struct{ Error, Code, Field string }
+	if err := json.Unmarshal([]byte(out), &e); err != nil {
+		t.Fatalf("%d %.300s: not a JSON error: %v", resp.StatusCode, out, err)
+	}
+	if resp.StatusCode != status || !strings.Contains(e.Error, want) || e.Field != field {
+		t.Errorf("%d %.300s; want %d with %q and field %q", resp.StatusCode, out, status, want, field)
+	}
+	for _, secret := range secrets {
+		if strings.Contains(out, secret) {
+			t.Errorf("the error echoes a credential: %.300s", out)
+		}
+	}
 }
 
 // queueLen is the number of tasks in queue, in every state.
@@ -269,35 +303,9 @@ func TestAPIBadInput(t *testing.T) {
 		{desc: "bad idempotency key", token: producerToken, body: good, hdr: []string{"Idempotency-Key", strings.Repeat("k", 300)}, status: 400, want: "Idempotency-Key", field: "Idempotency-Key"},
 	} {
 		t.Run(tc.desc, func(t *testing.T) {
-			req, err := http.NewRequest("POST", b.ts.URL+"/api/v1/transfers", strings.NewReader(tc.body))
-			if err != nil {
-				t.Fatal(err)
-			}
-			req.Header.Set("Content-Type", cmp.Or(tc.contentType, "application/json"))
-			if tc.token != "" {
-				req.Header.Set("Authorization", "Bearer "+tc.token)
-			}
-			for i := 0; i+1 < len(tc.hdr); i += 2 {
-				req.Header.Set(tc.hdr[i], tc.hdr[i+1])
-			}
-			resp, err := http.DefaultClient.Do(req)
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer resp.Body.Close()
-			out, _ := io.ReadAll(resp.Body)
-			var e struct {
-				Error, Code, Field string
-			}
-			if err := json.Unmarshal(out, &e); err != nil {
-				t.Fatalf("%d %s: not a JSON error: %v", resp.StatusCode, out, err)
-			}
-			if resp.StatusCode != tc.status || !strings.Contains(e.Error, tc.want) || e.Field != tc.field {
-				t.Errorf("%d %s; want %d with %q and field %q", resp.StatusCode, out, tc.status, tc.want, tc.field)
-			}
-			if strings.Contains(string(out), "hunter2") {
-				t.Errorf("the error echoes a credential: %s", out)
-			}
+			hdr := append([]string{"Content-Type", cmp.Or(tc.contentType, "application/json")}, tc.hdr...)
+			resp, out := b.call(t, "POST", "/api/v1/transfers", tc.token, []byte(tc.body), hdr...)
+			checkRefused(t, resp, out, tc.status, tc.want, tc.field, "hunter2")
 		})
 	}
 	if n := queueLen(t, b.client, queue); n != 0 {
@@ -386,15 +394,7 @@ func (b *bundle) stream(t *testing.T, path, token string, hdr ...string) (*http.
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	t.Cleanup(cancel)
-	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, b.ts.URL+path, nil)
-	req.Header.Set("Authorization", "Bearer "+token)
-	for i := 0; i+1 < len(hdr); i += 2 {
-		req.Header.Set(hdr[i], hdr[i+1])
-	}
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
+	resp := b.send(t, ctx, http.MethodGet, path, token, nil, hdr...)
 	t.Cleanup(func() { resp.Body.Close() })
 	return resp, bufio.NewReader(resp.Body)
 }
@@ -459,19 +459,7 @@ func TestAPIUploadEndToEnd(t *testing.T) {
 	bucket := srv.Bucket(t)
 	dir := t.TempDir()
 	queue := testenv.UniqueName("q")
-	data := make([]byte, 3*storage.MinPartSize)
-	_, _ = rand.Read(data)
-	path := filepath.Join(dir, "http.bin")
-	if err := os.WriteFile(path, data, 0o644); err != nil {
-		t.Fatal(err)
-	}
-	w, err := worker.New(worker.Config{Redis: b.rdb, Queues: map[string]int{queue: 1}, AllowDirs: []string{dir},
-		Profiles: map[string]storage.Config{"default": srv.Profile()},
-		PartSize: storage.MinPartSize, PartConcurrency: 2, JanitorInterval: -1,
-		Logger: zaptest.NewLogger(t, zaptest.Level(zap.WarnLevel))})
-	if err != nil {
-		t.Fatal(err)
-	}
+	path, data := testenv.RandomFile(t, dir, "http.bin", 3*storage.MinPartSize)
 	body := fmt.Appendf(nil, `{"type":"upload","queue":%q,"payload":{"source":{"path":%q},"dest":{"bucket":%q,"key":"http.bin"}}}`, queue, path, bucket)
 	resp, out := b.call(t, "POST", "/api/v1/transfers", producerToken, body, "Idempotency-Key", testenv.UniqueName("e2e"))
 	if resp.StatusCode != http.StatusCreated {
@@ -479,10 +467,7 @@ func TestAPIUploadEndToEnd(t *testing.T) {
 	}
 	id := decodeTransfer(t, out).TaskID
 	_, r := b.stream(t, "/api/v1/transfers/"+id+"/events", viewerToken)
-	wctx, stop := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- w.Run(wctx) }()
-	t.Cleanup(func() { stop(); <-done })
+	b.startWorker(t, srv, queue, worker.Config{AllowDirs: []string{dir}, PartSize: storage.MinPartSize, PartConcurrency: 2})
 	var last dashboard.Transfer
 	for !last.State.Terminal() {
 		_, last = readSSE(t, r)
@@ -530,29 +515,18 @@ func TestAPIBadPayloadCorpus(t *testing.T) {
 		{"credentials in a profile name", "copy", `{"source":{"profile":"AKIA:secret","bucket":"` + bk + `","key":"keep/me"},"dest":{"bucket":"` + bk + `","key":"out/c"}}`, "profile", "payload.source"},
 		{"credentials in a URL", "put", `{"source":{"url":"https://AKIA:hunter2@example.com/x"},"dest":` + dest + `}`, "user info", "payload.source"},
 		{"invalid bucket name", "put", `{"source":{"data":"eA=="},"dest":{"bucket":"Not_A_Bucket","key":"k"}}`, "bucket", "payload.dest"},
-		{"recursive delete of a whole bucket without allow_all", "delete", `{"dest":{"bucket":"` + bk + `","key":""},"recursive":true}`, "allow_all", ""},
+		{"recursive delete of a whole bucket without allow_all", "delete", `{"dest":{"bucket":"` + bk + `","key":""},"recursive":true}`, "allow_all", "payload.dest"},
 		{"reserved metadata key", "put", `{"source":{"data":"eA=="},"dest":` + dest + `,"metadata":{"ferry-task-id":"spoof"}}`, "reserved", "payload.metadata"},
 		{"part size below 5 MiB", "upload", `{"source":{"path":"/data/a"},"dest":` + dest + `,"part_size":1024}`, "part_size", "payload.part_size"},
 		{"part concurrency 1000", "upload", `{"source":{"path":"/data/a"},"dest":` + dest + `,"part_concurrency":1000}`, "part_concurrency", "payload.part_concurrency"},
 		{"http (not https) source", "put", `{"source":{"url":"http://127.0.0.1:1/x"},"dest":` + dest + `}`, "https", "payload.source"},
 		{"two sources at once", "put", `{"source":{"data":"eA==","path":"/etc/passwd"},"dest":` + dest + `}`, "source", "payload.source"},
-		{"move onto itself", "move", `{"source":{"bucket":"` + bk + `","key":"keep/me"},"dest":{"bucket":"` + bk + `","key":"keep/me"}}`, "same object", ""},
+		{"move onto itself", "move", `{"source":{"bucket":"` + bk + `","key":"keep/me"},"dest":{"bucket":"` + bk + `","key":"keep/me"}}`, "same object", "payload"},
 	} {
 		t.Run(tc.desc, func(t *testing.T) {
 			body := fmt.Sprintf(`{"type":%q,"queue":%q,"payload":%s}`, tc.typ, queue, tc.payload)
 			resp, out := b.call(t, "POST", "/api/v1/transfers", producerToken, []byte(body), "Idempotency-Key", testenv.UniqueName("bad"))
-			var e struct{ Error, Code, Field string }
-			if err := json.Unmarshal([]byte(out), &e); err != nil {
-				t.Fatalf("%d %.300s: not a JSON error: %v", resp.StatusCode, out, err)
-			}
-			if resp.StatusCode != http.StatusBadRequest || !strings.Contains(e.Error, tc.want) || (tc.field != "" && e.Field != tc.field) {
-				t.Errorf("%d %.300s; want 400 with %q and field %q", resp.StatusCode, out, tc.want, tc.field)
-			}
-			for _, secret := range []string{"hunter2", "AKIA:secret"} {
-				if strings.Contains(out, secret) {
-					t.Errorf("the error echoes a credential: %.300s", out)
-				}
-			}
+			checkRefused(t, resp, out, http.StatusBadRequest, tc.want, tc.field, "hunter2", "AKIA:secret")
 		})
 	}
 	if n := queueLen(t, b.client, queue); n != 0 {
@@ -638,12 +612,6 @@ func TestAPIBatch(t *testing.T) {
 	srv := testenv.S3(t)
 	bucket := srv.Bucket(t)
 	queue := testenv.UniqueName("q")
-	w, err := worker.New(worker.Config{Redis: b.rdb, Queues: map[string]int{queue: 1},
-		Profiles: map[string]storage.Config{"default": srv.Profile()}, JanitorInterval: -1,
-		Logger: zaptest.NewLogger(t, zaptest.Level(zap.WarnLevel))})
-	if err != nil {
-		t.Fatal(err)
-	}
 	srv.PutObject(t, bucket, "src/1", []byte("hello"), nil)
 	srv.PutObject(t, bucket, "src/2", []byte("world!"), nil)
 	body := fmt.Appendf(nil, `{"type":"batch","queue":%q,"payload":{"items":[`+
@@ -663,10 +631,7 @@ func TestAPIBatch(t *testing.T) {
 		t.Errorf("the OpenAPI document does not offer ferry:batch with its payload")
 	}
 	_, r := b.stream(t, "/api/v1/transfers/"+tr.TaskID+"/events", viewerToken)
-	wctx, stop := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- w.Run(wctx) }()
-	t.Cleanup(func() { stop(); <-done })
+	b.startWorker(t, srv, queue, worker.Config{})
 	var last dashboard.Transfer
 	for !last.State.Terminal() {
 		_, last = readSSE(t, r)

@@ -2,13 +2,10 @@ package dashboard_test
 
 import (
 	"context"
-	"crypto/rand"
 	"encoding/json"
 	"fmt"
 	"net/http"
-	"net/http/httptest"
 	"os"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -33,32 +30,7 @@ import (
 // token: a browser's cookie is not).
 func privateSetup(t *testing.T, specChecked bool, opts ...func(*dashboard.Config)) *bundle {
 	t.Helper()
-	rdb := testenv.PrivateRedisClient(t)
-	check := newSpecCheck(t)
-	t.Cleanup(func() {
-		check.mu.Lock()
-		defer check.mu.Unlock()
-		for _, e := range check.errs {
-			t.Error("OpenAPI: " + e)
-		}
-	})
-	cfg := dashboard.Config{Redis: rdb, Logger: zaptest.NewLogger(t)}
-	apiTokens(&cfg)
-	for _, o := range opts {
-		o(&cfg)
-	}
-	srv, err := dashboard.New(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var h http.Handler = srv
-	if specChecked {
-		h = check.wrap(srv)
-	}
-	ts := httptest.NewServer(h)
-	t.Cleanup(ts.Close)
-	t.Cleanup(func() { _ = srv.Close() })
-	return &bundle{rdb: rdb, srv: srv, ts: ts, client: tasks.NewClient(rdb), spec: check}
+	return specSetup(t, testenv.PrivateRedisClient(t), specChecked, opts...)
 }
 
 type throughputView struct {
@@ -133,26 +105,11 @@ func TestFleetAPI(t *testing.T) {
 	bucket := srv.Bucket(t)
 	dir := t.TempDir()
 	queue := testenv.UniqueName("q")
-	data := make([]byte, 3*storage.MinPartSize+12345)
-	_, _ = rand.Read(data)
-	path := filepath.Join(dir, "fleet.bin")
-	if err := os.WriteFile(path, data, 0o644); err != nil {
-		t.Fatal(err)
-	}
+	path, data := testenv.RandomFile(t, dir, "fleet.bin", 3*storage.MinPartSize+12345)
 	if tp := getInto[throughputView](t, b, "/api/v1/throughput"); tp.TotalBytes != 0 || len(tp.Points) != 91 || tp.BucketSeconds != 10 || tp.WindowSeconds != 900 {
 		t.Fatalf("throughput before any transfer: %d bytes in %d points of %d s over %d s; want 0 in 91 points of 10 s over 900 s", tp.TotalBytes, len(tp.Points), tp.BucketSeconds, tp.WindowSeconds)
 	}
-	w, err := worker.New(worker.Config{Redis: b.rdb, Queues: map[string]int{queue: 1}, AllowDirs: []string{dir},
-		Profiles: map[string]storage.Config{"default": srv.Profile()}, Concurrency: 4,
-		PartSize: storage.MinPartSize, PartConcurrency: 2, JanitorInterval: -1,
-		Logger: zaptest.NewLogger(t, zaptest.Level(zap.WarnLevel))})
-	if err != nil {
-		t.Fatal(err)
-	}
-	wctx, stop := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- w.Run(wctx) }()
-	t.Cleanup(func() { stop(); <-done })
+	b.startWorker(t, srv, queue, worker.Config{AllowDirs: []string{dir}, Concurrency: 4, PartSize: storage.MinPartSize, PartConcurrency: 2})
 
 	ids := map[string]int64{}
 	up, err := tasks.NewUploadTask(tasks.UploadPayload{Source: tasks.Location{Path: path}, Dest: tasks.Location{Bucket: bucket, Key: "fleet.bin"}}, asynq.Queue(queue))

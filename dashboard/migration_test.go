@@ -15,7 +15,6 @@ import (
 
 	"github.com/ferryhq/ferry/dashboard"
 	"github.com/ferryhq/ferry/internal/testenv"
-	"github.com/ferryhq/ferry/storage"
 	"github.com/ferryhq/ferry/tasks"
 	"github.com/ferryhq/ferry/worker"
 )
@@ -50,25 +49,12 @@ func TestMigrationPage(t *testing.T) {
 	srv := testenv.S3(t)
 	bucket := srv.Bucket(t)
 	queue := testenv.UniqueName("q")
-	long := "mig/"
-	for len(long)+201 < 1006 {
-		long += strings.Repeat("k", 200) + "/"
-	}
-	long += strings.Repeat("k", 1006-len(long))
+	long := testenv.LongKey("mig/")
 	for _, k := range []string{long, "mig/a", "mig/b"} {
 		srv.PutObject(t, bucket, k, []byte("data"), nil)
 	}
-	w, err := worker.New(worker.Config{Redis: b.rdb, Queues: map[string]int{queue: 1},
-		Profiles: map[string]storage.Config{"default": srv.Profile()}, JanitorInterval: -1,
-		Logger: zaptest.NewLogger(t, zaptest.Level(zap.ErrorLevel))})
-	if err != nil {
-		t.Fatal(err)
-	}
-	wctx, stop := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- w.Run(wctx) }()
-	t.Cleanup(func() { stop(); <-done })
-	const dstPrefix = "a/much/longer/destination/"
+	b.startWorker(t, srv, queue, worker.Config{Logger: zaptest.NewLogger(t, zaptest.Level(zap.ErrorLevel))})
+	const dstPrefix = testenv.LongKeyDest
 	task, err := tasks.NewMigrateTask(tasks.MigratePayload{Source: tasks.Location{Bucket: bucket, Key: "mig/"}, Dest: tasks.Location{Bucket: bucket, Key: dstPrefix}}, asynq.Queue(queue))
 	if err != nil {
 		t.Fatal(err)

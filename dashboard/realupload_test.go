@@ -2,17 +2,12 @@ package dashboard_test
 
 import (
 	"context"
-	"crypto/rand"
 	"fmt"
-	"os"
-	"path/filepath"
 	"testing"
 	"time"
 
 	"github.com/chromedp/chromedp"
 	"github.com/hibiken/asynq"
-	"go.uber.org/zap"
-	"go.uber.org/zap/zaptest"
 
 	"github.com/ferryhq/ferry/internal/testenv"
 	"github.com/ferryhq/ferry/storage"
@@ -30,19 +25,7 @@ func TestBrowserRealUpload(t *testing.T) {
 	bucket := srv.Bucket(t)
 	dir := t.TempDir()
 	queue := testenv.UniqueName("q")
-	data := make([]byte, 24*storage.MinPartSize)
-	_, _ = rand.Read(data)
-	path := filepath.Join(dir, "real.bin")
-	if err := os.WriteFile(path, data, 0o644); err != nil {
-		t.Fatal(err)
-	}
-	w, err := worker.New(worker.Config{Redis: b.rdb, Queues: map[string]int{queue: 1}, AllowDirs: []string{dir},
-		Profiles: map[string]storage.Config{"default": srv.Profile()},
-		PartSize: storage.MinPartSize, PartConcurrency: 1, JanitorInterval: -1,
-		Logger: zaptest.NewLogger(t, zaptest.Level(zap.WarnLevel))})
-	if err != nil {
-		t.Fatal(err)
-	}
+	path, _ := testenv.RandomFile(t, dir, "real.bin", 24*storage.MinPartSize)
 	if err := doWithin(ctx, 30*time.Second, chromedp.Navigate(b.ts.URL+"/"), chromedp.WaitVisible(chromedp.CSS("#live.on"))); err != nil {
 		t.Fatalf("load the transfers page: %v", err)
 	}
@@ -54,10 +37,7 @@ func TestBrowserRealUpload(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	wctx, stop := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- w.Run(wctx) }()
-	t.Cleanup(func() { stop(); <-done })
+	b.startWorker(t, srv, queue, worker.Config{AllowDirs: []string{dir}, PartSize: storage.MinPartSize, PartConcurrency: 1})
 
 	row := fmt.Sprintf(`tr[data-task-id=%q] .bar`, info.ID)
 	js := fmt.Sprintf(`(() => { const b = document.querySelector(%q); return b ? parseFloat(b.getAttribute("aria-valuenow")) : -1 })()`, row)

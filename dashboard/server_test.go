@@ -15,11 +15,15 @@ import (
 	"github.com/hibiken/asynq"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/redis/go-redis/v9"
+	"go.uber.org/zap"
 	"go.uber.org/zap/zaptest"
 
 	"github.com/ferryhq/ferry/dashboard"
 	"github.com/ferryhq/ferry/internal/testenv"
+	"github.com/ferryhq/ferry/internal/workerproc"
+	"github.com/ferryhq/ferry/storage"
 	"github.com/ferryhq/ferry/tasks"
+	"github.com/ferryhq/ferry/worker"
 )
 
 // testToken is an auth token CheckToken accepts.
@@ -44,7 +48,12 @@ func setup(t *testing.T, opts ...func(*dashboard.Config)) *bundle {
 // (nil: not wrapped).
 func setupWrapped(t *testing.T, wrap func(http.Handler) http.Handler, opts ...func(*dashboard.Config)) *bundle {
 	t.Helper()
-	rdb := testenv.RedisClient(t)
+	return setupOn(t, testenv.RedisClient(t), wrap, opts...)
+}
+
+// setupOn is setupWrapped on the Redis of rdb.
+func setupOn(t *testing.T, rdb *redis.Client, wrap func(http.Handler) http.Handler, opts ...func(*dashboard.Config)) *bundle {
+	t.Helper()
 	cfg := dashboard.Config{Redis: rdb, Logger: zaptest.NewLogger(t)}
 	for _, o := range opts {
 		o(&cfg)
@@ -63,6 +72,20 @@ func setupWrapped(t *testing.T, wrap func(http.Handler) http.Handler, opts ...fu
 	t.Cleanup(ts.Close)
 	t.Cleanup(func() { _ = srv.Close() })
 	return &bundle{rdb: rdb, srv: srv, ts: ts, client: tasks.NewClient(rdb)}
+}
+
+// startWorker runs a real worker on b's Redis until the test ends
+// (workerproc.Start), with cfg completed: queue (weight 1), the "default"
+// profile on srv, no janitor, and a test logger of warnings unless cfg has
+// a logger.
+func (b *bundle) startWorker(t *testing.T, srv *testenv.S3Server, queue string, cfg worker.Config) {
+	t.Helper()
+	cfg.Redis, cfg.Queues, cfg.JanitorInterval = b.rdb, map[string]int{queue: 1}, -1
+	cfg.Profiles = map[string]storage.Config{"default": srv.Profile()}
+	if cfg.Logger == nil {
+		cfg.Logger = zaptest.NewLogger(t, zaptest.Level(zap.WarnLevel))
+	}
+	workerproc.Start(t, cfg)
 }
 
 func (b *bundle) get(t *testing.T, path string, hdr ...string) (*http.Response, string) {
