@@ -61,14 +61,15 @@ func (p *copyProxy) modify(r *http.Response) error {
 	return nil
 }
 
-// countingClient is a client of srv through a copyProxy.
-func countingClient(t *testing.T, srv *testenv.S3Server) (*storage.Client, *copyProxy) {
+// countingBuckets is n fresh buckets of srv through one client whose
+// requests pass a copyProxy.
+func countingBuckets(t *testing.T, srv *testenv.S3Server, n int) ([]*storage.S3, *copyProxy) {
 	t.Helper()
 	cp := &copyProxy{}
 	cp.CountingProxy = testenv.NewCountingProxy(t, srv.Endpoint, cp.modify)
 	cfg := profile(srv)
 	cfg.EndpointURL = cp.URL
-	return newClient(t, cfg), cp
+	return buckets(t, srv, newClient(t, cfg), n), cp
 }
 
 // TestCopyListed (issue 12): CopyListed copies a listed object with one
@@ -82,9 +83,8 @@ func TestCopyListed(t *testing.T) {
 	t.Parallel()
 	srv := headerServer(t)
 	ctx := context.Background()
-	client, cp := countingClient(t, srv)
-	a, _ := client.Bucket(srv.Bucket(t))
-	b, _ := client.Bucket(srv.Bucket(t))
+	bs, cp := countingBuckets(t, srv, 2)
+	a, b := bs[0], bs[1]
 	data := randBytes(t, 1000)
 	srv.PutObject(t, a.Bucket(), "obj", data, testenv.StoredHeaders)
 	src, err := a.Info(ctx, "obj")
@@ -168,9 +168,8 @@ func TestCopyFromProvenByAnswer(t *testing.T) {
 	t.Parallel()
 	srv := headerServer(t)
 	ctx := context.Background()
-	client, cp := countingClient(t, srv)
-	a, _ := client.Bucket(srv.Bucket(t))
-	b, _ := client.Bucket(srv.Bucket(t))
+	bs, cp := countingBuckets(t, srv, 2)
+	a, b := bs[0], bs[1]
 	srv.PutObject(t, a.Bucket(), "obj", randBytes(t, 1000), testenv.StoredHeaders)
 	src, err := a.Info(ctx, "obj")
 	if err != nil {

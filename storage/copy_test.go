@@ -95,7 +95,12 @@ func copyBuckets(t *testing.T, srv *testenv.S3Server, n int) []*storage.S3 {
 	cfg := profile(srv)
 	cfg.MultipartCopyThreshold = storage.MinPartSize
 	cfg.CopyPartSize = storage.MinPartSize
-	client := newClient(t, cfg)
+	return buckets(t, srv, newClient(t, cfg), n)
+}
+
+// buckets is n fresh buckets of srv through client.
+func buckets(t *testing.T, srv *testenv.S3Server, client *storage.Client, n int) []*storage.S3 {
+	t.Helper()
 	bs := make([]*storage.S3, n)
 	for i := range bs {
 		var err error
