@@ -141,12 +141,19 @@ func TestMigrateRedisIsFlat(t *testing.T) {
 	before := redisKeys(t, rdb)
 	memBefore, clientsBefore := redisMemory(t, rdb)
 	var peak atomic.Int64
+	var sampleErr error // the sampler's first error, read after sampled
 	stop := make(chan struct{})
 	sampled := make(chan struct{})
 	go func() {
 		defer close(sampled)
 		for {
-			if m, c := redisMemory(t, rdb); m-c > peak.Load() {
+			// Not redisMemory: t.Fatal belongs to the test's goroutine.
+			m, c, err := testenv.RedisMemory(context.Background(), rdb)
+			if err != nil {
+				sampleErr = err
+				return
+			}
+			if m-c > peak.Load() {
 				peak.Store(m - c)
 			}
 			select {
@@ -162,6 +169,9 @@ func TestMigrateRedisIsFlat(t *testing.T) {
 	took := time.Since(start)
 	close(stop)
 	<-sampled
+	if sampleErr != nil {
+		t.Fatalf("sample Redis memory: %v", sampleErr)
+	}
 	rep := migrateReport(t, b, id)
 	if prog.State != tasks.StateCompleted || rep.Copied != n || rep.Listed != n || rep.Failed != 0 {
 		t.Fatalf("migration of %d objects: %s %+v", n, prog.State, rep)
