@@ -27,8 +27,10 @@ const (
 	// migrateWakeKey; tree uploads and takeovers do not).
 	migratePoll = 250 * time.Millisecond
 	// wakeSettle is how long a woken migration waits before it looks: a
-	// child wakes it from its handler, just before asynq records the end.
-	wakeSettle = 10 * time.Millisecond
+	// child wakes it from its handler, just before asynq records the end;
+	// and children ending together are then counted in one look (each
+	// look inspects every task of the window).
+	wakeSettle = 25 * time.Millisecond
 	// wakeTTL bounds the life of a wake nobody took (its migration ended).
 	wakeTTL = time.Minute
 	// maxReportedFailures caps the failures kept for the report.
