@@ -149,6 +149,9 @@ func (m *migration) run(ctx context.Context) (*MigrateReport, error) {
 	if err := rdb.Expire(ctx, state, migrateStateTTL).Err(); err != nil {
 		return nil, fmt.Errorf("migration state: %w", err)
 	}
+	if rep, ok, err := m.replayFinished(ctx); ok {
+		return rep, err
+	}
 	if err := m.startRun(ctx); err != nil {
 		return nil, err
 	}
@@ -271,6 +274,8 @@ const (
 	stateFinished = "finished"
 	// stateRun counts the runs after the first (see migration.again).
 	stateRun = "run"
+	// stateReport is the finished run's report and error (finishedRun).
+	stateReport = "report"
 )
 
 // startRun starts afresh when the state is that of a finished run: the
@@ -691,28 +696,87 @@ func (m *migration) finish(ctx context.Context) (*MigrateReport, error) {
 		rep.Deleted, _ = m.w.rdb.HGet(ctx, migrateKey(m.id), "deleted").Int64()
 		rep.KeptChanged, _ = m.w.rdb.HGet(ctx, migrateKey(m.id), stateKeptChanged).Int64()
 	}
+	var runErr error
+	switch {
+	case rep.Failed > 0:
+		runErr = permanent(fmt.Errorf("migration finished with %d objects failed, each named with its reason in the report (ferry status %s --json); the rest is done, and a re-run retries only those", rep.Failed, m.id))
+	case skipped != nil:
+		runErr = permanent(fmt.Errorf("%w: %s", skipped, rep.DeleteSkipped))
+	}
+	end := finishedRun{Report: rep, Ignored: c["ignored"]}
+	if runErr != nil {
+		end.Error = runErr.Error()
+	}
+	rec, err := json.Marshal(end)
+	if err != nil {
+		return nil, fmt.Errorf("migration report: %w", err)
+	}
+	// The report goes with the mark: a takeover of a run killed after
+	// this ends the task with it (replayFinished).
 	if err := m.w.fenced(ctx, m.id, func(p redis.Pipeliner) error {
-		return p.HSet(ctx, migrateKey(m.id), stateFinished, "1").Err()
+		return p.HSet(ctx, migrateKey(m.id), stateFinished, "1", stateReport, rec).Err()
 	}); err != nil {
 		return nil, fmt.Errorf("migration state: %w", err)
 	}
+	return m.ended(ctx, end, runErr)
+}
+
+// finishedRun is what a run that finished records with its mark
+// (stateReport): its report, the local tree entries it passed over, and
+// the final error it returned, if any.
+type finishedRun struct {
+	Report  *MigrateReport `json:"report"`
+	Ignored int64          `json:"ignored,omitempty"`
+	Error   string         `json:"error,omitempty"`
+}
+
+// ended publishes a finished run's final counters, lets its state expire
+// with its progress, and returns its report and error.
+func (m *migration) ended(ctx context.Context, end finishedRun, runErr error) (*MigrateReport, error) {
+	rep := end.Report
 	m.prog.counters(ctx, map[string]int64{"listed": rep.Listed, "copied": rep.Copied, "skipped": rep.Skipped,
-		"failed": rep.Failed, "bytes": rep.Bytes, "deleted": rep.Deleted, "would_copy": rep.WouldCopy, "ignored": c["ignored"], "pending": 0}, true)
+		"failed": rep.Failed, "bytes": rep.Bytes, "deleted": rep.Deleted, "would_copy": rep.WouldCopy, "ignored": end.Ignored, "pending": 0}, true)
 	for _, k := range []string{migrateKey(m.id), migratePendingKey(m.id), migrateFailuresKey(m.id), migrateIgnoredKey(m.id),
 		migrateBatchesKey(m.id), migrateOutboxKey(m.id)} {
 		m.w.rdb.Expire(ctx, k, m.w.cfg.ProgressTTL)
 	}
 	m.w.rdb.Del(ctx, migrateWakeKey(m.id))
 	m.log.Info("migration done", zap.Int64("listed", rep.Listed), zap.Int64("copied", rep.Copied),
-		zap.Int64("skipped", rep.Skipped), zap.Int64("failed", rep.Failed), zap.Int64("deleted", rep.Deleted), zap.Int64("ignored", c["ignored"]),
+		zap.Int64("skipped", rep.Skipped), zap.Int64("failed", rep.Failed), zap.Int64("deleted", rep.Deleted), zap.Int64("ignored", end.Ignored),
 		zap.String("delete_skipped", rep.DeleteSkipped))
-	if rep.Failed > 0 {
-		return rep, permanent(fmt.Errorf("migration finished with %d objects failed, each named with its reason in the report (ferry status %s --json); the rest is done, and a re-run retries only those", rep.Failed, m.id))
+	return rep, runErr
+}
+
+// replayFinished ends a takeover of a migration whose last run finished
+// (its report is recorded with the finished mark) but was killed before it
+// ended the task (asynq completing it, or a takeover's done mark): with
+// that run's report and error, instead of starting afresh as a run again
+// does (startRun), which would find every object identical and report
+// none copied. A takeover is never a run again: it continues a task asynq
+// still shows active. ok is false when there is nothing to replay.
+func (m *migration) replayFinished(ctx context.Context) (rep *MigrateReport, ok bool, err error) {
+	if c := claimFrom(ctx); c == nil || !c.takeover {
+		return nil, false, nil
 	}
-	if skipped != nil {
-		return rep, permanent(fmt.Errorf("%w: %s", skipped, rep.DeleteSkipped))
+	st, err := m.w.rdb.HMGet(ctx, migrateKey(m.id), stateFinished, stateReport).Result()
+	if err != nil {
+		return nil, true, fmt.Errorf("migration state: %w", err)
 	}
-	return rep, nil
+	raw, _ := st[1].(string)
+	if st[0] == nil || raw == "" {
+		return nil, false, nil
+	}
+	var end finishedRun
+	if err := json.Unmarshal([]byte(raw), &end); err != nil || end.Report == nil {
+		return nil, false, nil // unreadable: start afresh
+	}
+	m.log.Info("the migration's last run finished and was stopped before it ended the task: ending it with that run's report")
+	var runErr error
+	if end.Error != "" {
+		runErr = permanent(errors.New(end.Error))
+	}
+	rep, err = m.ended(ctx, end, runErr)
+	return rep, true, err
 }
 
 // migrationBackoff holds a copy of a migration back while the migration is
