@@ -27,6 +27,15 @@ func farProfile(t testing.TB, c *worker.Config) *testenv.S3Server {
 	return far
 }
 
+// smallCopyParts makes the "default" profile copy server-side in parts
+// (UploadPartCopy) from 5 MiB, in 5 MiB parts, instead of above 5 GiB.
+func smallCopyParts(c *worker.Config) {
+	def := c.Profiles["default"]
+	def.MultipartCopyThreshold = storage.MinPartSize
+	def.CopyPartSize = storage.MinPartSize
+	c.Profiles["default"] = def
+}
+
 // TestCopiesKeepHeaders: every stored header (Content-Type, -Encoding,
 // -Disposition, -Language, Cache-Control, Expires) and the user metadata
 // survive every path through the worker, small and multipart: server-side
@@ -38,10 +47,7 @@ func TestCopiesKeepHeaders(t *testing.T) {
 	t.Parallel()
 	var far *testenv.S3Server
 	b := setup(t, func(c *worker.Config) {
-		def := c.Profiles["default"]
-		def.MultipartCopyThreshold = storage.MinPartSize
-		def.CopyPartSize = storage.MinPartSize
-		c.Profiles["default"] = def
+		smallCopyParts(c)
 		far = farProfile(t, c)
 	})
 	if !b.s3.Real {

@@ -158,10 +158,7 @@ func TestMoveCarriesChecksum(t *testing.T) {
 	t.Parallel()
 	var far *testenv.S3Server
 	b := setup(t, func(c *worker.Config) {
-		def := c.Profiles["default"]
-		def.MultipartCopyThreshold = storage.MinPartSize
-		def.CopyPartSize = storage.MinPartSize
-		c.Profiles["default"] = def
+		smallCopyParts(c)
 		far = farProfile(t, c)
 	})
 	b.start(t)
