@@ -529,6 +529,17 @@ func (b *batch) item(ctx context.Context, it tasks.BatchItem) (int64, error) {
 // none is sent (as a direct GET + PUT program would not). ErrSourceChanged:
 // the source was replaced since it was listed.
 func (b *batch) streamListed(ctx context.Context, s *storage.S3, dst *storage.S3, it tasks.BatchItem) (int64, error) {
+	if err := checkBatchSize(it.Source.String(), it.Size); err != nil {
+		return 0, err
+	}
+	// The buffer first, then the GET: an item waiting for memory holds no
+	// connection (the body would sit unread on one meanwhile). The pinned
+	// version's size is the listed one.
+	buf, err := b.w.buffers.Get(ctx, batchBuffer(it.Size))
+	if err != nil {
+		return 0, err
+	}
+	defer b.w.buffers.Put(buf)
 	rc, info, err := s.GetRangeIfMatch(ctx, it.Source.Key, it.SourceETag, 0, -1)
 	if err != nil {
 		return 0, fmt.Errorf("copy source: %w", err)
@@ -544,16 +555,26 @@ func (b *batch) streamListed(ctx context.Context, s *storage.S3, dst *storage.S3
 	// The one part is the body already open; a second read (none is
 	// expected of a one-part source) would GET it again, pinned as well.
 	src.parts = &openedBody{rc: rc, size: info.Size, again: src.parts}
-	return b.stream(ctx, src, info, dst, it)
+	b.warnUnverified(src)
+	f, err := b.w.putSmallIn(ctx, buf, src, it.Dest, dst, src.headers, mergeMeta(info.Metadata, copyMeta(b.id, info)))
+	if err != nil {
+		return 0, err
+	}
+	return f.Size, verifyCopy(info, f)
+}
+
+// warnUnverified logs that src's bytes cannot be checked as they are read.
+func (b *batch) warnUnverified(src *source) {
+	if src.unverified != "" {
+		b.w.log.Warn("unverified: the source's bytes cannot be checked as they are read", zap.String("task_id", b.id),
+			zap.String("source", src.display), zap.String("why", src.unverified))
+	}
 }
 
 // stream writes src, an S3 object described by info, to the item's
 // destination with one PutObject and checks the copy against info.
 func (b *batch) stream(ctx context.Context, src *source, info storage.StoredFile, dst *storage.S3, it tasks.BatchItem) (int64, error) {
-	if src.unverified != "" {
-		b.w.log.Warn("unverified: the source's bytes cannot be checked as they are read", zap.String("task_id", b.id),
-			zap.String("source", src.display), zap.String("why", src.unverified))
-	}
+	b.warnUnverified(src)
 	f, err := b.w.putSmall(ctx, src, it.Dest, dst, batchBuffer(src.size), src.headers, mergeMeta(info.Metadata, copyMeta(b.id, info)))
 	if err != nil {
 		return 0, err

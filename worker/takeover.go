@@ -461,9 +461,37 @@ func (tk *takeovers) end(id string, cooldown time.Duration) {
 //
 // KEYS[1] takeover index; ARGV[1] task id, ARGV[2] queue
 var indexTask = redis.NewScript(`
+redis.replicate_commands() -- Redis < 5: TIME before a write needs it
 local t = redis.call("TIME")
 redis.call("HSET", KEYS[1], ARGV[1], string.format("%d %s", t[1] * 1000 + math.floor(t[2] / 1000), ARGV[2]))
 return 1`)
+
+// readTakeoverIndex returns the takeover index's entries and its node's
+// time in milliseconds, in one script on the index's node: entries are
+// aged by the clock that stamped them (on a Cluster, TIME alone would go
+// to any node).
+//
+// KEYS[1] takeover index
+var readTakeoverIndex = redis.NewScript(`
+local t = redis.call("TIME")
+return {t[1] * 1000 + math.floor(t[2] / 1000), redis.call("HGETALL", KEYS[1])}`)
+
+// readIndex runs readTakeoverIndex: entries by task id, and the time.
+func readIndex(ctx context.Context, rdb redis.Scripter) (map[string]string, time.Time, error) {
+	res, err := readTakeoverIndex.Run(ctx, rdb, []string{takeoverIndexKey}).Slice()
+	if err != nil {
+		return nil, time.Time{}, fmt.Errorf("read ownership index: %w", err)
+	}
+	ms, _ := res[0].(int64)
+	flat, _ := res[1].([]any)
+	index := make(map[string]string, len(flat)/2)
+	for i := 0; i+1 < len(flat); i += 2 {
+		k, _ := flat[i].(string)
+		v, _ := flat[i+1].(string)
+		index[k] = v
+	}
+	return index, time.UnixMilli(ms), nil
+}
 
 // parseIndexEntry reads an entry of the takeover index (see indexTask):
 // the task's queue, and when its run indexed it (zero for an entry of an
@@ -488,13 +516,9 @@ func parseIndexEntry(v string) (queue string, at time.Time) {
 // run that died between the two is taken over once its entry is
 // ownershipTTL old, as one that died holding its claim is.
 func (w *Worker) takeoverScan(ctx, runCtx context.Context) error {
-	index, err := w.rdb.HGetAll(ctx, takeoverIndexKey).Result()
+	index, now, err := readIndex(ctx, w.rdb)
 	if err != nil {
-		return fmt.Errorf("read ownership index: %w", err)
-	}
-	now, err := w.rdb.Time(ctx).Result()
-	if err != nil {
-		return fmt.Errorf("read the Redis server's time: %w", err)
+		return err
 	}
 	for id, entry := range index {
 		queue, at := parseIndexEntry(entry)

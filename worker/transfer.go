@@ -546,6 +546,13 @@ func (w *Worker) putSmall(ctx context.Context, src *source, dstLoc tasks.Locatio
 		return storage.StoredFile{}, err
 	}
 	defer w.buffers.Put(buf)
+	return w.putSmallIn(ctx, buf, src, dstLoc, dst, hdr, meta)
+}
+
+// putSmallIn is putSmall in buf, a buffer of the worker's pool the caller
+// holds (one that opens its source only once it has the buffer).
+func (w *Worker) putSmallIn(ctx context.Context, buf []byte, src *source, dstLoc tasks.Location, dst putTarget,
+	hdr storage.Headers, meta map[string]string) (storage.StoredFile, error) {
 	n, err := readSmall(ctx, src, buf)
 	if err != nil {
 		return storage.StoredFile{}, fmt.Errorf("read %s: %w", src.display, err)
