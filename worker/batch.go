@@ -510,11 +510,16 @@ func (b *batch) item(ctx context.Context, it tasks.BatchItem) (int64, error) {
 		return 0, err
 	}
 	if !same {
+		buf, err := w.buffers.Get(ctx, batchBuffer(info.Size))
+		if err != nil {
+			return 0, err
+		}
+		defer w.buffers.Put(buf)
 		src, err := s3Source(ctx, s, it.Source.Key, info)
 		if err != nil {
 			return 0, err
 		}
-		return b.stream(ctx, src, info, dst, it)
+		return b.stream(ctx, buf, src, info, dst, it)
 	}
 	f, err := dst.CopyFrom(ctx, s, it.Source.Key, it.Dest.Key, &storage.CopyOptions{Metadata: copyMeta(b.id, info), Source: &info})
 	if err != nil {
@@ -555,27 +560,18 @@ func (b *batch) streamListed(ctx context.Context, s *storage.S3, dst *storage.S3
 	// The one part is the body already open; a second read (none is
 	// expected of a one-part source) would GET it again, pinned as well.
 	src.parts = &openedBody{rc: rc, size: info.Size, again: src.parts}
-	b.warnUnverified(src)
-	f, err := b.w.putSmallIn(ctx, buf, src, it.Dest, dst, src.headers, mergeMeta(info.Metadata, copyMeta(b.id, info)))
-	if err != nil {
-		return 0, err
-	}
-	return f.Size, verifyCopy(info, f)
+	return b.stream(ctx, buf, src, info, dst, it)
 }
 
-// warnUnverified logs that src's bytes cannot be checked as they are read.
-func (b *batch) warnUnverified(src *source) {
+// stream writes src, an S3 object described by info, to the item's
+// destination with one PutObject through buf (a buffer of the worker's
+// pool the caller holds) and checks the copy against info.
+func (b *batch) stream(ctx context.Context, buf []byte, src *source, info storage.StoredFile, dst *storage.S3, it tasks.BatchItem) (int64, error) {
 	if src.unverified != "" {
 		b.w.log.Warn("unverified: the source's bytes cannot be checked as they are read", zap.String("task_id", b.id),
 			zap.String("source", src.display), zap.String("why", src.unverified))
 	}
-}
-
-// stream writes src, an S3 object described by info, to the item's
-// destination with one PutObject and checks the copy against info.
-func (b *batch) stream(ctx context.Context, src *source, info storage.StoredFile, dst *storage.S3, it tasks.BatchItem) (int64, error) {
-	b.warnUnverified(src)
-	f, err := b.w.putSmall(ctx, src, it.Dest, dst, batchBuffer(src.size), src.headers, mergeMeta(info.Metadata, copyMeta(b.id, info)))
+	f, err := b.w.putSmallIn(ctx, buf, src, it.Dest, dst, src.headers, mergeMeta(info.Metadata, copyMeta(b.id, info)))
 	if err != nil {
 		return 0, err
 	}
