@@ -59,3 +59,7 @@ const BatchRetiredTTL = batchRetiredTTL
 // BeforeClaim sets a hook run between a run's indexing of its task for the
 // takeover loop and its claim of the task; set before Run.
 func BeforeClaim(w *Worker, f func(id string)) { w.beforeClaim = f }
+
+// BeforeMoveDelete sets a hook run by a move between its last check of the
+// copy and its deletion of the source; set before tasks run.
+func BeforeMoveDelete(w *Worker, f func(id string)) { w.beforeMoveDelete = f }

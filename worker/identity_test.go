@@ -15,6 +15,7 @@ import (
 	"github.com/hibiken/asynq"
 
 	"github.com/ferryhq/ferry/internal/testenv"
+	"github.com/ferryhq/ferry/internal/workerproc"
 	"github.com/ferryhq/ferry/storage"
 	"github.com/ferryhq/ferry/tasks"
 	"github.com/ferryhq/ferry/worker"
@@ -161,5 +162,52 @@ func TestMoveNeedsTaskIDAtDestination(t *testing.T) {
 	}
 	if ti.State != asynq.TaskStateArchived || !strings.Contains(ti.LastErr, "is not this task's copy") || stripped.Load() == 0 {
 		t.Errorf("task %s with %q (%d HEADs stripped); want it failed saying the destination is not this task's copy", ti.State, ti.LastErr, stripped.Load())
+	}
+}
+
+// TestMoveKeepsASourceWrittenAgain: a move deletes the version of its source
+// it copied, never whatever the key holds by then. A writer replaces the
+// source between the move's last check and its delete (a test hook): the
+// move must keep that newer version, which its copy does not hold, and its
+// retry moves the newer version. On the old code the delete went by key and
+// the newer bytes were lost.
+func TestMoveKeepsASourceWrittenAgain(t *testing.T) {
+	t.Parallel()
+	b := setup(t, nil)
+	s := b.storage(t)
+	ctx := context.Background()
+	if _, err := s.PutBytes(ctx, "src/doc", []byte("first version"), nil); err != nil {
+		t.Fatal(err)
+	}
+	w, err := worker.New(b.cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var rewrites atomic.Int64
+	worker.BeforeMoveDelete(w, func(string) {
+		if rewrites.Add(1) == 1 {
+			if _, err := s.PutBytes(ctx, "src/doc", []byte("second version, written during the move"), nil); err != nil {
+				t.Error(err)
+			}
+		}
+	})
+	workerproc.Run(t, w)
+	task, err := tasks.NewMoveTask(tasks.MovePayload{Source: s3loc("", b.bucket, "src/doc"), Dest: s3loc("", b.bucket, "dst/doc")})
+	id := b.enqueue(t, task, err, asynq.MaxRetry(3))
+	ti := b.info(t, id)
+	for deadline := time.Now().Add(30 * time.Second); ti.State != asynq.TaskStateArchived && ti.State != asynq.TaskStateCompleted && time.Now().Before(deadline); {
+		time.Sleep(50 * time.Millisecond)
+		ti = b.info(t, id)
+	}
+	got, err := s.GetBytes(ctx, "dst/doc")
+	if string(got) != "second version, written during the move" {
+		src, serr := s.GetBytes(ctx, "src/doc")
+		t.Fatalf("DATA LOST: the destination holds %q (%v), the source %q (%v); the version written during the move is in neither", got, err, src, serr)
+	}
+	if ti.State != asynq.TaskStateCompleted || ti.Retried != 1 {
+		t.Errorf("task %s after %d retries (%q); want completed on its one retry", ti.State, ti.Retried, ti.LastErr)
+	}
+	if ok, err := s.Exists(ctx, "src/doc"); ok || err != nil {
+		t.Errorf("source still there (%v, %v) after the retried move completed", ok, err)
 	}
 }

@@ -328,3 +328,56 @@ func TestConfirmMoveBeforeDelete(t *testing.T) {
 		})
 	}
 }
+
+// DeleteIfUnchanged deletes each file whose key holds its ETag, as
+// storage.S3's does, recording the call.
+func (o *fakeObjects) DeleteIfUnchanged(_ context.Context, files []storage.StoredFile) (int, []string, error) {
+	n, changed := 0, []string(nil)
+	for _, f := range files {
+		o.calls.add("%s.DeleteIfUnchanged %s %s", o.name, f.Key, f.ETag)
+		if cur, ok := o.files[f.Key]; ok && cur.ETag == f.ETag {
+			delete(o.files, f.Key)
+			n++
+		} else {
+			changed = append(changed, f.Key)
+		}
+	}
+	return n, changed, nil
+}
+
+// TestDeleteVersion: a move deletes the version it read and nothing newer;
+// a key gone already is not a change (the version read is gone either way).
+func TestDeleteVersion(t *testing.T) {
+	t.Parallel()
+	read := storage.StoredFile{Key: "a", Size: 3, ETag: `"v1"`}
+	for _, tc := range []struct {
+		desc         string
+		files        map[string]storage.StoredFile
+		changed, del bool
+		want         []string
+	}{
+		{desc: "unchanged", files: map[string]storage.StoredFile{"a": read}, del: true,
+			want: []string{`o.DeleteIfUnchanged a "v1"`}},
+		{desc: "written again", files: map[string]storage.StoredFile{"a": {Key: "a", Size: 5, ETag: `"v2"`}}, changed: true,
+			want: []string{`o.DeleteIfUnchanged a "v1"`, "o.Info a"}},
+		{desc: "gone", files: map[string]storage.StoredFile{},
+			want: []string{`o.DeleteIfUnchanged a "v1"`, "o.Info a"}},
+	} {
+		t.Run(tc.desc, func(t *testing.T) {
+			t.Parallel()
+			c := &calls{}
+			o := &fakeObjects{name: "o", calls: c, files: tc.files}
+			_, had := tc.files["a"]
+			changed, err := deleteVersion(context.Background(), o, read)
+			if err != nil || changed != tc.changed {
+				t.Errorf("deleteVersion = %v, %v; want changed %v", changed, err, tc.changed)
+			}
+			if _, has := o.files["a"]; has == (tc.del || !had) {
+				t.Errorf("key a present %v after deleteVersion; want deleted %v", has, tc.del)
+			}
+			if diff := cmp.Diff(tc.want, c.list()); diff != "" {
+				t.Errorf("calls (-want +got):\n%s", diff)
+			}
+		})
+	}
+}

@@ -55,6 +55,9 @@ type Worker struct {
 	// beforeClaim, set only by tests, runs in acquire between the task's
 	// takeover index entry and its claim.
 	beforeClaim func(id string)
+	// beforeMoveDelete, set only by tests, runs in a move between its last
+	// check of the copy and its deletion of the source.
+	beforeMoveDelete func(id string)
 }
 
 // checkpoints is what the worker uses of the checkpoint store
