@@ -333,7 +333,8 @@ func (s *S3) copyMultipart(ctx context.Context, api S3API, src *S3, srcFull stri
 }
 
 // Move copies srcKey to dstKey, verifies the copy as a HEAD of it shows it,
-// and only then deletes the source. A Move retried after a crash between the copy and the delete finds
+// and only then deletes the source: the version it copied, never a newer
+// one written meanwhile (that is kept, and Move returns ErrSourceChanged). A Move retried after a crash between the copy and the delete finds
 // the destination verified and finishes the delete: the object is never lost.
 func (s *S3) Move(ctx context.Context, srcKey, dstKey string, opts *CopyOptions) (StoredFile, error) {
 	return s.MoveFrom(ctx, s, srcKey, dstKey, opts)
@@ -362,8 +363,15 @@ func (s *S3) MoveFrom(ctx context.Context, src *S3, srcKey, dstKey string, opts 
 	if err := VerifyCopy(srcInfo, dst); err != nil {
 		return StoredFile{}, fmt.Errorf("move %s: source kept: %w", src.display(srcKey), err)
 	}
-	if err := src.Delete(ctx, srcKey); err != nil {
+	// The version copied, not whatever the key holds now: a source
+	// written again meanwhile is newer than the copy, and stays.
+	changed, err := src.DeleteVersion(ctx, srcInfo)
+	if err != nil {
 		return StoredFile{}, fmt.Errorf("move: copied to %s but deleting the source failed: %w", s.display(dstKey), err)
+	}
+	if changed {
+		return StoredFile{}, fmt.Errorf("move %s: source kept: it was written again after it was copied to %s (%w); move it again to move the new version",
+			src.display(srcKey), s.display(dstKey), ErrSourceChanged)
 	}
 	return dst, nil
 }

@@ -487,6 +487,26 @@ func (s *S3) DeleteIfUnchanged(ctx context.Context, files []StoredFile) (deleted
 	return deleted, changed, nil
 }
 
+// DeleteVersion deletes f.Key only while it holds the version f, as read
+// earlier (DeleteIfUnchanged of one object), and tells why it did not: a
+// key written again since is kept and reported changed; a key gone already
+// is not changed (the version read is gone either way). A move deletes its
+// source so: a delete by key would destroy a newer version its copy does
+// not hold.
+func (s *S3) DeleteVersion(ctx context.Context, f StoredFile) (changed bool, err error) {
+	n, kept, err := s.DeleteIfUnchanged(ctx, []StoredFile{f})
+	if err != nil || n == 1 || len(kept) == 0 {
+		return false, err
+	}
+	switch _, err := s.Info(ctx, f.Key); {
+	case errors.Is(err, ErrNotFound) && !errors.Is(err, ErrBucketNotFound):
+		return false, nil
+	case err != nil:
+		return false, fmt.Errorf("check %s after a conditional delete: %w", s.display(f.Key), err)
+	}
+	return true, nil
+}
+
 // deleteOneIfMatch deletes f.Key if it still has f.ETag; false when it
 // has another or is gone.
 func (s *S3) deleteOneIfMatch(ctx context.Context, f StoredFile) (bool, error) {

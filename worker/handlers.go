@@ -271,10 +271,9 @@ func (w *Worker) copyObject(ctx context.Context, t *asynq.Task, id string, prog 
 				// corrupted. The destination is this task's write
 				// (confirmMove saw its id) and may be the corrupt one:
 				// remove it, keep the source, copy again a bounded
-				// number of times.
-				// Only the version confirmMove saw: a writer's newer
-				// object at the key is theirs, and stays.
-				if _, derr := deleteVersion(ctx, dst, d); derr != nil {
+				// number of times. Only the version confirmMove saw: a
+				// writer's newer object at the key is theirs, and stays.
+				if _, derr := dst.DeleteVersion(ctx, d); derr != nil {
 					err = errors.Join(err, fmt.Errorf("delete the unproven copy: %w", derr))
 				}
 				err = w.integrityFailed(ctx, id, err)
@@ -289,7 +288,7 @@ func (w *Worker) copyObject(ctx context.Context, t *asynq.Task, id string, prog 
 		if w.beforeMoveDelete != nil {
 			w.beforeMoveDelete(id)
 		}
-		changed, err := deleteVersion(ctx, src, info)
+		changed, err := src.DeleteVersion(ctx, info)
 		if err != nil {
 			return nil, fmt.Errorf("move: the copy at %s is verified but deleting the source failed: %w", dstLoc.String(), err)
 		}
@@ -300,32 +299,6 @@ func (w *Worker) copyObject(ctx context.Context, t *asynq.Task, id string, prog 
 		}
 	}
 	return f, nil
-}
-
-// versionDeleter is what a move uses to delete an object it has read:
-// *storage.S3 satisfies it.
-type versionDeleter interface {
-	objectInfo
-	DeleteIfUnchanged(ctx context.Context, files []storage.StoredFile) (deleted int, changed []string, err error)
-}
-
-// deleteVersion deletes the version f of f.Key that a move read, and only
-// that: a key written again since (another ETag, or a later write of the
-// same bytes) is kept and reported changed. A delete by key would destroy
-// a newer version the move's copy does not hold. A key gone already is
-// not changed: what the move read is gone either way.
-func deleteVersion(ctx context.Context, s versionDeleter, f storage.StoredFile) (changed bool, err error) {
-	n, kept, err := s.DeleteIfUnchanged(ctx, []storage.StoredFile{f})
-	if err != nil || n == 1 || len(kept) == 0 {
-		return false, err
-	}
-	switch _, err := s.Info(ctx, f.Key); {
-	case errors.Is(err, storage.ErrNotFound) && !errors.Is(err, storage.ErrBucketNotFound):
-		return false, nil
-	case err != nil:
-		return false, fmt.Errorf("check %s after a conditional delete: %w", f.Key, err)
-	}
-	return true, nil
 }
 
 // objectInfo is what a move's last check uses of either bucket: a HEAD.
