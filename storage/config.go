@@ -13,11 +13,14 @@ type Provider string
 
 // Providers ferry knows. Generic is any other S3-compatible server.
 const (
-	ProviderAWS     Provider = "aws"
-	ProviderR2      Provider = "r2"
-	ProviderB2      Provider = "b2"
-	ProviderSpaces  Provider = "spaces"
-	ProviderMinIO   Provider = "minio"
+	ProviderAWS    Provider = "aws"
+	ProviderR2     Provider = "r2"
+	ProviderB2     Provider = "b2"
+	ProviderSpaces Provider = "spaces"
+	ProviderMinIO  Provider = "minio"
+	// ProviderVersity is Versity's S3 gateway (versitygw), which ferry's
+	// tests, `ferry dev` and the compose file run.
+	ProviderVersity Provider = "versitygw"
 	ProviderGeneric Provider = "generic"
 )
 
@@ -147,9 +150,9 @@ func DetectProvider(endpoint string) Provider {
 // validateProfile checks everything but the bucket.
 func (c Config) validateProfile() error {
 	switch c.provider() {
-	case ProviderAWS, ProviderR2, ProviderB2, ProviderSpaces, ProviderMinIO, ProviderGeneric:
+	case ProviderAWS, ProviderR2, ProviderB2, ProviderSpaces, ProviderMinIO, ProviderVersity, ProviderGeneric:
 	default:
-		return &ConfigError{Field: "provider", Reason: fmt.Sprintf("%q is unknown: use one of aws, r2, b2, spaces, minio, generic", c.Provider)}
+		return &ConfigError{Field: "provider", Reason: fmt.Sprintf("%q is unknown: use one of aws, r2, b2, spaces, minio, versitygw, generic", c.Provider)}
 	}
 	if c.EndpointURL != "" {
 		u, err := url.Parse(c.EndpointURL)
@@ -228,8 +231,10 @@ type quirks struct {
 	// instead of Content-MD5, and multipart uploads are created with a
 	// FULL_OBJECT CRC32C that the server checks at Complete. Cheaper than
 	// MD5 (one hash instead of two; docs/performance.md) but only where
-	// flexible checksums are known to work: AWS. Everyone else gets
-	// Content-MD5, which AWS, R2, B2, Spaces, MinIO and versitygw verify.
+	// flexible checksums are known to be verified: AWS, and versitygw
+	// (v1.8.0 answers BadDigest to a wrong CRC32C on PutObject, UploadPart
+	// and a FULL_OBJECT Complete: storage.TestVersityVerifiesCRC32C).
+	// Everyone else gets Content-MD5, which every provider here verifies.
 	crc32cHeader bool
 	// multipartETagsSince: the provider gives an object uploaded in parts
 	// the ETag AWS does (the MD5 of the parts' MD5s, "-", the number of
@@ -257,5 +262,6 @@ var providerTable = map[Provider]quirks{
 	ProviderB2:      {checksumWhenRequired: true, defaultRegion: "us-west-004", noMultipartETags: true},
 	ProviderSpaces:  {checksumWhenRequired: true, defaultRegion: "us-east-1"},
 	ProviderMinIO:   {checksumWhenRequired: true, pathStyle: true, defaultRegion: "us-east-1"},
+	ProviderVersity: {checksumWhenRequired: true, pathStyle: true, defaultRegion: "us-east-1", deleteIfMatch: true, crc32cHeader: true},
 	ProviderGeneric: {checksumWhenRequired: true, pathStyle: true, defaultRegion: "us-east-1", deleteIfMatch: true},
 }

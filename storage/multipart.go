@@ -184,7 +184,7 @@ func (s *S3) StartMultipartUpload(ctx context.Context, key string, opts *Multipa
 	}
 	in := &s3.CreateMultipartUploadInput{Bucket: &s.bucket, Key: &full, Metadata: opts.Metadata}
 	optFns := opts.Headers.setOn(&in.ContentType, &in.ContentEncoding, &in.ContentDisposition, &in.CacheControl, &in.ContentLanguage, &in.Expires)
-	if s.c.cfg.integrity() && s.c.quirks.crc32cHeader {
+	if s.partChecksums() {
 		in.ChecksumAlgorithm = types.ChecksumAlgorithmCrc32c
 		in.ChecksumType = types.ChecksumTypeFullObject
 	}
@@ -307,7 +307,13 @@ func (s *S3) ListParts(ctx context.Context, key, uploadID string) ([]Part, error
 			return nil, translate(fmt.Sprintf("list parts of upload %s of %s", uploadID, s.display(key)), opUpload, err)
 		}
 		for _, p := range out.Parts {
-			parts = append(parts, Part{Number: int(aws.ToInt32(p.PartNumber)), ETag: unquote(aws.ToString(p.ETag)), Size: aws.ToInt64(p.Size)})
+			part := Part{Number: int(aws.ToInt32(p.PartNumber)), ETag: unquote(aws.ToString(p.ETag)), Size: aws.ToInt64(p.Size)}
+			if s.partChecksums() {
+				// The server's CRC32C of the bytes it holds, for an upload
+				// created with one (see StartMultipartUpload).
+				part.Checksum = aws.ToString(p.ChecksumCRC32C)
+			}
+			parts = append(parts, part)
 		}
 		if !aws.ToBool(out.IsTruncated) || out.NextPartNumberMarker == nil {
 			break
@@ -337,9 +343,22 @@ func (s *S3) CompleteMultipartUpload(ctx context.Context, u *MultipartUpload) (S
 			}
 		}
 	}
+	if s.partChecksums() && slices.ContainsFunc(parts, func(p Part) bool { return p.Checksum == "" }) {
+		// A part recorded without its checksum (by an older ferry, or by a
+		// caller that kept only ETags): the server has it.
+		if parts, err = s.listedChecksums(ctx, u, parts); err != nil {
+			return StoredFile{}, &MultipartUploadError{Key: u.Key, UploadID: u.UploadID, Err: err}
+		}
+	}
 	cp := make([]types.CompletedPart, len(parts))
 	for i, p := range parts {
 		cp[i] = types.CompletedPart{PartNumber: aws.Int32(int32(p.Number)), ETag: aws.String(`"` + p.ETag + `"`)}
+		if s.partChecksums() {
+			// Required: an upload created with a checksum algorithm is
+			// completed only with every part's (AWS and versitygw answer
+			// InvalidRequest otherwise).
+			cp[i].ChecksumCRC32C = aws.String(p.Checksum)
+		}
 	}
 	in := &s3.CompleteMultipartUploadInput{Bucket: &s.bucket, Key: &full,
 		UploadId: &u.UploadID, MultipartUpload: &types.CompletedMultipartUpload{Parts: cp}}
@@ -369,6 +388,37 @@ func (s *S3) CompleteMultipartUpload(ctx context.Context, u *MultipartUpload) (S
 		f.Checksum = sum.String()
 	}
 	return f, err
+}
+
+// partChecksums reports whether s's multipart uploads are created with a
+// CRC32C algorithm (StartMultipartUpload), so that their parts carry
+// checksums the server keeps and Complete must repeat.
+func (s *S3) partChecksums() bool { return s.c.cfg.integrity() && s.c.quirks.crc32cHeader }
+
+// listedChecksums fills in the checksums parts lack from the server's
+// listing of u, where the listed part has the same ETag; a part the server
+// holds otherwise is an error, as Complete would fail on it.
+func (s *S3) listedChecksums(ctx context.Context, u *MultipartUpload, parts []Part) ([]Part, error) {
+	listed, err := s.ListParts(ctx, u.Key, u.UploadID)
+	if err != nil {
+		return nil, fmt.Errorf("complete: the checksums of its parts: %w", err)
+	}
+	byNumber := make(map[int]Part, len(listed))
+	for _, p := range listed {
+		byNumber[p.Number] = p
+	}
+	parts = slices.Clone(parts)
+	for i, p := range parts {
+		if p.Checksum != "" {
+			continue
+		}
+		l, ok := byNumber[p.Number]
+		if !ok || l.ETag != p.ETag || l.Checksum == "" {
+			return nil, fmt.Errorf("complete: part %d (ETag %s) has no checksum, and the server lists none for it", p.Number, p.ETag)
+		}
+		parts[i].Checksum = l.Checksum
+	}
+	return parts, nil
 }
 
 // partsChecksum combines the parts' checksums into the object's; known is

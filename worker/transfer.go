@@ -285,7 +285,9 @@ func (w *Worker) resume(ctx context.Context, u *upload) (*storage.MultipartUploa
 		// combined checksum needs every part's, and a source checked by
 		// its ETag holds each finished part to it (see uploadOwned).
 		if ok && c.ETag == p.ETag && (c.Checksum != "" || (plan.Checksum == "" && u.src.etagCheck == nil)) {
-			p.Checksum = c.Checksum
+			if c.Checksum != "" {
+				p.Checksum = c.Checksum // else the server's, where it lists one
+			}
 			agreed = append(agreed, p)
 			skip[p.Number] = true
 		}

@@ -56,10 +56,22 @@ func (s *suite) checkIntegrity(o *op, state string) bool {
 // complete: each fails with a reason naming the integrity check, stores
 // nothing corrupt, and a move keeps its source. Then, with about one PUT in seven
 // flipped, every task completes (rejected parts are re-read and re-sent)
-// and every destination is identical to its source.
+// and every destination is identical to its source. It runs with each of
+// the two checks ferry sends: Content-MD5 (the generic provider) and
+// x-amz-checksum-crc32c (the versitygw provider, as on AWS).
 func TestIntegrityWrites(t *testing.T) {
 	t.Parallel()
+	for _, provider := range []storage.Provider{storage.ProviderGeneric, storage.ProviderVersity} {
+		t.Run(string(provider), func(t *testing.T) {
+			t.Parallel()
+			integrityWrites(t, provider)
+		})
+	}
+}
+
+func integrityWrites(t *testing.T, provider storage.Provider) {
 	s := newSuite(t)
+	s.provider = provider
 	s.destProfile = "other" // streamed: server-side copies send no body
 	px := s.tlsProxy(Faults{FlipRequest: 1, Match: isPut})
 	s.child(nil)
@@ -86,8 +98,8 @@ func TestIntegrityWrites(t *testing.T) {
 	px.SetFaults(Faults{FlipRequest: 0.15, Match: isPut})
 	flaky := append(writes(16*mib), writes(16*mib)...)
 	completed := s.mustCompleteIdentical(flaky, 3*time.Minute, "one PUT in seven")
-	t.Logf("FIGURES integrity-writes: broken_tasks=%d failed_with_integrity_reason=%d flaky_tasks=%d completed_identical=%d bit_flips=%d",
-		len(broken), failed, len(flaky), completed, px.Counts()[KindFlipRequest])
+	t.Logf("FIGURES integrity-writes (%s): broken_tasks=%d failed_with_integrity_reason=%d flaky_tasks=%d completed_identical=%d bit_flips=%d",
+		provider, len(broken), failed, len(flaky), completed, px.Counts()[KindFlipRequest])
 }
 
 // mustFailIntegrity waits for ops, run with every body of theirs that the

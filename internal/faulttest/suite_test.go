@@ -64,6 +64,9 @@ type suite struct {
 	// destProfile is the destination profile of copies and moves; empty
 	// picks "default" (server-side) or "other" (streamed) at random.
 	destProfile string
+	// provider, when set, is the workers' profiles' provider (the
+	// server's own profile says generic: Content-MD5 on every write).
+	provider storage.Provider
 	// recordChecksum makes putSource record the object's CRC32C in its
 	// metadata, as ferry does for what it writes (ferry-crc32c).
 	recordChecksum bool
@@ -119,6 +122,9 @@ func (s *suite) tlsProxy(f Faults) *Proxy {
 // so copies between them take the streamed, checkpointed path.
 func (s *suite) profiles() map[string]storage.Config {
 	p := s.s3.Profile()
+	if s.provider != "" {
+		p.Provider = s.provider
+	}
 	p.EndpointURL = s.endpoint // through the fault proxy when there is one
 	if strings.HasPrefix(s.endpoint, "https://") {
 		p.VerifySSL = aws.Bool(false) // the proxy's self-signed certificate
