@@ -76,8 +76,18 @@ func newEnv(tb testing.TB) *env {
 	return e
 }
 
+// profiles is the benchmarks' "default" profile: the server as its own
+// provider says (versitygw: x-amz-checksum-crc32c on every write, as on
+// AWS), which is what a user of versitygw configures.
 func (e *env) profiles() map[string]storage.Config {
-	return map[string]storage.Config{"default": e.s3.Profile()}
+	return map[string]storage.Config{"default": versity(e.s3)}
+}
+
+// versity is srv's profile with the versitygw provider.
+func versity(srv *testenv.S3Server) storage.Config {
+	p := srv.Profile()
+	p.Provider = storage.ProviderVersity
+	return p
 }
 
 // startWorker runs an in-process worker on e's queue until the benchmark ends.

@@ -30,7 +30,7 @@ func BenchmarkMigrateEndpoints(b *testing.B) {
 	other := testenv.OtherS3(b)
 	e.startWorker(b, func(c *worker.Config) {
 		c.Concurrency, c.BatchConcurrency = 5, 4
-		c.Profiles["other"] = other.Profile()
+		c.Profiles["other"] = versity(other)
 	})
 	src := e.s3.Bucket(b)
 	e.fillMigrationSource(b, src)

@@ -304,7 +304,7 @@ func (e *env) startCountingWorker(tb testing.TB, mutate func(*worker.Config)) *t
 	proxy := testenv.NewCountingProxy(tb, e.s3.Endpoint, nil)
 	e.startWorker(tb, func(c *worker.Config) {
 		mutate(c)
-		counted := e.s3.Profile()
+		counted := versity(e.s3)
 		counted.EndpointURL = proxy.URL
 		c.Profiles["counted"] = counted
 	})
