@@ -469,7 +469,8 @@ func (b *batch) item(ctx context.Context, it tasks.BatchItem) (int64, error) {
 		if err := checkBatchSize(src.display, src.size); err != nil {
 			return 0, err
 		}
-		f, err := w.putSmall(ctx, src, it.Dest, dst, batchBuffer(src.size), hdr, withTaskID(mergeMeta(it.Metadata, src.record), b.id))
+		f, err := w.putSmall(ctx, src, dst, batchBuffer(src.size), putSpec{Dest: it.Dest, Headers: hdr,
+			Metadata: withTaskID(mergeMeta(it.Metadata, src.record), b.id)})
 		return f.Size, err
 	}
 	if err := w.profiles.checkDistinct(it.Source, it.Dest); err != nil {
@@ -571,7 +572,7 @@ func (b *batch) stream(ctx context.Context, buf []byte, src *source, info storag
 		b.w.log.Warn("unverified: the source's bytes cannot be checked as they are read", zap.String("task_id", b.id),
 			zap.String("source", src.display), zap.String("why", src.unverified))
 	}
-	f, err := b.w.putSmallIn(ctx, buf, src, it.Dest, dst, src.headers, mergeMeta(info.Metadata, copyMeta(b.id, info)))
+	f, err := b.w.putSmallIn(ctx, buf, src, dst, putSpec{Dest: it.Dest, Headers: src.headers, Metadata: mergeMeta(info.Metadata, copyMeta(b.id, info))})
 	if err != nil {
 		return 0, err
 	}

@@ -512,7 +512,7 @@ func (w *Worker) transfer(ctx context.Context, id string, t *asynq.Task, prog *p
 	switch {
 	case src.size >= 0 && src.size <= partSize:
 		prog.setTotal(src.size, 0)
-		f, err := w.putSmall(ctx, src, dstLoc, dst, int(partSize), hdr, meta)
+		f, err := w.putSmall(ctx, src, dst, int(partSize), putSpec{Dest: dstLoc, Headers: hdr, Metadata: meta})
 		if err == nil {
 			prog.add(ctx, f.Size, 0)
 		}
@@ -538,23 +538,35 @@ func (w *Worker) transfer(ctx context.Context, id string, t *asynq.Task, prog *p
 		partSize: partSize, concurrency: partConc, headers: hdr, metadata: meta, prog: prog, log: w.taskLog(ctx, t)})
 }
 
+// putSpec is what a one-request write (putSmall) is asked: where the
+// object goes and what it records, as the caller resolved them (a
+// transfer's headers with its Content-Type, a copy's metadata with ferry's
+// record of its source).
+type putSpec struct {
+	// Dest is the object written: the destination putSmall writes through
+	// must be open on Dest's profile and bucket.
+	Dest tasks.Location
+	// Headers are the object's, as written.
+	Headers storage.Headers
+	// Metadata is the object's user metadata, as written; nil is none.
+	Metadata map[string]string
+}
+
 // putSmall writes a source of at most bufSize bytes with one PutObject,
 // read first into a buffer of the worker's pool (so memory stays within
 // MaxBufferMemory) and checked unchanged before the object becomes visible.
-func (w *Worker) putSmall(ctx context.Context, src *source, dstLoc tasks.Location, dst putTarget, bufSize int,
-	hdr storage.Headers, meta map[string]string) (storage.StoredFile, error) {
+func (w *Worker) putSmall(ctx context.Context, src *source, dst putTarget, bufSize int, spec putSpec) (storage.StoredFile, error) {
 	buf, err := w.buffers.Get(ctx, bufSize)
 	if err != nil {
 		return storage.StoredFile{}, err
 	}
 	defer w.buffers.Put(buf)
-	return w.putSmallIn(ctx, buf, src, dstLoc, dst, hdr, meta)
+	return w.putSmallIn(ctx, buf, src, dst, spec)
 }
 
 // putSmallIn is putSmall in buf, a buffer of the worker's pool the caller
 // holds (one that opens its source only once it has the buffer).
-func (w *Worker) putSmallIn(ctx context.Context, buf []byte, src *source, dstLoc tasks.Location, dst putTarget,
-	hdr storage.Headers, meta map[string]string) (storage.StoredFile, error) {
+func (w *Worker) putSmallIn(ctx context.Context, buf []byte, src *source, dst putTarget, spec putSpec) (storage.StoredFile, error) {
 	n, err := readSmall(ctx, src, buf)
 	if err != nil {
 		return storage.StoredFile{}, fmt.Errorf("read %s: %w", src.display, err)
@@ -569,9 +581,9 @@ func (w *Worker) putSmallIn(ctx context.Context, buf []byte, src *source, dstLoc
 	if err := src.check(); err != nil {
 		return storage.StoredFile{}, err
 	}
-	f, err := dst.Put(ctx, dstLoc.Key, bytes.NewReader(buf[:n]), &storage.PutOptions{Headers: hdr, Metadata: meta})
+	f, err := dst.Put(ctx, spec.Dest.Key, bytes.NewReader(buf[:n]), &storage.PutOptions{Headers: spec.Headers, Metadata: spec.Metadata})
 	if err == nil {
-		w.metrics.addBytes("upload", dstLoc.Profile, f.Size)
+		w.metrics.addBytes("upload", spec.Dest.Profile, f.Size)
 	}
 	return f, err
 }
