@@ -58,13 +58,15 @@
 // packages' own signatures, so that *checkpoint.Store and *storage.S3
 // satisfy them and a test can put a call-recording fake in their place
 // (upload_fakes_test.go): transfer.go's transferTarget, uploadTarget,
-// putTarget and uploadCheckpoints for a transfer and its multipart upload,
-// takeover.go's ownership, janitor.go's checkpointIndex, and handlers.go's
-// objectInfo for a move's last check. Worker.ckpt is the union of the
-// checkpoint ones (checkpoints). The rest still takes *storage.S3: the
-// copy and move handlers' opening of both buckets and server-side
-// CopyFrom (whose source is a *storage.S3), migrations, batches, deletes
-// and the janitor's buckets.
+// putTarget and uploadCheckpoints for a transfer and its multipart upload
+// (putSpec says what a one-request write writes), sources.go's s3Object
+// for a source read from S3, takeover.go's ownership, janitor.go's
+// checkpointIndex, and handlers.go's objectInfo and checksumSource for a
+// move's last checks. Worker.ckpt is the union of the checkpoint ones
+// (checkpoints). The rest still takes *storage.S3: the copy and move
+// handlers' opening of both buckets and server-side CopyFrom (whose source
+// is a *storage.S3), a move's deletes, migrations, batches, deletes and
+// the janitor's buckets.
 //
 // docs/worker.md tells the same story for operators, with the protocols
 // (checkpoints, cancel, takeover) and their races.

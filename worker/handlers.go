@@ -338,6 +338,14 @@ func confirmMove(ctx context.Context, id string, src objectInfo, srcLoc tasks.Lo
 	return d, nil
 }
 
+// checksumSource is what a move's proof (sameChecksum) uses of its source:
+// whether its profile proves integrity, and its bytes read again for their
+// CRC32C. *storage.S3 satisfies it.
+type checksumSource interface {
+	Client() *storage.Client
+	ChecksumObject(ctx context.Context, key, etag string) (storage.Checksum, error)
+}
+
 // sameChecksum is a move's proof that the destination holds the source's
 // bytes, not only its size and ETag: the CRC32C the destination records
 // (its ferry-crc32c; else, for an upload that learnt it only at the end,
@@ -352,7 +360,7 @@ func confirmMove(ctx context.Context, id string, src objectInfo, srcLoc tasks.Lo
 // over (CopyFrom sends it in the copy's metadata), and one without a
 // record is left to size and ETag (verifyCopy). With integrity off on the
 // destination's profile there is no checksum to compare.
-func sameChecksum(ctx context.Context, src *storage.S3, srcLoc tasks.Location, info storage.StoredFile, dstLoc tasks.Location, f storage.StoredFile, serverSide, readChecked bool) error {
+func sameChecksum(ctx context.Context, src checksumSource, srcLoc tasks.Location, info storage.StoredFile, dstLoc tasks.Location, f storage.StoredFile, serverSide, readChecked bool) error {
 	got := f.Checksum
 	want := info.Checksum
 	switch {

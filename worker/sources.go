@@ -525,11 +525,22 @@ func openS3(ctx context.Context, s *storage.S3, key string) (*source, error) {
 	return s3Source(ctx, s, key, info)
 }
 
+// s3Object is what a source read from S3 (s3Source) uses of its bucket:
+// reads of the object, whole or by range pinned to one version, and what
+// its bytes can be checked against. *storage.S3 satisfies it.
+type s3Object interface {
+	Bucket() string
+	Client() *storage.Client
+	Get(ctx context.Context, key string) (io.ReadCloser, error)
+	GetRangeIfMatch(ctx context.Context, key, etag string, offset, length int64) (io.ReadCloser, storage.StoredFile, error)
+	ETagCheck(ctx context.Context, f storage.StoredFile) (*storage.ETagCheck, string, error)
+}
+
 // s3Source is openS3 for an object whose Info the caller has. With
 // integrity on, the bytes read are checked against what the object
 // records: its CRC32C, else its ETag (storage.S3.ETagCheck, which may
 // HEAD each part of a multipart object to learn where its parts end).
-func s3Source(ctx context.Context, s *storage.S3, key string, info storage.StoredFile) (*source, error) {
+func s3Source(ctx context.Context, s s3Object, key string, info storage.StoredFile) (*source, error) {
 	display := "s3://" + s.Bucket() + "/" + key
 	src := &source{display: display, size: info.Size, etag: info.ETag, headers: info.Headers, metadata: info.Metadata,
 		fingerprint: fmt.Sprintf("s3:%s:%d", info.ETag, info.Size),

@@ -19,12 +19,12 @@ import (
 	"github.com/ferryhq/ferry/tasks"
 )
 
-// These tests drive the multipart upload and a move's last check through
+// These tests drive the multipart upload and a move's last checks through
 // call-recording fakes of the consumer-side interfaces (uploadTarget,
-// uploadCheckpoints, objectInfo): they assert which calls an upload makes,
-// in which order and with which fence token, without an S3 server. The
-// bytes and the servers' answers are the end-to-end tests' (resume_test.go,
-// cancel_test.go).
+// uploadCheckpoints, objectInfo, checksumSource): they assert which calls
+// an upload or a move makes, in which order and with which fence token,
+// without an S3 server. The bytes and the servers' answers are the
+// end-to-end tests' (resume_test.go, cancel_test.go, integrity_test.go).
 
 // calls records the calls made to the fakes, in order.
 type calls struct {
@@ -321,6 +321,84 @@ func TestConfirmMoveBeforeDelete(t *testing.T) {
 				t.Error("confirmMove = nil; want the source kept")
 			case !tc.ok && errors.Is(err, asynq.SkipRetry) != tc.permanent:
 				t.Errorf("confirmMove = %v: permanent %v, want %v", err, !tc.permanent, tc.permanent)
+			}
+			if diff := cmp.Diff(tc.want, c.list()); diff != "" {
+				t.Errorf("calls (-want +got):\n%s", diff)
+			}
+		})
+	}
+}
+
+// fakeChecksums is a checksumSource whose profile proves integrity or not,
+// recording each read of an object for its checksum; the read answers sum
+// or err.
+type fakeChecksums struct {
+	calls  *calls
+	client *storage.Client
+	sum    storage.Checksum
+	err    error
+}
+
+func (s *fakeChecksums) Client() *storage.Client { return s.client }
+
+func (s *fakeChecksums) ChecksumObject(_ context.Context, key, etag string) (storage.Checksum, error) {
+	s.calls.add("src.ChecksumObject %s %s", key, etag)
+	return s.sum, s.err
+}
+
+// TestSameChecksumReadsOnlyWhatItMust: a move proves the destination's
+// CRC32C equal to the source's, reading the source again only when nothing
+// told its checksum already (it records none, it was streamed, and its
+// bytes could not be checked against its ETag while read); a server-side
+// copy, a profile without integrity and a destination without a checksum
+// have nothing to compare. Any mismatch is an ErrIntegrity; a failed read
+// is not.
+func TestSameChecksumReadsOnlyWhatItMust(t *testing.T) {
+	t.Parallel()
+	client := func(integrity bool) *storage.Client {
+		c, err := storage.NewClientWithAPI(storage.Config{Provider: storage.ProviderGeneric, EndpointURL: "http://fake.invalid",
+			Integrity: &integrity}, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return c
+	}
+	body := storage.ChecksumOf([]byte("the source's bytes"))
+	other := storage.ChecksumOf([]byte("other bytes"))
+	read := []string{`src.ChecksumObject a "s"`}
+	for _, tc := range []struct {
+		desc                    string
+		recorded, got           string // the source's record, the destination's
+		serverSide, readChecked bool
+		noIntegrity             bool
+		readErr                 error
+		wantErr                 error // what err must wrap; nil: no error
+		want                    []string
+	}{
+		{desc: "recorded, equal", recorded: body.String(), got: body.String()},
+		{desc: "recorded, different", recorded: body.String(), got: other.String(), wantErr: storage.ErrIntegrity},
+		{desc: "server-side, no record", got: other.String(), serverSide: true},
+		{desc: "integrity off on the source", got: other.String(), noIntegrity: true},
+		{desc: "checked against its ETag while read", got: other.String(), readChecked: true},
+		{desc: "destination without a checksum", got: ""},
+		{desc: "read again, equal", got: body.String(), want: read},
+		{desc: "read again, different", got: other.String(), wantErr: storage.ErrIntegrity, want: read},
+		{desc: "read again fails", got: body.String(), readErr: storage.ErrSourceChanged, wantErr: storage.ErrSourceChanged, want: read},
+	} {
+		t.Run(tc.desc, func(t *testing.T) {
+			t.Parallel()
+			c := &calls{}
+			src := &fakeChecksums{calls: c, client: client(!tc.noIntegrity), sum: body, err: tc.readErr}
+			info := storage.StoredFile{Key: "a", Size: body.Size, ETag: `"s"`, Checksum: tc.recorded}
+			err := sameChecksum(context.Background(), src, tasks.Location{Bucket: "x", Key: "a"}, info,
+				tasks.Location{Bucket: "y", Key: "b"}, storage.StoredFile{Key: "b", Checksum: tc.got}, tc.serverSide, tc.readChecked)
+			switch {
+			case tc.wantErr == nil && err != nil:
+				t.Errorf("sameChecksum = %v; want nil", err)
+			case tc.wantErr != nil && !errors.Is(err, tc.wantErr):
+				t.Errorf("sameChecksum = %v; want %v", err, tc.wantErr)
+			case tc.wantErr != storage.ErrIntegrity && errors.Is(err, storage.ErrIntegrity):
+				t.Errorf("sameChecksum = %v; want no ErrIntegrity", err)
 			}
 			if diff := cmp.Diff(tc.want, c.list()); diff != "" {
 				t.Errorf("calls (-want +got):\n%s", diff)
