@@ -1,11 +1,18 @@
 // Package checkpoint stores, in Redis, the plan of each multipart upload and
-// the ETag of every part finished so far, so that a retried or recovered
-// task resumes its upload instead of starting over.
+// the ETag (and CRC32C) of every part finished so far, so that a retried or
+// recovered task resumes its upload instead of starting over; and which
+// worker owns a task, with fencing tokens (owner.go), so that two workers
+// never write for one task.
 //
-// A worker calls Create once when it starts a multipart upload, RecordPart
-// after each UploadPart succeeds, Load when a task runs again, and Delete
-// after CompleteMultipartUpload or AbortMultipartUpload. The janitor calls
-// List to learn which uploads still have a live checkpoint.
+// A worker calls Create once when it starts a multipart upload,
+// RecordPartOwned after each UploadPart succeeds, Load when a task runs
+// again, and Delete after CompleteMultipartUpload or AbortMultipartUpload.
+// The janitor calls List to learn which uploads still have a live
+// checkpoint. A run Claims its task, Renews the claim while it works, and
+// fences its writes with the token (RecordPartOwned, Fenced, CheckOwner
+// before a write outside Redis); the run that ends the task records its
+// outcome with MarkDone, so that a later run of the same task ends at once
+// the same way (Done).
 //
 // It is not the source of truth for which parts exist: on resume ListParts
 // is, and a checkpoint only says which plan (upload id, part size, source
@@ -18,10 +25,14 @@
 //
 //	ferry:ckpt:{<task_id>}  hash, expires Options.TTL after the last write
 //	    upload_id, profile, bucket, key, part_size, part_count,
-//	    total_size, fingerprint, created_at   the plan, written once
-//	    p:<n> = <etag>|<size>                 one field per finished part
+//	    total_size, fingerprint, created_at,
+//	    checksum (optional)                   the plan, written once
+//	    p:<n> = <etag>|<size>[|crc32c=<sum>]  one field per finished part
 //	ferry:ckpt:index        sorted set: task id -> unix milliseconds of
 //	                        its last Create or RecordPart
+//	ferry:own:{<task_id>}       the owner's fencing token, short expiry
+//	ferry:own:{<task_id>}:done  the outcome MarkDone recorded
+//	ferry:own:token             the counter tokens come from
 //
 // The braces are a Redis Cluster hash tag: each checkpoint lives in one slot
 // and is changed by Lua scripts atomically. The index lives in another slot,

@@ -8,6 +8,6 @@
 // the kill loop (TestKillLoop) a soak of that length. See
 // docs/reliability.md for what it proves.
 //
-// Test support only: only _test.go files may import it (today none outside
-// this package does; checked by internal/archtest).
+// Test support only: only _test.go files may import it (today, besides its
+// own, internal/clustertest's; checked by internal/archtest).
 package faulttest

@@ -18,8 +18,12 @@
 //
 // It also holds the helpers that tests of several packages share: Enqueue
 // and WaitTask (a task enqueued from its constructor, followed to its end),
-// RandomFile, and LongKey (a key a migration cannot write at its
-// destination).
+// RandomFile, LongKey (a key a migration cannot write at its destination),
+// AwkwardKeys (keys S3 allows that naive code mangles), ObjectHeaders (an
+// object's headers as the plain SDK sets and reads them), CountingProxy (a
+// proxy that counts the requests a code path sends), and the servers of
+// their own that some tests start: StartRedisProcess, StartVersitygw, and
+// StartRedisCluster and StartRedisSentinelSet (internal/clustertest).
 //
 // Test support only: nothing outside _test.go files imports it (checked by
 // internal/archtest).

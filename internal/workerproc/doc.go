@@ -4,6 +4,6 @@
 // read its peak memory.
 //
 // Test support only: it imports worker (it runs one), but only _test.go files
-// import it — the worker's and the dashboard's tests, the fault suite and the
-// benchmarks (checked by internal/archtest).
+// import it — the worker's and the dashboard's tests, the fault suite, the
+// cluster tests and the benchmarks (checked by internal/archtest).
 package workerproc
