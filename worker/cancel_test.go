@@ -8,8 +8,6 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
-	"net/http/httputil"
-	"net/url"
 	"slices"
 	"strconv"
 	"strings"
@@ -40,39 +38,35 @@ type gateProxy struct {
 
 func newGateProxy(t *testing.T, target string, match func(*http.Request) bool) *gateProxy {
 	t.Helper()
-	u, err := url.Parse(target)
-	if err != nil {
-		t.Fatal(err)
-	}
-	rp := httputil.NewSingleHostReverseProxy(u)
 	g := &gateProxy{held: make(chan struct{}), gaveUp: make(chan struct{}), release: make(chan struct{})}
-	ts := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	ts := interceptProxy(t, target, func(_ http.ResponseWriter, r *http.Request) bool {
 		first := false
 		if match(r) {
 			g.hold.Do(func() { first = true })
 		}
-		if first {
-			// Read the body first: net/http notices a client that went
-			// away only once the body is consumed.
-			body, err := io.ReadAll(r.Body)
-			if err != nil {
-				close(g.gaveUp)
-				close(g.held)
-				return
-			}
-			r.Body = io.NopCloser(bytes.NewReader(body))
-			close(g.held)
-			select {
-			case <-g.release:
-			case <-r.Context().Done():
-				close(g.gaveUp)
-				return
-			}
+		if !first {
+			return false
 		}
-		rp.ServeHTTP(w, r)
-	}))
+		// Read the body first: net/http notices a client that went away
+		// only once the body is consumed.
+		body, err := io.ReadAll(r.Body)
+		if err != nil {
+			close(g.gaveUp)
+			close(g.held)
+			return true
+		}
+		r.Body = io.NopCloser(bytes.NewReader(body))
+		close(g.held)
+		select {
+		case <-g.release:
+			return false
+		case <-r.Context().Done():
+			close(g.gaveUp)
+			return true
+		}
+	})
 	g.URL = ts.URL
-	t.Cleanup(func() { g.let(); ts.Close() })
+	t.Cleanup(g.let) // before ts closes (cleanups run last first): a held request ends
 	return g
 }
 

@@ -4,9 +4,6 @@ import (
 	"bytes"
 	"context"
 	"net/http"
-	"net/http/httptest"
-	"net/http/httputil"
-	"net/url"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -128,17 +125,13 @@ func TestTransferOntoItselfRefused(t *testing.T) {
 func TestMoveNeedsTaskIDAtDestination(t *testing.T) {
 	t.Parallel()
 	var stripped atomic.Int64
-	target, _ := url.Parse(testenv.S3(t).Endpoint)
-	rp := httputil.NewSingleHostReverseProxy(target)
-	rp.ModifyResponse = func(r *http.Response) error {
+	proxy := testenv.NewCountingProxy(t, testenv.S3(t).Endpoint, func(r *http.Response) error {
 		if r.Request.Method == http.MethodHead && r.Header.Get("X-Amz-Meta-Ferry-Task-Id") != "" {
 			r.Header.Del("X-Amz-Meta-Ferry-Task-Id")
 			stripped.Add(1)
 		}
 		return nil
-	}
-	proxy := httptest.NewServer(rp)
-	t.Cleanup(proxy.Close)
+	})
 	b := setup(t, func(c *worker.Config) {
 		forgetful := c.Profiles["default"]
 		forgetful.EndpointURL = proxy.URL

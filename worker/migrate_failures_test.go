@@ -4,9 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"net/http"
-	"net/http/httptest"
-	"net/http/httputil"
-	"net/url"
 	"strings"
 	"testing"
 	"time"
@@ -29,21 +26,13 @@ import (
 func TestMigratePerObjectFailures(t *testing.T) {
 	t.Parallel()
 	b := setup(t, func(c *worker.Config) {
-		target, err := url.Parse(c.Profiles["default"].EndpointURL)
-		if err != nil {
-			t.Fatal(err)
-		}
-		rp := httputil.NewSingleHostReverseProxy(target)
-		proxy := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-			if r.Method == http.MethodPut && strings.HasSuffix(r.URL.Path, "/") {
-				w.Header().Set("Content-Type", "application/xml")
-				w.WriteHeader(http.StatusForbidden)
-				_, _ = w.Write([]byte(`<?xml version="1.0" encoding="UTF-8"?><Error><Code>AccessDenied</Code><Message>folder markers are not allowed here</Message></Error>`))
-				return
+		proxy := interceptProxy(t, c.Profiles["default"].EndpointURL, func(w http.ResponseWriter, r *http.Request) bool {
+			if r.Method != http.MethodPut || !strings.HasSuffix(r.URL.Path, "/") {
+				return false
 			}
-			rp.ServeHTTP(w, r)
-		}))
-		t.Cleanup(proxy.Close)
+			writeS3Error(w, http.StatusForbidden, "AccessDenied", "folder markers are not allowed here")
+			return true
+		})
 		noMarkers := c.Profiles["default"]
 		noMarkers.EndpointURL = proxy.URL
 		c.Profiles["nomarkers"] = noMarkers

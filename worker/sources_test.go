@@ -27,10 +27,10 @@ import (
 	"github.com/ferryhq/ferry/worker"
 )
 
-// partHookProxy passes every request to the S3 server at target and calls
-// hook(part) before forwarding an UploadPart, while the worker waits for the
-// answer: the part's bytes are read, the next part's are not yet.
-func partHookProxy(t *testing.T, target string, hook func(part int)) *httptest.Server {
+// interceptProxy is a reverse proxy to the S3 server at target, closed when
+// t ends. intercept sees every request first: it answers the request
+// itself and returns true, or returns false to pass it on.
+func interceptProxy(t *testing.T, target string, intercept func(http.ResponseWriter, *http.Request) bool) *httptest.Server {
 	t.Helper()
 	u, err := url.Parse(target)
 	if err != nil {
@@ -38,13 +38,33 @@ func partHookProxy(t *testing.T, target string, hook func(part int)) *httptest.S
 	}
 	rp := httputil.NewSingleHostReverseProxy(u)
 	ts := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if n, err := strconv.Atoi(r.URL.Query().Get("partNumber")); err == nil && r.Method == http.MethodPut {
-			hook(n)
+		if !intercept(w, r) {
+			rp.ServeHTTP(w, r)
 		}
-		rp.ServeHTTP(w, r)
 	}))
 	t.Cleanup(ts.Close)
 	return ts
+}
+
+// writeS3Error answers an S3 error: status, with code and message in S3's
+// XML error document.
+func writeS3Error(w http.ResponseWriter, status int, code, message string) {
+	w.Header().Set("Content-Type", "application/xml")
+	w.WriteHeader(status)
+	_, _ = fmt.Fprintf(w, `<?xml version="1.0" encoding="UTF-8"?><Error><Code>%s</Code><Message>%s</Message></Error>`, code, message)
+}
+
+// partHookProxy passes every request to the S3 server at target and calls
+// hook(part) before forwarding an UploadPart, while the worker waits for the
+// answer: the part's bytes are read, the next part's are not yet.
+func partHookProxy(t *testing.T, target string, hook func(part int)) *httptest.Server {
+	t.Helper()
+	return interceptProxy(t, target, func(_ http.ResponseWriter, r *http.Request) bool {
+		if n, err := strconv.Atoi(r.URL.Query().Get("partNumber")); err == nil && r.Method == http.MethodPut {
+			hook(n)
+		}
+		return false
+	})
 }
 
 // viaProxy routes the worker's "default" profile through proxy(endpoint);

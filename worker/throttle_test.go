@@ -4,8 +4,6 @@ import (
 	"context"
 	"net/http"
 	"net/http/httptest"
-	"net/http/httputil"
-	"net/url"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -19,23 +17,15 @@ import (
 // everything else to the S3 server.
 func slowDownProxy(t *testing.T, target string, n int64) (*httptest.Server, *atomic.Int64) {
 	t.Helper()
-	u, err := url.Parse(target)
-	if err != nil {
-		t.Fatal(err)
-	}
-	rp := httputil.NewSingleHostReverseProxy(u)
 	var refused atomic.Int64
-	ts := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if r.Method == http.MethodPut && refused.Load() < n {
-			refused.Add(1)
-			w.Header().Set("Content-Type", "application/xml")
-			w.WriteHeader(http.StatusServiceUnavailable)
-			_, _ = w.Write([]byte(`<?xml version="1.0" encoding="UTF-8"?><Error><Code>SlowDown</Code><Message>Please reduce your request rate.</Message></Error>`))
-			return
+	ts := interceptProxy(t, target, func(w http.ResponseWriter, r *http.Request) bool {
+		if r.Method != http.MethodPut || refused.Load() >= n {
+			return false
 		}
-		rp.ServeHTTP(w, r)
-	}))
-	t.Cleanup(ts.Close)
+		refused.Add(1)
+		writeS3Error(w, http.StatusServiceUnavailable, "SlowDown", "Please reduce your request rate.")
+		return true
+	})
 	return ts, &refused
 }
 
@@ -99,17 +89,13 @@ func TestMigrateRerunRetriesFailures(t *testing.T) {
 	var deny atomic.Bool
 	deny.Store(true)
 	b := setup(t, func(c *worker.Config) {
-		u, _ := url.Parse(c.Profiles["default"].EndpointURL)
-		rp := httputil.NewSingleHostReverseProxy(u)
-		ts := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-			if r.Method == http.MethodPut && deny.Load() && strings.Contains(r.URL.Path, "poison") {
-				w.WriteHeader(http.StatusForbidden)
-				_, _ = w.Write([]byte(`<?xml version="1.0" encoding="UTF-8"?><Error><Code>AccessDenied</Code><Message>Access Denied</Message></Error>`))
-				return
+		ts := interceptProxy(t, c.Profiles["default"].EndpointURL, func(w http.ResponseWriter, r *http.Request) bool {
+			if r.Method != http.MethodPut || !deny.Load() || !strings.Contains(r.URL.Path, "poison") {
+				return false
 			}
-			rp.ServeHTTP(w, r)
-		}))
-		t.Cleanup(ts.Close)
+			writeS3Error(w, http.StatusForbidden, "AccessDenied", "Access Denied")
+			return true
+		})
 		other := c.Profiles["other"]
 		other.EndpointURL = ts.URL
 		c.Profiles["other"] = other
