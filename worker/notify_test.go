@@ -79,6 +79,16 @@ func newReceiver(t *testing.T, answer func(n int, r *http.Request) int) *receive
 
 func (rc *receiver) url() string { return rc.srv.URL + "/hook?tenant=7" }
 
+// exactly fails t unless the receiver got exactly n requests a second
+// from now: a wrong extra delivery would arrive meanwhile.
+func (rc *receiver) exactly(t *testing.T, n int) {
+	t.Helper()
+	time.Sleep(time.Second)
+	if got := len(rc.deliveries()); got != n {
+		t.Errorf("the receiver got %d requests, want exactly %d", got, n)
+	}
+}
+
 func (rc *receiver) deliveries() []delivery {
 	rc.mu.Lock()
 	defer rc.mu.Unlock()
@@ -178,11 +188,7 @@ func TestWebhookOnCompletion(t *testing.T) {
 	if p, err := b.client.Progress(context.Background(), notifyID); err != nil || p.State != tasks.StateCompleted || p.Dest != rc.srv.URL+"/hook" {
 		t.Errorf("the delivery's progress (the dashboard's view): %+v, %v; want completed to the URL without its query", p, err)
 	}
-	// Exactly one: nothing more arrives.
-	time.Sleep(time.Second)
-	if n := len(rc.deliveries()); n != 1 {
-		t.Errorf("the receiver got %d requests, want exactly 1", n)
-	}
+	rc.exactly(t, 1) // nothing more arrives
 	assertSecretNotInRedis(t, b, id, notifyID)
 }
 
@@ -310,10 +316,7 @@ func TestWebhookRetriesUntilDelivered(t *testing.T) {
 	if ti.Retried != 2 || !strings.Contains(ti.LastErr, "503 Service Unavailable: receiver says no") {
 		t.Errorf("delivery task: retried %d, last error %q; want 2 retries after the receiver's 503", ti.Retried, ti.LastErr)
 	}
-	time.Sleep(time.Second)
-	if n := len(rc.deliveries()); n != 3 {
-		t.Errorf("the receiver got %d requests, want 3", n)
-	}
+	rc.exactly(t, 3)
 }
 
 // TestWebhookFailedAndCancelled: a transfer that fails for good, one
@@ -488,10 +491,7 @@ func TestWebhookBatch(t *testing.T) {
 	if ev.Size != 300 || ev.BytesDone != 300 {
 		t.Errorf("event size %d, bytes_done %d; want 300 and 300 (3 items of 100 bytes, whatever the producer estimated)", ev.Size, ev.BytesDone)
 	}
-	time.Sleep(time.Second)
-	if n := len(rc.deliveries()); n != 1 {
-		t.Errorf("the receiver got %d requests, want 1", n)
-	}
+	rc.exactly(t, 1)
 }
 
 // TestShutdownOnLastAttemptIsNotFailed: a worker shutdown interrupts an
