@@ -534,7 +534,7 @@ func (b *batch) item(ctx context.Context, it tasks.BatchItem) (int64, error) {
 // PUT: the GET's answer carries every header and metadata a HEAD would, so
 // none is sent (as a direct GET + PUT program would not). ErrSourceChanged:
 // the source was replaced since it was listed.
-func (b *batch) streamListed(ctx context.Context, s *storage.S3, dst *storage.S3, it tasks.BatchItem) (int64, error) {
+func (b *batch) streamListed(ctx context.Context, s s3Object, dst putTarget, it tasks.BatchItem) (int64, error) {
 	if err := checkBatchSize(it.Source.String(), it.Size); err != nil {
 		return 0, err
 	}
@@ -567,7 +567,7 @@ func (b *batch) streamListed(ctx context.Context, s *storage.S3, dst *storage.S3
 // stream writes src, an S3 object described by info, to the item's
 // destination with one PutObject through buf (a buffer of the worker's
 // pool the caller holds) and checks the copy against info.
-func (b *batch) stream(ctx context.Context, buf []byte, src *source, info storage.StoredFile, dst *storage.S3, it tasks.BatchItem) (int64, error) {
+func (b *batch) stream(ctx context.Context, buf []byte, src *source, info storage.StoredFile, dst putTarget, it tasks.BatchItem) (int64, error) {
 	if src.unverified != "" {
 		b.w.log.Warn("unverified: the source's bytes cannot be checked as they are read", zap.String("task_id", b.id),
 			zap.String("source", src.display), zap.String("why", src.unverified))

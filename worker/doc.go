@@ -60,7 +60,8 @@
 // (upload_fakes_test.go): transfer.go's transferTarget, uploadTarget,
 // putTarget and uploadCheckpoints for a transfer and its multipart upload
 // (putSpec says what a one-request write writes), sources.go's s3Object
-// for a source read from S3, takeover.go's ownership, janitor.go's
+// for a source read from S3 (a batch's streamed copies use both),
+// takeover.go's ownership, janitor.go's
 // checkpointIndex, and handlers.go's objectInfo and checksumSource for a
 // move's last checks. Worker.ckpt is the union of the checkpoint ones
 // (checkpoints). The rest still takes *storage.S3: the copy and move
