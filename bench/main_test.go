@@ -105,6 +105,7 @@ func (e *env) startWorker(tb testing.TB, mutate func(*worker.Config)) {
 		zc.Level = zap.NewAtomicLevelAt(zap.DebugLevel)
 		zc.OutputPaths = []string{f}
 		zc.EncoderConfig.EncodeTime = zapcore.RFC3339NanoTimeEncoder
+		zc.Sampling = nil // every event: a timeline with gaps misleads
 		l, err := zc.Build()
 		if err != nil {
 			tb.Fatalf("FERRY_BENCH_LOG: %v", err)
