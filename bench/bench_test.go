@@ -356,7 +356,7 @@ func BenchmarkBatchPut(b *testing.B) {
 	for i := range paths {
 		paths[i] = writeRandomFile(b, e.dir, fmt.Sprintf("batch-%04d", i), batchSize)
 	}
-	e.startWorker(b, func(c *worker.Config) { c.Concurrency, c.BatchConcurrency = 4, batchConc/4 })
+	e.startWorker(b, func(c *worker.Config) { inFlight(c, batchConc, false) })
 	ctx := context.Background()
 	direct := func(round string) { directPuts(b, e, paths, batchSize, batchConc, "direct/"+round+"/") }
 	for _, per := range []int{50, 250, tasks.MaxBatchItems, 0} {

@@ -257,3 +257,23 @@ func (c *hookCore) Write(e zapcore.Entry, f []zapcore.Field) error {
 	return nil
 }
 func (c *hookCore) Sync() error { return nil }
+
+// inFlight sets c up for a comparison with a direct program of n
+// goroutines, "the same total concurrency": at most n requests in flight
+// to each server, as the direct program's n goroutines make. Every
+// profile's connection pool is capped at n (max_pool_connections: n, a hard
+// cap per endpoint), and the worker gets the task slots to keep them busy:
+// n/2 slots of 4 items each (twice n item runners, so that a slot held by a
+// large object's copy, which sends one request, or a batch's last items
+// leaves no connection idle), plus one for a migration task when migration
+// is true. Requests beyond the cap wait for a connection.
+func inFlight(c *worker.Config, n int, migration bool) {
+	c.Concurrency, c.BatchConcurrency = n/2, 4
+	if migration {
+		c.Concurrency++
+	}
+	for name, p := range c.Profiles {
+		p.MaxPoolConnections = n
+		c.Profiles[name] = p
+	}
+}

@@ -253,7 +253,7 @@ func eitherFirst(round int, ferry, direct func()) {
 // reported too (sampled every 20 ms).
 func BenchmarkMigrate(b *testing.B) {
 	e := newEnv(b)
-	counter := e.startCountingWorker(b, func(c *worker.Config) { c.Concurrency, c.BatchConcurrency = 5, 4 })
+	counter := e.startCountingWorker(b, func(c *worker.Config) { inFlight(c, migConc, true) })
 	src := e.s3.Bucket(b)
 	total := e.fillMigrationSource(b, src)
 	const objects = migSmall + migLarge

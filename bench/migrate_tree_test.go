@@ -29,7 +29,7 @@ func BenchmarkMigrateLocalTree(b *testing.B) {
 		}
 		paths[i] = writeRandomFile(b, sub, fmt.Sprintf("f-%04d.bin", i), batchSize)
 	}
-	e.startWorker(b, func(c *worker.Config) { c.Concurrency, c.BatchConcurrency = batchConc/4+1, batchConc/4 })
+	e.startWorker(b, func(c *worker.Config) { inFlight(c, batchConc, true) })
 	ferry := func(round string) {
 		id := e.enq(b)(tasks.NewMigrateTask(tasks.MigratePayload{Source: tasks.Location{Path: dir},
 			Dest: tasks.Location{Bucket: e.bucket, Key: "ferry/" + round + "/"}}))
