@@ -243,8 +243,8 @@ func eitherFirst(round int, ferry, direct func()) {
 
 // BenchmarkMigrate (issue 12): the workload above migrated bucket to
 // bucket on one endpoint by ferry migrate (batches of small objects, a
-// copy task per large one; worker slots 5, 4 items in flight per batch:
-// 16 transfers, as the direct path) and by ListObjectsV2 + CopyObject from
+// copy task per large one; at most 16 requests in flight, as the direct
+// path: see inFlight) and by ListObjectsV2 + CopyObject from
 // 16 goroutines, alternating which goes first; target ratio ≥ 1.0. Both
 // reach the server directly. Then a re-run of the finished migration,
 // through a proxy counting requests: its HEADs and writes (target 0), and
