@@ -279,7 +279,13 @@ func (s *S3) copyPartSize(size int64) int64 {
 func (s *S3) copyMultipart(ctx context.Context, api S3API, src *S3, srcFull string, info StoredFile, dstKey string, meta map[string]string, opts *CopyOptions) error {
 	ps := s.copyPartSize(info.Size)
 	conc := opts.Concurrency
-	u, err := s.StartMultipartUpload(ctx, dstKey, &MultipartOptions{Headers: info.Headers, Metadata: meta, PartSize: ps, Tracker: opts.Tracker})
+	// Without a checksum algorithm: the server copies bytes it holds, none
+	// pass through ferry to be checked, and the copy records the source's
+	// CRC32C in its metadata. (versitygw v1.8.0 answers an UploadPartCopy
+	// with the whole source's CRC32C, not the part's, so a FULL_OBJECT
+	// Complete of copied parts could not be built from its answers.)
+	u, err := s.StartMultipartUpload(ctx, dstKey, &MultipartOptions{Headers: info.Headers, Metadata: meta, PartSize: ps, Tracker: opts.Tracker,
+		noChecksums: true})
 	if err != nil {
 		return err
 	}
@@ -351,7 +357,14 @@ func (s *S3) MoveFrom(ctx context.Context, src *S3, srcKey, dstKey string, opts 
 	if err != nil {
 		return StoredFile{}, fmt.Errorf("move source: %w", err)
 	}
-	if _, err := s.CopyFrom(ctx, src, srcKey, dstKey, opts); err != nil {
+	// The copy is of the version just read (CopyOptions.Source), the one
+	// DeleteVersion deletes below.
+	pinned := CopyOptions{}
+	if opts != nil {
+		pinned = *opts
+	}
+	pinned.Source = &srcInfo
+	if _, err := s.CopyFrom(ctx, src, srcKey, dstKey, &pinned); err != nil {
 		return StoredFile{}, err
 	}
 	// What the destination holds now, read back, not what the copy

@@ -41,6 +41,11 @@ type MultipartUpload struct {
 	// whose parts combine to another value.
 	Checksum string
 
+	// noChecksums: created without a checksum algorithm where the
+	// provider's uploads have one (StartMultipartUpload's noChecksums), so
+	// completed without the parts' checksums.
+	noChecksums bool
+
 	mu    sync.Mutex
 	parts map[int]Part
 }
@@ -79,6 +84,9 @@ type MultipartOptions struct {
 	// Tracker, when not nil, is told before the upload is created and once
 	// it exists (see UploadTracker); nil tracks nothing.
 	Tracker UploadTracker
+	// noChecksums creates the upload without a checksum algorithm on a
+	// provider that would get CRC32C (a multipart copy: see copyMultipart).
+	noChecksums bool
 }
 
 // UploadTracker lets a caller keep a registry of the multipart uploads it
@@ -184,7 +192,7 @@ func (s *S3) StartMultipartUpload(ctx context.Context, key string, opts *Multipa
 	}
 	in := &s3.CreateMultipartUploadInput{Bucket: &s.bucket, Key: &full, Metadata: opts.Metadata}
 	optFns := opts.Headers.setOn(&in.ContentType, &in.ContentEncoding, &in.ContentDisposition, &in.CacheControl, &in.ContentLanguage, &in.Expires)
-	if s.partChecksums() {
+	if s.partChecksums() && !opts.noChecksums {
 		in.ChecksumAlgorithm = types.ChecksumAlgorithmCrc32c
 		in.ChecksumType = types.ChecksumTypeFullObject
 	}
@@ -198,6 +206,7 @@ func (s *S3) StartMultipartUpload(ctx context.Context, key string, opts *Multipa
 		return nil, translate("start multipart upload "+s.display(key), opObject, err)
 	}
 	u := NewMultipartUpload(key, aws.ToString(out.UploadId), ps, nil)
+	u.noChecksums = opts.noChecksums
 	if opts.Tracker != nil {
 		if err := opts.Tracker.Started(ctx, key, u.UploadID); err != nil {
 			actx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Minute)
@@ -332,6 +341,9 @@ func (s *S3) CompleteMultipartUpload(ctx context.Context, u *MultipartUpload) (S
 		return StoredFile{}, err
 	}
 	parts := u.Parts()
+	// Whether u was created with a CRC32C algorithm, whose Complete must
+	// carry every part's checksum and the object's.
+	checksums := s.partChecksums() && !u.noChecksums
 	if len(parts) == 0 {
 		return StoredFile{}, &MultipartUploadError{Key: u.Key, UploadID: u.UploadID, Err: errors.New("complete: no parts were uploaded")}
 	}
@@ -343,7 +355,7 @@ func (s *S3) CompleteMultipartUpload(ctx context.Context, u *MultipartUpload) (S
 			}
 		}
 	}
-	if s.partChecksums() && slices.ContainsFunc(parts, func(p Part) bool { return p.Checksum == "" }) {
+	if checksums && slices.ContainsFunc(parts, func(p Part) bool { return p.Checksum == "" }) {
 		// A part recorded without its checksum (by an older ferry, or by a
 		// caller that kept only ETags): the server has it.
 		if parts, err = s.listedChecksums(ctx, u, parts); err != nil {
@@ -353,7 +365,7 @@ func (s *S3) CompleteMultipartUpload(ctx context.Context, u *MultipartUpload) (S
 	cp := make([]types.CompletedPart, len(parts))
 	for i, p := range parts {
 		cp[i] = types.CompletedPart{PartNumber: aws.Int32(int32(p.Number)), ETag: aws.String(`"` + p.ETag + `"`)}
-		if s.partChecksums() {
+		if checksums {
 			// Required: an upload created with a checksum algorithm is
 			// completed only with every part's (AWS and versitygw answer
 			// InvalidRequest otherwise).
@@ -370,7 +382,7 @@ func (s *S3) CompleteMultipartUpload(ctx context.Context, u *MultipartUpload) (S
 			return StoredFile{}, &MultipartUploadError{Key: u.Key, UploadID: u.UploadID, Err: &IntegrityError{
 				Op: "complete upload of " + s.display(u.Key), Check: MetaChecksum, Want: u.Checksum, Got: sum.String()}}
 		}
-		if s.c.quirks.crc32cHeader {
+		if checksums {
 			in.ChecksumCRC32C = aws.String(sum.String())
 			in.ChecksumType = types.ChecksumTypeFullObject
 		}

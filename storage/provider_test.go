@@ -3,6 +3,7 @@ package storage_test
 import (
 	"bytes"
 	"errors"
+	"strings"
 	"testing"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
@@ -132,5 +133,34 @@ func TestVersityCompleteFillsPartChecksums(t *testing.T) {
 	want := storage.ChecksumOf(append(append([]byte{}, one...), two...)).String()
 	if err != nil || f.Checksum != want {
 		t.Fatalf("Complete of parts recorded without checksums = %q, %v; want completed with checksum %q", f.Checksum, err, want)
+	}
+}
+
+// TestVersityMultipartCopy: a server-side copy in parts (UploadPartCopy)
+// on a CRC32C provider completes: each part's CRC32C comes from the
+// server's answer to the part's copy, and Complete repeats them, as an
+// upload created with a CRC32C algorithm requires. The copy records the
+// source's checksum.
+func TestVersityMultipartCopy(t *testing.T) {
+	t.Parallel()
+	s := open(t, testenv.S3(t), func(c *storage.Config) {
+		c.Provider = storage.ProviderVersity
+		c.MultipartCopyThreshold = storage.MinPartSize
+		c.CopyPartSize = storage.MinPartSize
+	})
+	ctx := t.Context()
+	data := bytes.Repeat([]byte("copy in parts "), (2*storage.MinPartSize+4321)/14)
+	if _, err := s.PutBytes(ctx, "big", data, nil); err != nil {
+		t.Fatal(err)
+	}
+	f, err := s.Copy(ctx, "big", "big-copy", nil)
+	if err != nil {
+		t.Fatalf("multipart copy on the versitygw provider: %v", err)
+	}
+	if want := storage.ChecksumOf(data).String(); f.Checksum != want || !strings.Contains(f.ETag, "-") {
+		t.Errorf("copy: checksum %q, ETag %q; want %q and a multipart ETag", f.Checksum, f.ETag, want)
+	}
+	if got, err := s.GetBytes(ctx, "big-copy"); err != nil || !bytes.Equal(got, data) {
+		t.Errorf("copy holds %d bytes (%v); want the source's %d", len(got), err, len(data))
 	}
 }

@@ -488,14 +488,22 @@ func (s *S3) DeleteIfUnchanged(ctx context.Context, files []StoredFile) (deleted
 }
 
 // DeleteVersion deletes f.Key only while it holds the version f, as read
-// earlier (DeleteIfUnchanged of one object), and tells why it did not: a
-// key written again since is kept and reported changed; a key gone already
-// is not changed (the version read is gone either way). A move deletes its
-// source so: a delete by key would destroy a newer version its copy does
-// not hold.
+// earlier, and tells why it did not: a key written again since is kept and
+// reported changed; a key gone already is not changed (the version read is
+// gone either way). A move deletes its source so: a delete by key would
+// destroy a newer version its copy does not hold.
+//
+// What it compares is DeleteIfUnchanged's, for one object: a HEAD's ETag
+// and LastModified (a rewrite of the same bytes more than about two seconds
+// later counts as changed), then a DELETE with If-Match where the provider
+// honours it (AWS, versitygw, generic). Elsewhere (MinIO, R2, B2, Spaces) a
+// write between the HEAD and the DELETE is not seen: that window is the
+// two requests' round trips.
 func (s *S3) DeleteVersion(ctx context.Context, f StoredFile) (changed bool, err error) {
-	n, kept, err := s.DeleteIfUnchanged(ctx, []StoredFile{f})
-	if err != nil || n == 1 || len(kept) == 0 {
+	// Not DeleteIfUnchanged's bulk path (AWS): DeleteObjects conditions
+	// on the ETag only, and a rewrite of the same bytes has the same one.
+	deleted, err := s.deleteOneIfMatch(ctx, f)
+	if err != nil || deleted {
 		return false, err
 	}
 	switch _, err := s.Info(ctx, f.Key); {

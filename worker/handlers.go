@@ -295,7 +295,8 @@ func (w *Worker) copyObject(ctx context.Context, t *asynq.Task, id string, prog 
 		if changed {
 			// The copy holds the version before: the retry copies the
 			// new one, and deletes it once that copy is verified.
-			return nil, fmt.Errorf("move: source kept: %s was written again after it was copied to %s; a retry moves the new version", srcLoc.String(), dstLoc.String())
+			return nil, fmt.Errorf("move: source kept: %s was written again after it was copied to %s (%w); the next attempt of this task copies the new version",
+				srcLoc.String(), dstLoc.String(), storage.ErrSourceChanged)
 		}
 	}
 	return f, nil
