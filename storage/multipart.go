@@ -367,8 +367,9 @@ func (s *S3) CompleteMultipartUpload(ctx context.Context, u *MultipartUpload) (S
 		cp[i] = types.CompletedPart{PartNumber: aws.Int32(int32(p.Number)), ETag: aws.String(`"` + p.ETag + `"`)}
 		if checksums {
 			// Required: an upload created with a checksum algorithm is
-			// completed only with every part's (AWS and versitygw answer
-			// InvalidRequest otherwise).
+			// completed only with every part's. versitygw answers
+			// InvalidRequest otherwise, in AWS's words, which AWS is known
+			// to send for COMPOSITE uploads; valid for FULL_OBJECT ones.
 			cp[i].ChecksumCRC32C = aws.String(p.Checksum)
 		}
 	}
