@@ -474,11 +474,11 @@ func (s *S3) DeleteIfUnchanged(ctx context.Context, files []StoredFile) (deleted
 		return s.deleteManyIfMatch(ctx, files)
 	}
 	for _, f := range files {
-		ok, err := s.deleteOneIfMatch(ctx, f)
+		o, err := s.deleteOneIfMatch(ctx, f)
 		if err != nil {
 			return deleted, changed, err
 		}
-		if ok {
+		if o == versionDeleted {
 			deleted++
 		} else {
 			changed = append(changed, f.Key)
@@ -502,35 +502,36 @@ func (s *S3) DeleteIfUnchanged(ctx context.Context, files []StoredFile) (deleted
 func (s *S3) DeleteVersion(ctx context.Context, f StoredFile) (changed bool, err error) {
 	// Not DeleteIfUnchanged's bulk path (AWS): DeleteObjects conditions
 	// on the ETag only, and a rewrite of the same bytes has the same one.
-	deleted, err := s.deleteOneIfMatch(ctx, f)
-	if err != nil || deleted {
-		return false, err
-	}
-	switch _, err := s.Info(ctx, f.Key); {
-	case errors.Is(err, ErrNotFound) && !errors.Is(err, ErrBucketNotFound):
-		return false, nil
-	case err != nil:
-		return false, fmt.Errorf("check %s after a conditional delete: %w", s.display(f.Key), err)
-	}
-	return true, nil
+	o, err := s.deleteOneIfMatch(ctx, f)
+	return o == versionChanged, err
 }
 
-// deleteOneIfMatch deletes f.Key if it still has f.ETag; false when it
-// has another or is gone.
-func (s *S3) deleteOneIfMatch(ctx context.Context, f StoredFile) (bool, error) {
+// versionOutcome is what deleteOneIfMatch did with the version it was
+// given.
+type versionOutcome int
+
+const (
+	versionDeleted versionOutcome = iota
+	versionChanged                // the key holds another version: kept
+	versionGone                   // nothing at the key
+)
+
+// deleteOneIfMatch deletes f.Key if it still holds the version f (its
+// ETag, no later rewrite), and says which it found otherwise.
+func (s *S3) deleteOneIfMatch(ctx context.Context, f StoredFile) (versionOutcome, error) {
 	cur, err := s.Info(ctx, f.Key)
 	if errors.Is(err, ErrNotFound) && !errors.Is(err, ErrBucketNotFound) {
-		return false, nil
+		return versionGone, nil
 	}
 	if err != nil {
-		return false, err
+		return versionChanged, err
 	}
 	if cur.ETag != f.ETag || rewrittenSince(f, cur) {
-		return false, nil
+		return versionChanged, nil
 	}
 	api, full, err := s.prepare(f.Key)
 	if err != nil {
-		return false, err
+		return versionChanged, err
 	}
 	in := &s3.DeleteObjectInput{Bucket: &s.bucket, Key: &full}
 	if s.c.quirks.deleteIfMatch {
@@ -538,14 +539,16 @@ func (s *S3) deleteOneIfMatch(ctx context.Context, f StoredFile) (bool, error) {
 	}
 	if _, err := api.DeleteObject(ctx, in); err != nil {
 		err = translate("delete "+s.display(f.Key), opObject, err)
-		if errors.Is(err, ErrExists) || (errors.Is(err, ErrNotFound) && !errors.Is(err, ErrBucketNotFound)) {
-			// 412: another version now; 404: gone (AWS answers NoSuchKey
-			// to If-Match on a missing key).
-			return false, nil
+		switch {
+		case errors.Is(err, ErrExists):
+			return versionChanged, nil // 412: another version now
+		case errors.Is(err, ErrNotFound) && !errors.Is(err, ErrBucketNotFound):
+			// AWS answers NoSuchKey to If-Match on a missing key.
+			return versionGone, nil
 		}
-		return false, err
+		return versionChanged, err
 	}
-	return true, nil
+	return versionDeleted, nil
 }
 
 // rewrittenSince reports whether cur, as a HEAD sees it now, was written
