@@ -43,7 +43,7 @@ const manyConc = 64
 // (targets ≤ 32 MiB and ≤ 1 MiB). Then, per round, it re-runs the finished
 // migration through a proxy counting requests (targets: 0 HEADs, 0 writes)
 // and lists both buckets (target: re-run ≤ 2× the listing). The worker is
-// BenchmarkMigrate's: 5 slots, 4 items in flight per batch.
+// BenchmarkMigrate's: at most 16 requests in flight (inFlight).
 //
 // The body runs once (b.Loop): seeding and the first migration are not
 // repeated for each -benchtime round.
@@ -52,7 +52,7 @@ func BenchmarkMigrateMany(b *testing.B) {
 	e := newEnv(b)
 	e.rdb = testenv.PrivateRedisClient(b)
 	e.client = tasks.NewClient(e.rdb)
-	counter := e.startCountingWorker(b, func(c *worker.Config) { c.Concurrency, c.BatchConcurrency = 5, 4 })
+	counter := e.startCountingWorker(b, func(c *worker.Config) { inFlight(c, migConc, true) })
 	src, dst := e.s3.Bucket(b), e.s3.Bucket(b)
 	start := time.Now()
 	putObjects(b, e.s3.Client(), src, n, manyConc, func(i int) (string, int) {

@@ -228,8 +228,9 @@ type quirks struct {
 	defaultRegion string
 	// crc32cHeader: parts and PutObjects carry x-amz-checksum-crc32c
 	// (computed by ferry from the source bytes, before the SDK sees them)
-	// instead of Content-MD5, and multipart uploads are created with a
-	// FULL_OBJECT CRC32C that the server checks at Complete. Cheaper than
+	// instead of Content-MD5, and multipart uploads (not multipart copies:
+	// see copyMultipart) are created with a FULL_OBJECT CRC32C that the
+	// server checks at Complete, given every part's. Cheaper than
 	// MD5 (one hash instead of two; docs/performance.md) but only where
 	// flexible checksums are known to be verified: AWS, and versitygw
 	// (v1.8.0 answers BadDigest to a wrong CRC32C on PutObject, UploadPart
