@@ -398,26 +398,28 @@ func BenchmarkBatchPut(b *testing.B) {
 // as "ratio", the figure the targets are stated in.
 func alternate(b *testing.B, objects int, tag string, ferry, direct func(round string)) {
 	var dFerry, dDirect time.Duration
-	timed := func(f func(string), round string) time.Duration {
+	var cFerry, cDirect cpuMeter
+	timed := func(f func(string), round string, m *cpuMeter) time.Duration {
 		start := time.Now()
-		f(round)
+		m.measure(func() { f(round) })
 		return time.Since(start)
 	}
 	b.ResetTimer()
 	for i := range b.N {
 		round := fmt.Sprintf("%s%d", tag, i)
 		if i%2 == 0 {
-			dFerry += timed(ferry, round)
-			dDirect += timed(direct, round)
+			dFerry += timed(ferry, round, &cFerry)
+			dDirect += timed(direct, round, &cDirect)
 		} else {
-			dDirect += timed(direct, round)
-			dFerry += timed(ferry, round)
+			dDirect += timed(direct, round, &cDirect)
+			dFerry += timed(ferry, round, &cFerry)
 		}
 	}
 	ops := func(d time.Duration) float64 { return float64(objects*b.N) / d.Seconds() }
 	b.ReportMetric(ops(dFerry), "ferry-obj/s")
 	b.ReportMetric(ops(dDirect), "direct-obj/s")
 	b.ReportMetric(ops(dFerry)/ops(dDirect), "ratio")
+	reportCPU(b, objects*b.N, cFerry, cDirect)
 	b.ReportMetric(0, "ns/op")
 }
 

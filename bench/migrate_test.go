@@ -259,6 +259,7 @@ func BenchmarkMigrate(b *testing.B) {
 	const objects = migSmall + migLarge
 
 	var dFerry, dDirect time.Duration
+	var cFerry, cDirect cpuMeter
 	var peakDelta, afterDelta int64
 	var rerun rerunFigures
 	b.ResetTimer()
@@ -269,7 +270,11 @@ func BenchmarkMigrate(b *testing.B) {
 			stop := samplePeak(20*time.Millisecond, func() int64 { return usedMemory(b, e.rdb) })
 			// Timed on the worker's direct profile, as the direct path
 			// reaches the server: the counting proxy is for the re-run.
-			took, rep := e.migrate(b, tasks.Location{Bucket: src}, tasks.Location{Bucket: dst}, 10*time.Minute)
+			var took time.Duration
+			var rep worker.MigrateReport
+			cFerry.measure(func() {
+				took, rep = e.migrate(b, tasks.Location{Bucket: src}, tasks.Location{Bucket: dst}, 10*time.Minute)
+			})
 			peak := stop()
 			if rep.Copied != objects || rep.Failed != 0 {
 				b.Fatalf("migration: %+v", rep)
@@ -280,7 +285,7 @@ func BenchmarkMigrate(b *testing.B) {
 		}
 		eitherFirst(i, ferry, func() {
 			start := time.Now()
-			e.directMigrate(b, src, direct)
+			cDirect.measure(func() { e.directMigrate(b, src, direct) })
 			dDirect += time.Since(start)
 		})
 		// Re-run the finished migration; then list both sides.
@@ -290,6 +295,7 @@ func BenchmarkMigrate(b *testing.B) {
 	b.ReportMetric(ops(dFerry), "ferry-obj/s")
 	b.ReportMetric(ops(dDirect), "direct-obj/s")
 	b.ReportMetric(ops(dFerry)/ops(dDirect), "ratio")
+	reportCPU(b, objects*b.N, cFerry, cDirect)
 	b.ReportMetric(float64(total)/(1<<20)*float64(b.N)/dFerry.Seconds(), "ferry-MiB/s")
 	rerun.report(b, b.N)
 	b.ReportMetric(float64(peakDelta)/(1<<10), "redis-peak-KiB")
