@@ -67,6 +67,20 @@ type Plan struct {
 	// upload started); empty when unknown then. A resumed upload compares
 	// its parts' combined checksums with it before it completes.
 	Checksum string
+	// ChecksumMode is how the upload was created as to checksums, opaque
+	// to this package (ferry: storage's "none" or "crc32c", see
+	// storage.S3.UploadChecksumMode); its parts and its Complete must be
+	// sent in that mode, so a resume whose destination now sends another
+	// starts over. Empty means unknown: a plan written by a ferry that did
+	// not record it, which resumes as that ferry did, assuming the mode
+	// unchanged.
+	//
+	// It is a field of its own rather than part of Fingerprint: the
+	// fingerprint is the source's version, this is the destination's
+	// setting, and folding one into the other would make every older
+	// checkpoint look changed (and start over) after an upgrade, and
+	// blur which of the two changed in the log.
+	ChecksumMode string
 }
 
 // validate reports the first unusable field of p, wrapping ErrInvalid.
@@ -103,6 +117,9 @@ func (p Plan) fields() []any {
 	}
 	if p.Checksum != "" {
 		f = append(f, fieldChecksum, p.Checksum)
+	}
+	if p.ChecksumMode != "" {
+		f = append(f, fieldChecksumMode, p.ChecksumMode)
 	}
 	return f
 }
@@ -229,7 +246,8 @@ func parse(taskID string, h map[string]string) (Checkpoint, error) {
 	if p.CreatedAt, err = time.Parse(time.RFC3339Nano, created); err != nil {
 		return Checkpoint{}, corrupt(fieldCreatedAt, err)
 	}
-	p.Checksum = h[fieldChecksum] // optional: older checkpoints have none
+	p.Checksum = h[fieldChecksum]         // optional: older checkpoints have none
+	p.ChecksumMode = h[fieldChecksumMode] // likewise
 
 	maxPart := MaxParts
 	if p.PartCount > 0 {

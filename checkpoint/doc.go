@@ -16,17 +16,17 @@
 //
 // It is not the source of truth for which parts exist: on resume ListParts
 // is, and a checkpoint only says which plan (upload id, part size, source
-// fingerprint) to resume and which parts it believes are done. It knows
-// nothing of S3, the queue or the worker (it imports go-redis only), does
-// not decide when to abort, and does not hold progress (see the progress
-// keys of the worker).
+// fingerprint, checksum mode) to resume and which parts it believes are
+// done. It knows nothing of S3, the queue or the worker (it imports
+// go-redis only), does not decide when to abort, and does not hold
+// progress (see the progress keys of the worker).
 //
 // # Key layout
 //
 //	ferry:ckpt:{<task_id>}  hash, expires Options.TTL after the last write
 //	    upload_id, profile, bucket, key, part_size, part_count,
 //	    total_size, fingerprint, created_at,
-//	    checksum (optional)                   the plan, written once
+//	    checksum, checksum_mode (optional)    the plan, written once
 //	    p:<n> = <etag>|<size>[|crc32c=<sum>]  one field per finished part
 //	ferry:ckpt:index        sorted set: task id -> unix milliseconds of
 //	                        its last Create or RecordPart

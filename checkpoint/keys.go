@@ -31,8 +31,10 @@ const (
 	fieldTotalSize   = "total_size"
 	fieldFingerprint = "fingerprint"
 	fieldCreatedAt   = "created_at"
-	// fieldChecksum is optional: a checkpoint of an older ferry has none.
-	fieldChecksum = "checksum"
+	// fieldChecksum and fieldChecksumMode are optional: a checkpoint of an
+	// older ferry has none.
+	fieldChecksum     = "checksum"
+	fieldChecksumMode = "checksum_mode"
 )
 
 // partFieldPrefix starts the field of one finished part: p:<n> =

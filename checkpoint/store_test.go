@@ -74,6 +74,8 @@ func TestCreateLoad(t *testing.T) {
 	inZone.CreatedAt = created.In(time.FixedZone("CET", 3600))
 	withSum := knownPlan()
 	withSum.Checksum = "yZRlqg=="
+	withMode := knownPlan()
+	withMode.ChecksumMode = "crc32c"
 
 	tests := []struct {
 		desc string
@@ -83,6 +85,9 @@ func TestCreateLoad(t *testing.T) {
 		{desc: "unknown size, empty profile and fingerprint", plan: unknown},
 		{desc: "created at in another zone", plan: inZone},
 		{desc: "with the object's checksum", plan: withSum},
+		// Without one (every case above) the field is not written, as by
+		// an older ferry, and loads empty: unknown.
+		{desc: "with its checksum mode", plan: withMode},
 	}
 	for _, tc := range tests {
 		t.Run(tc.desc, func(t *testing.T) {

@@ -408,6 +408,35 @@ func (s *S3) CompleteMultipartUpload(ctx context.Context, u *MultipartUpload) (S
 // checksums the server keeps and Complete must repeat.
 func (s *S3) partChecksums() bool { return s.c.cfg.integrity() && s.c.quirks.crc32cHeader }
 
+// Checksum modes of a multipart upload (UploadChecksumMode): whether it was
+// created with a checksum algorithm, which its parts and its Complete must
+// then match.
+const (
+	// ChecksumModeNone: created without an algorithm; parts carry
+	// Content-MD5 (or nothing, integrity off) and Complete no checksums.
+	ChecksumModeNone = "none"
+	// ChecksumModeCRC32C: created with a FULL_OBJECT CRC32C; every part
+	// carries its CRC32C, and Complete every part's and the object's.
+	ChecksumModeCRC32C = "crc32c"
+)
+
+// UploadChecksumMode is the checksum mode (ChecksumModeNone or
+// ChecksumModeCRC32C) of the multipart uploads StartMultipartUpload creates
+// on s now, and so the mode s's UploadPart and CompleteMultipartUpload
+// speak to an upload they did not create: CRC32C on the AWS and versitygw
+// providers with integrity on, none otherwise. A caller that keeps an
+// upload across runs records it and starts over when a later s (its
+// profile's provider or integrity changed) answers another, since the
+// server refuses the other mode's parts or Complete. Multipart copies are
+// always created without an algorithm (see copyMultipart): this is not
+// their mode.
+func (s *S3) UploadChecksumMode() string {
+	if s.partChecksums() {
+		return ChecksumModeCRC32C
+	}
+	return ChecksumModeNone
+}
+
 // listedChecksums fills in the checksums parts lack from the server's
 // listing of u, where the listed part has the same ETag; a part the server
 // holds otherwise is an error, as Complete would fail on it.

@@ -19,8 +19,15 @@ type child struct{ *workerproc.Child }
 
 func (b *bundle) startChild(t *testing.T, name string, partConc int) *child {
 	t.Helper()
+	return b.startChildWith(t, name, partConc, profilesFor(b.s3))
+}
+
+// startChildWith starts a child worker with profiles instead of the
+// bundle's (a test that changes a profile between two runs of a task).
+func (b *bundle) startChildWith(t *testing.T, name string, partConc int, profiles map[string]storage.Config) *child {
+	t.Helper()
 	return &child{workerproc.StartChild(t, "", t.TempDir(), name, workerproc.ChildConfig{
-		Redis: testenv.Redis(t).Addr, Profiles: profilesFor(b.s3), Queue: b.queue, Dir: b.dir,
+		Redis: testenv.Redis(t).Addr, Profiles: profiles, Queue: b.queue, Dir: b.dir,
 		Concurrency: 2, PartSize: storage.MinPartSize, PartConcurrency: partConc,
 		Shutdown: 10 * time.Second, Debug: true})}
 }

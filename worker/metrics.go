@@ -34,7 +34,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		resumed: prometheus.NewCounter(prometheus.CounterOpts{Name: "ferry_uploads_resumed_total",
 			Help: "Multipart uploads resumed from a checkpoint."}),
 		aborted: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "ferry_uploads_aborted_total",
-			Help: "Multipart uploads aborted, by reason (cancelled, failed, source-changed, janitor)."}, []string{"reason"}),
+			Help: "Multipart uploads aborted, by reason (cancelled, failed, source-changed, checksum-mode-changed, integrity, janitor)."}, []string{"reason"}),
 		checkpointOps: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "ferry_checkpoint_operations_total",
 			Help: "Checkpoint store operations, by operation."}, []string{"op"}),
 		taskDuration: prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "ferry_task_duration_seconds",

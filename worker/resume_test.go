@@ -315,6 +315,85 @@ func TestChangedSourceRestarts(t *testing.T) {
 	}
 }
 
+// TestChecksumModeChangeRestarts: an upload checkpointed under one
+// checksum mode of its profile (created with a CRC32C algorithm on
+// versitygw with integrity on, without one on generic or with integrity
+// off) and resumed by a worker whose profile of the same name now gives
+// new uploads the other mode is started over: its old upload, which the
+// new mode's parts or Complete would not fit, is aborted, and the object
+// completes byte for byte. A profile changed without changing the mode
+// (generic to versitygw, integrity off on both) resumes as before. The
+// task may not retry (MaxRetry 0): a resume that fails once fails it.
+func TestChecksumModeChangeRestarts(t *testing.T) {
+	t.Parallel()
+	off := false
+	profile := func(srv *testenv.S3Server, provider storage.Provider, integrity bool) map[string]storage.Config {
+		ps := profilesFor(srv)
+		p := ps["default"]
+		p.Provider = provider
+		if !integrity {
+			p.Integrity = &off
+		}
+		ps["default"] = p
+		return ps
+	}
+	type mode struct {
+		provider  storage.Provider
+		integrity bool
+	}
+	for _, tc := range []struct {
+		desc     string
+		was, now mode
+		restart  bool
+	}{
+		{desc: "generic to versitygw", was: mode{storage.ProviderGeneric, true}, now: mode{storage.ProviderVersity, true}, restart: true},
+		{desc: "versitygw to generic", was: mode{storage.ProviderVersity, true}, now: mode{storage.ProviderGeneric, true}, restart: true},
+		{desc: "versitygw integrity switched off", was: mode{storage.ProviderVersity, true}, now: mode{storage.ProviderVersity, false}, restart: true},
+		{desc: "generic to versitygw, integrity off", was: mode{storage.ProviderGeneric, false}, now: mode{storage.ProviderVersity, false}},
+	} {
+		t.Run(tc.desc, func(t *testing.T) {
+			t.Parallel()
+			const partConc, parts = 2, 20
+			b := setup(t, nil)
+			ctx := context.Background()
+			key := "resume/mode.bin"
+			path, data := testenv.RandomFile(t, b.dir, "mode.bin", parts*storage.MinPartSize-99)
+			id := b.enqueue(t, mustTask(tasks.NewUploadTask(tasks.UploadPayload{Source: tasks.Location{Path: path},
+				Dest: s3loc("", b.bucket, key)})), nil, asynq.MaxRetry(0))
+			first := b.startChildWith(t, "first", partConc, profile(b.s3, tc.was.provider, tc.was.integrity))
+			waitParts(t, b, id, 4)
+			first.terminate(t)
+			old, err := b.rdb.HGet(ctx, "ferry:ckpt:{"+id+"}", "upload_id").Result()
+			if err != nil {
+				t.Fatalf("no checkpoint after the graceful stop: %v", err)
+			}
+			second := b.startChildWith(t, "second", partConc, profile(b.s3, tc.now.provider, tc.now.integrity))
+			p := b.wait(t, id, 2*time.Minute)
+			if p.State != tasks.StateCompleted {
+				t.Fatalf("resumed under the changed profile, the upload ended %s: %s (log %s)", p.State, p.Error, second.Log)
+			}
+			if restarted := p.ResumedFrom == 0; restarted != tc.restart {
+				t.Errorf("the upload restarted: %v (resumed from %d bytes); want %v", restarted, p.ResumedFrom, tc.restart)
+			}
+			checkObject(t, b, key, sha256.Sum256(data))
+			_, err = b.storage(t).ListParts(ctx, key, old)
+			if tc.restart && err == nil {
+				t.Errorf("the old upload %s was not aborted", old)
+			}
+			changed := logged[struct {
+				Was string `json:"was"`
+				Now string `json:"now"`
+			}](t, second, "checksum mode changed since the checkpoint; aborting the old upload and starting over")
+			if tc.restart && (len(changed) != 1 || changed[0].Was == changed[0].Now) {
+				t.Errorf("logged the change of checksum mode %+v; want once, with what it was and is", changed)
+			}
+			if !tc.restart && len(changed) != 0 {
+				t.Errorf("logged a change of checksum mode %+v; the mode did not change", changed)
+			}
+		})
+	}
+}
+
 // TestLostCompleteIsRecognised: Complete succeeded but its answer was lost,
 // so the retry finds the upload gone; the object carrying this task's id is
 // accepted instead of uploading it all again.

@@ -48,6 +48,10 @@ type uploadTarget interface {
 	UploadParts(ctx context.Context, u *storage.MultipartUpload, src storage.PartSource, o storage.PartsOptions) error
 	CompleteMultipartUpload(ctx context.Context, u *storage.MultipartUpload) (storage.StoredFile, error)
 	AbortMultipartUpload(ctx context.Context, key, uploadID string) error
+	// UploadChecksumMode is the checksum mode of the uploads this
+	// destination creates, and speaks to: a checkpoint records it, and a
+	// resume that finds another starts over (see resume).
+	UploadChecksumMode() string
 }
 
 // putTarget is what a one-request write (putSmall) uses of its
@@ -97,7 +101,7 @@ type upload struct {
 // runUpload uploads u.src to u.dst with checkpoints: it resumes the task's
 // checkpoint when one matches (ListParts is the source of truth; parts
 // whose number and ETag agree are skipped), restarts cleanly when the
-// source changed, and aborts the upload when the task is cancelled, fails
+// source or the destination's checksum mode changed, and aborts the upload when the task is cancelled, fails
 // for good, or runs out of retries. On shutdown it stops at a part boundary
 // and leaves the checkpoint for the next worker.
 //
@@ -265,6 +269,21 @@ func (w *Worker) resume(ctx context.Context, u *upload) (*storage.MultipartUploa
 		}
 		return start()
 	}
+	if mode := u.dst.UploadChecksumMode(); plan.ChecksumMode != "" && plan.ChecksumMode != mode {
+		// The profile's provider or integrity changed since the upload
+		// was created: the server would refuse this mode's parts or
+		// Complete on every attempt (an upload created with a CRC32C
+		// algorithm must complete with every part's; one created
+		// without must complete without). A plan without a mode (an
+		// older ferry's) resumes as that ferry did, assuming it
+		// unchanged.
+		log.Info("checksum mode changed since the checkpoint; aborting the old upload and starting over",
+			zap.String("was", plan.ChecksumMode), zap.String("now", mode))
+		if err := w.abandon(ctx, u, plan, "checksum-mode-changed"); err != nil {
+			return nil, "", nil, err
+		}
+		return start()
+	}
 	listed, err := u.dst.ListParts(ctx, u.key, plan.UploadID)
 	if errors.Is(err, storage.ErrUploadNotFound) {
 		return nil, plan.UploadID, nil, nil
@@ -330,7 +349,7 @@ func (w *Worker) startUpload(ctx context.Context, u *upload) (*storage.Multipart
 	w.metrics.checkpointOp("create")
 	err = w.ckpt.Create(ctx, u.taskID, checkpoint.Plan{UploadID: mu.UploadID, Profile: u.profile, Bucket: u.dst.Bucket(),
 		Key: u.key, PartSize: ps, PartCount: int((u.src.size + ps - 1) / ps), TotalSize: u.src.size,
-		Fingerprint: u.src.fingerprint, CreatedAt: time.Now(), Checksum: mu.Checksum})
+		Fingerprint: u.src.fingerprint, CreatedAt: time.Now(), Checksum: mu.Checksum, ChecksumMode: u.dst.UploadChecksumMode()})
 	if err != nil {
 		// Without a plan nobody could resume or abort this upload: abort it now.
 		actx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Minute)

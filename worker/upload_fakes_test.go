@@ -52,9 +52,17 @@ type fakeBucket struct {
 	bucket    string
 	listed    []storage.Part // ListParts' answer
 	uploadErr error          // UploadParts' error
+	mode      string         // UploadChecksumMode's answer; "" is storage.ChecksumModeNone
 }
 
 func (b *fakeBucket) Bucket() string { return b.bucket }
+
+func (b *fakeBucket) UploadChecksumMode() string {
+	if b.mode == "" {
+		return storage.ChecksumModeNone
+	}
+	return b.mode
+}
 
 func (b *fakeBucket) Info(_ context.Context, key string) (storage.StoredFile, error) {
 	b.calls.add("Info %s", key)
@@ -124,7 +132,7 @@ type fakeCheckpoints struct {
 }
 
 func (c *fakeCheckpoints) Create(_ context.Context, taskID string, p checkpoint.Plan) error {
-	c.calls.add("ckpt.Create %s %s", taskID, p.UploadID)
+	c.calls.add("ckpt.Create %s %s mode=%s", taskID, p.UploadID, p.ChecksumMode)
 	c.ck = &checkpoint.Checkpoint{Plan: p}
 	return nil
 }
@@ -214,14 +222,21 @@ func TestResumedUploadSendsOnlyMissingParts(t *testing.T) {
 // TestInterruptedUploadAbortsOrKeeps: an upload stopped between parts
 // aborts its multipart upload and deletes its checkpoint when a user
 // cancelled it, and keeps both (for the next worker to resume) when the
-// worker shuts down; a checkpoint of another version of the source is
-// aborted before a new upload starts.
+// worker shuts down; a checkpoint of another version of the source, or of
+// an upload created in another checksum mode than the destination's now,
+// is aborted before a new upload starts, which records the mode. A
+// checkpoint without a mode (an older ferry's) resumes.
 func TestInterruptedUploadAbortsOrKeeps(t *testing.T) {
 	t.Parallel()
 	const ps = storage.MinPartSize
+	plan := func(fingerprint, mode string) *checkpoint.Checkpoint {
+		return &checkpoint.Checkpoint{Plan: checkpoint.Plan{UploadID: "up-old", Profile: tasks.ProfileName(""), Bucket: "b", Key: "k",
+			PartSize: ps, PartCount: 3, Fingerprint: fingerprint, ChecksumMode: mode}}
+	}
 	for _, tc := range []struct {
 		desc      string
 		ck        *checkpoint.Checkpoint
+		mode      string // the destination's checksum mode; "" is none
 		uploadErr error
 		wantErr   error
 		want      []string
@@ -229,7 +244,7 @@ func TestInterruptedUploadAbortsOrKeeps(t *testing.T) {
 		{desc: "cancelled", uploadErr: errCancelled, wantErr: errCancelled, want: []string{
 			"ckpt.Load TASK",
 			"StartMultipartUpload k task=TASK",
-			"ckpt.Create TASK up-new",
+			"ckpt.Create TASK up-new mode=none",
 			"UploadParts up-new skip=[]",
 			"AbortMultipartUpload k up-new",
 			"ckpt.Delete TASK up-new",
@@ -237,25 +252,48 @@ func TestInterruptedUploadAbortsOrKeeps(t *testing.T) {
 		{desc: "shutting down", uploadErr: errShuttingDown, wantErr: errShuttingDown, want: []string{
 			"ckpt.Load TASK",
 			"StartMultipartUpload k task=TASK",
-			"ckpt.Create TASK up-new",
+			"ckpt.Create TASK up-new mode=none",
 			"UploadParts up-new skip=[]",
 		}},
 		{desc: "source changed since the checkpoint", uploadErr: errShuttingDown, wantErr: errShuttingDown,
-			ck: &checkpoint.Checkpoint{Plan: checkpoint.Plan{UploadID: "up-old", Profile: tasks.ProfileName(""), Bucket: "b", Key: "k",
-				PartSize: ps, PartCount: 3, Fingerprint: "another version"}},
+			ck: plan("another version", storage.ChecksumModeNone),
 			want: []string{
 				"ckpt.Load TASK",
 				"AbortMultipartUpload k up-old",
 				"ckpt.Delete TASK up-old",
 				"StartMultipartUpload k task=TASK",
-				"ckpt.Create TASK up-new",
+				"ckpt.Create TASK up-new mode=none",
 				"UploadParts up-new skip=[]",
+			}},
+		{desc: "checksum mode changed since the checkpoint", uploadErr: errShuttingDown, wantErr: errShuttingDown,
+			ck: plan("fp", storage.ChecksumModeNone), mode: storage.ChecksumModeCRC32C,
+			want: []string{
+				"ckpt.Load TASK",
+				"AbortMultipartUpload k up-old",
+				"ckpt.Delete TASK up-old",
+				"StartMultipartUpload k task=TASK",
+				"ckpt.Create TASK up-new mode=crc32c",
+				"UploadParts up-new skip=[]",
+			}},
+		{desc: "same checksum mode", uploadErr: errShuttingDown, wantErr: errShuttingDown,
+			ck: plan("fp", storage.ChecksumModeCRC32C), mode: storage.ChecksumModeCRC32C,
+			want: []string{
+				"ckpt.Load TASK",
+				"ListParts k up-old",
+				"UploadParts up-old skip=[]",
+			}},
+		{desc: "checkpoint without a checksum mode", uploadErr: errShuttingDown, wantErr: errShuttingDown,
+			ck: plan("fp", ""), mode: storage.ChecksumModeCRC32C,
+			want: []string{
+				"ckpt.Load TASK",
+				"ListParts k up-old",
+				"UploadParts up-old skip=[]",
 			}},
 	} {
 		t.Run(tc.desc, func(t *testing.T) {
 			t.Parallel()
 			c := &calls{}
-			w, u := fakeUpload(t, c, tc.ck, &fakeBucket{calls: c, bucket: "b", uploadErr: tc.uploadErr})
+			w, u := fakeUpload(t, c, tc.ck, &fakeBucket{calls: c, bucket: "b", uploadErr: tc.uploadErr, mode: tc.mode})
 			_, err := w.uploadOwned(context.Background(), u, 1)
 			if !errors.Is(err, tc.wantErr) {
 				t.Errorf("uploadOwned = %v; want %v", err, tc.wantErr)
