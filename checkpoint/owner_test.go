@@ -8,6 +8,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/ferryhq/ferry/checkpoint"
+	"github.com/ferryhq/ferry/internal/testenv"
 )
 
 // TestStaleOwnerIsFenced: a worker whose ownership expired (a pause longer
@@ -18,8 +19,8 @@ import (
 func TestStaleOwnerIsFenced(t *testing.T) {
 	t.Parallel()
 	b := setup(t, checkpoint.Options{})
-	const id = "fenced-task"
-	const fencedKey = "ferry:test:{" + id + "}"
+	id := testenv.UniqueName("fenced-task") // the test runs again on the same Redis with -count
+	fencedKey := "ferry:test:{" + id + "}"
 	mustCreate(t, b, id, knownPlan())
 
 	stale, err := b.store.Claim(b.ctx, id, time.Second)

@@ -10,13 +10,18 @@ import (
 
 // A List that saw a dead id must not prune it if a Create re-indexed it
 // meanwhile (new score): the janitor must see every live checkpoint.
+//
+// The script runs on an index of the test's own: in the shared one, a
+// List of a test running alongside (TestList, ...) prunes this id, which
+// has no checkpoint, before the script sees it.
 func TestPruneScriptComparesScore(t *testing.T) {
 	t.Parallel()
 	rdb := testenv.RedisClient(t)
 	ctx := t.Context()
 	id := testenv.UniqueName("task")
-	t.Cleanup(func() { rdb.ZRem(t.Context(), indexKey, id) })
-	rdb.ZAdd(ctx, indexKey, redisZ(1700000000123, id))
+	index := testenv.UniqueName(indexKey + ":test")
+	t.Cleanup(func() { rdb.Del(t.Context(), index) })
+	rdb.ZAdd(ctx, index, redisZ(1700000000123, id))
 
 	tests := []struct {
 		desc    string
@@ -28,14 +33,14 @@ func TestPruneScriptComparesScore(t *testing.T) {
 		{desc: "score unchanged: removed", score: "1700000000123", removed: 1, inIndex: false},
 	}
 	for _, tc := range tests { // sequential: each step depends on the last
-		n, err := pruneScript.Run(ctx, rdb, []string{indexKey}, id, tc.score).Int64()
+		n, err := pruneScript.Run(ctx, rdb, []string{index}, id, tc.score).Int64()
 		if err != nil {
 			t.Fatalf("%s: %v", tc.desc, err)
 		}
 		if n != tc.removed {
 			t.Errorf("%s: removed %d, want %d", tc.desc, n, tc.removed)
 		}
-		if got := rdb.ZScore(ctx, indexKey, id).Err() == nil; got != tc.inIndex {
+		if got := rdb.ZScore(ctx, index, id).Err() == nil; got != tc.inIndex {
 			t.Errorf("%s: in index = %v, want %v", tc.desc, got, tc.inIndex)
 		}
 	}
