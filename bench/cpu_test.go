@@ -1,8 +1,11 @@
 package bench
 
 import (
+	"fmt"
+	"maps"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -15,7 +18,9 @@ import (
 // moved between 500 and 1,100 objects/s from one run to the next). The CPU
 // a path used per object, counted over the benchmark's own process and its
 // child processes (the versitygw and redis-server testenv started), barely
-// moves with that noise: it says which path costs more, and what.
+// moves with that noise: it says which path costs more, and what. Servers
+// the benchmarks are pointed at (FERRY_TEST_REDIS_ADDR, FERRY_TEST_S3_*)
+// are not children and are not counted.
 
 // clockTick is the unit of /proc/PID/stat's times (USER_HZ, 100 on Linux).
 const clockTick = 10 * time.Millisecond
@@ -59,6 +64,7 @@ func processCPU() map[string]time.Duration {
 // benchmark.
 type cpuMeter struct {
 	total time.Duration
+	by    map[string]time.Duration // per process: "bench", "versitygw", "redis-server"
 	ok    bool
 }
 
@@ -72,21 +78,36 @@ func (m *cpuMeter) measure(f func()) {
 		return
 	}
 	m.ok = true
+	if m.by == nil {
+		m.by = map[string]time.Duration{}
+	}
 	for name, t := range after {
 		m.total += t - before[name]
+		m.by[name] += t - before[name]
 	}
 }
 
 // reportCPU reports each path's CPU per object in milliseconds
 // (ferry-cpu-ms/obj, direct-cpu-ms/obj) and direct's over ferry's as
 // cpu-ratio: the ratio of speeds the two would have on a machine whose
-// cores are the limit. Nothing is reported where /proc is not there.
+// cores are the limit. It logs each path's split by process (shown with
+// -v, or when the benchmark fails). Nothing is reported where /proc is
+// not there.
 func reportCPU(b *testing.B, objects int, ferry, direct cpuMeter) {
 	if !ferry.ok || !direct.ok {
 		return
 	}
-	perObject := func(m cpuMeter) float64 { return m.total.Seconds() * 1000 / float64(objects) }
-	b.ReportMetric(perObject(ferry), "ferry-cpu-ms/obj")
-	b.ReportMetric(perObject(direct), "direct-cpu-ms/obj")
-	b.ReportMetric(perObject(direct)/perObject(ferry), "cpu-ratio")
+	ms := func(d time.Duration) float64 { return d.Seconds() * 1000 / float64(objects) }
+	b.ReportMetric(ms(ferry.total), "ferry-cpu-ms/obj")
+	b.ReportMetric(ms(direct.total), "direct-cpu-ms/obj")
+	b.ReportMetric(ms(direct.total)/ms(ferry.total), "cpu-ratio")
+	split := func(m cpuMeter) string {
+		names := slices.Sorted(maps.Keys(m.by))
+		parts := make([]string, len(names))
+		for i, n := range names {
+			parts[i] = fmt.Sprintf("%s %.3f", n, ms(m.by[n]))
+		}
+		return strings.Join(parts, ", ")
+	}
+	b.Logf("CPU ms per object: ferry: %s; direct: %s", split(ferry), split(direct))
 }

@@ -9,7 +9,6 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
-	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -153,26 +152,26 @@ func (e *env) enqueue(tb testing.TB, t *asynq.Task, err error) string {
 }
 
 // waitDone waits until the task is completed; an archived task fails tb.
+//
+// It does not poll the task's state while the task runs: a poll every
+// 5 ms cost the ferry side of a benchmark about a tenth of its CPU (the
+// Inspector's script in Redis and its client here), work the direct path
+// it is compared with never does, on a machine whose two cores the server
+// needs. It watches the task's progress (tasks.Client.Watch) until the run
+// publishes its end, then reads asynq's state, which follows just after,
+// every 2 ms at first and backing off to every 100 ms.
 func (e *env) waitDone(tb testing.TB, id string, timeout time.Duration) {
 	tb.Helper()
-	// Not a tight poll of the task's state: that cost the ferry side of
-	// a benchmark about a tenth of its CPU (the Inspector's script in
-	// Redis and its client here, 200 times a second), work the direct
-	// path it is compared with never does, on a machine whose two cores
-	// the server needs. The worker publishes each task's end on the
-	// progress channel; the state is read when that says the task
-	// ended (asynq marks it completed just after: read again every
-	// 2 ms), and every 100 ms besides, in case the message was missed.
-	ctx := context.Background()
-	sub := e.rdb.Subscribe(ctx, tasks.ProgressChannel)
-	defer sub.Close()
-	if _, err := sub.Receive(ctx); err != nil {
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	updates, err := e.client.Watch(ctx, id)
+	if err != nil {
 		tb.Fatal(err)
 	}
-	msgs := sub.Channel()
-	deadline := time.After(timeout)
-	ended := false
-	for {
+	for range updates {
+		// closed at the task's terminal state, or at the timeout
+	}
+	for poll := 2 * time.Millisecond; ; poll = min(2*poll, 100*time.Millisecond) {
 		ti, err := e.client.Inspector().GetTaskInfo(e.queue, id)
 		if err == nil {
 			switch ti.State {
@@ -184,27 +183,11 @@ func (e *env) waitDone(tb testing.TB, id string, timeout time.Duration) {
 		} else if !errors.Is(err, asynq.ErrTaskNotFound) && !errors.Is(err, asynq.ErrQueueNotFound) {
 			tb.Fatal(err)
 		}
-		poll := 100 * time.Millisecond
-		if ended {
-			poll = 2 * time.Millisecond
+		select {
+		case <-ctx.Done():
+			tb.Fatalf("task %s not completed within %s", id, timeout)
+		case <-time.After(poll):
 		}
-		timer := time.NewTimer(poll)
-	wait:
-		for {
-			select {
-			case m := <-msgs:
-				var p tasks.Progress
-				if strings.Contains(m.Payload, id) && json.Unmarshal([]byte(m.Payload), &p) == nil && p.TaskID == id && p.State.Terminal() {
-					ended = true
-					break wait
-				}
-			case <-timer.C:
-				break wait
-			case <-deadline:
-				tb.Fatalf("task %s not completed within %s", id, timeout)
-			}
-		}
-		timer.Stop()
 	}
 }
 

@@ -1,6 +1,7 @@
 package checkpoint_test
 
 import (
+	"context"
 	"errors"
 	"testing"
 	"time"
@@ -21,6 +22,7 @@ func TestStaleOwnerIsFenced(t *testing.T) {
 	b := setup(t, checkpoint.Options{})
 	id := testenv.UniqueName("fenced-task") // the test runs again on the same Redis with -count
 	fencedKey := "ferry:test:{" + id + "}"
+	t.Cleanup(func() { b.rdb.Del(context.Background(), fencedKey) }) // t.Context() is done by then
 	mustCreate(t, b, id, knownPlan())
 
 	stale, err := b.store.Claim(b.ctx, id, time.Second)

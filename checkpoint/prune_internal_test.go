@@ -1,6 +1,7 @@
 package checkpoint
 
 import (
+	"context"
 	"testing"
 
 	"github.com/redis/go-redis/v9"
@@ -20,7 +21,7 @@ func TestPruneScriptComparesScore(t *testing.T) {
 	ctx := t.Context()
 	id := testenv.UniqueName("task")
 	index := testenv.UniqueName(indexKey + ":test")
-	t.Cleanup(func() { rdb.Del(t.Context(), index) })
+	t.Cleanup(func() { rdb.Del(context.Background(), index) }) // t.Context() is done by then
 	rdb.ZAdd(ctx, index, redisZ(1700000000123, id))
 
 	tests := []struct {

@@ -459,7 +459,9 @@ func listMine(t *testing.T, b bundle, ids ...string) map[string]checkpoint.Check
 func TestList(t *testing.T) {
 	t.Parallel()
 	b := setup(t, checkpoint.Options{})
-	short := setup(t, checkpoint.Options{TTL: 200 * time.Millisecond})
+	// Long enough for Create and RecordPart to land inside it under -race
+	// with other tests alongside.
+	short := setup(t, checkpoint.Options{TTL: 2 * time.Second})
 	live := testenv.UniqueName("task")
 	expired := testenv.UniqueName("task")
 	expiredParts := testenv.UniqueName("task")
@@ -482,7 +484,7 @@ func TestList(t *testing.T) {
 	if err := b.store.Delete(b.ctx, deleted, p.UploadID); err != nil {
 		t.Fatal(err)
 	}
-	time.Sleep(400 * time.Millisecond)
+	time.Sleep(2500 * time.Millisecond)
 
 	all := []string{live, expired, expiredParts, vanished, deleted}
 	want := map[string]checkpoint.Checkpoint{

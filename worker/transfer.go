@@ -269,6 +269,13 @@ func (w *Worker) resume(ctx context.Context, u *upload) (*storage.MultipartUploa
 		}
 		return start()
 	}
+	listed, err := u.dst.ListParts(ctx, u.key, plan.UploadID)
+	if errors.Is(err, storage.ErrUploadNotFound) {
+		return nil, plan.UploadID, nil, nil
+	}
+	if err != nil {
+		return nil, "", nil, fmt.Errorf("resume upload %s: %w", plan.UploadID, err)
+	}
 	if mode := u.dst.UploadChecksumMode(); plan.ChecksumMode != "" && plan.ChecksumMode != mode {
 		// The profile's provider or integrity changed since the upload
 		// was created: the server would refuse this mode's parts or
@@ -276,20 +283,15 @@ func (w *Worker) resume(ctx context.Context, u *upload) (*storage.MultipartUploa
 		// algorithm must complete with every part's; one created
 		// without must complete without). A plan without a mode (an
 		// older ferry's) resumes as that ferry did, assuming it
-		// unchanged.
+		// unchanged. Checked after the listing: an upload already gone
+		// (completed by a run whose answer was lost) is recognised
+		// above, not uploaded again.
 		log.Info("checksum mode changed since the checkpoint; aborting the old upload and starting over",
 			zap.String("was", plan.ChecksumMode), zap.String("now", mode))
 		if err := w.abandon(ctx, u, plan, "checksum-mode-changed"); err != nil {
 			return nil, "", nil, err
 		}
 		return start()
-	}
-	listed, err := u.dst.ListParts(ctx, u.key, plan.UploadID)
-	if errors.Is(err, storage.ErrUploadNotFound) {
-		return nil, plan.UploadID, nil, nil
-	}
-	if err != nil {
-		return nil, "", nil, fmt.Errorf("resume upload %s: %w", plan.UploadID, err)
 	}
 	want := make(map[int]checkpoint.Part, len(ck.Parts))
 	for _, p := range ck.Parts {
