@@ -127,7 +127,7 @@ func (w *Worker) runUpload(ctx context.Context, u *upload) (storage.StoredFile, 
 // uploadOwned is runUpload's body for the owner with token: every part's
 // checkpoint and the Complete are fenced by it.
 func (w *Worker) uploadOwned(ctx context.Context, u *upload, token int64) (storage.StoredFile, error) {
-	mu, uploadID, skip, err := w.resume(ctx, u)
+	mu, uploadID, skip, err := w.resume(ctx, u, token)
 	if err != nil {
 		return storage.StoredFile{}, err
 	}
@@ -228,14 +228,15 @@ func (w *Worker) uploadOwned(ctx context.Context, u *upload, token int64) (stora
 			return f, nil
 		}
 	}
-	return storage.StoredFile{}, w.uploadFailed(ctx, u, mu.UploadID, err)
+	return storage.StoredFile{}, w.uploadFailed(ctx, u, mu.UploadID, token, err)
 }
 
 // resume returns the multipart upload to continue (a new one when there is
 // no usable checkpoint) and the part numbers to skip. It returns a nil
 // upload, with the checkpoint's upload id, when that upload no longer exists
-// but the object may (see finishedEarlier).
-func (w *Worker) resume(ctx context.Context, u *upload) (*storage.MultipartUpload, string, map[int]bool, error) {
+// but the object may (see finishedEarlier). A checkpoint it cannot resume
+// is abandoned only while token owns the task (see abandon).
+func (w *Worker) resume(ctx context.Context, u *upload, token int64) (*storage.MultipartUpload, string, map[int]bool, error) {
 	start := func() (*storage.MultipartUpload, string, map[int]bool, error) {
 		mu, err := w.startUpload(ctx, u)
 		if err != nil {
@@ -264,7 +265,7 @@ func (w *Worker) resume(ctx context.Context, u *upload) (*storage.MultipartUploa
 	if plan.Fingerprint != u.src.fingerprint || plan.Bucket != u.dst.Bucket() || plan.Key != u.key || plan.Profile != u.profile {
 		log.Info("source or destination changed since the checkpoint; aborting the old upload and starting over",
 			zap.String("was", plan.Fingerprint), zap.String("now", u.src.fingerprint))
-		if err := w.abandon(ctx, u, plan, "source-changed"); err != nil {
+		if err := w.abandon(ctx, u, plan, token, "source-changed"); err != nil {
 			return nil, "", nil, err
 		}
 		return start()
@@ -288,7 +289,7 @@ func (w *Worker) resume(ctx context.Context, u *upload) (*storage.MultipartUploa
 		// above, not uploaded again.
 		log.Info("checksum mode changed since the checkpoint; aborting the old upload and starting over",
 			zap.String("was", plan.ChecksumMode), zap.String("now", mode))
-		if err := w.abandon(ctx, u, plan, "checksum-mode-changed"); err != nil {
+		if err := w.abandon(ctx, u, plan, token, "checksum-mode-changed"); err != nil {
 			return nil, "", nil, err
 		}
 		return start()
@@ -386,8 +387,9 @@ func (w *Worker) finishedEarlier(ctx context.Context, u *upload, uploadID string
 
 // uploadFailed decides what a failed upload leaves behind. Cancel, a
 // permanent error or the last retry abort the upload and delete the
-// checkpoint; a shutdown or a transient error keeps both for the retry.
-func (w *Worker) uploadFailed(ctx context.Context, u *upload, uploadID string, err error) error {
+// checkpoint; a shutdown or a transient error keeps both for the retry. A
+// run that no longer owns the task (token) leaves both to the newer run.
+func (w *Worker) uploadFailed(ctx context.Context, u *upload, uploadID string, token int64, err error) error {
 	err = cancelledErr(ctx, err)
 	if lostOwnership(ctx, err) {
 		// The upload is another worker's now: never abort it.
@@ -420,16 +422,36 @@ func (w *Worker) uploadFailed(ctx context.Context, u *upload, uploadID string, e
 		return err
 	}
 	plan := checkpoint.Plan{UploadID: uploadID, Bucket: u.dst.Bucket(), Key: u.key}
-	if aerr := w.abandon(ctx, u, plan, reason); aerr != nil {
+	if aerr := w.abandon(ctx, u, plan, token, reason); aerr != nil {
+		if errors.Is(aerr, checkpoint.ErrNotOwner) {
+			// The task is the newer run's: this run's failure (a cancel, a
+			// permanent error) must not end it, so only the lost ownership
+			// is returned, for runOwned to wait for that run.
+			return fmt.Errorf("%w (this run had stopped: %v)", aerr, err)
+		}
 		return errors.Join(err, aerr)
 	}
 	return err
 }
 
-// abandon aborts a checkpoint's upload and deletes the checkpoint.
-func (w *Worker) abandon(ctx context.Context, u *upload, plan checkpoint.Plan, reason string) error {
+// abandon aborts a checkpoint's upload and deletes the checkpoint, fenced
+// by token: a run that paused past its ownership's expiry may find the
+// task taken over, and the newer run resuming this very upload (Delete's
+// upload id guard does not tell them apart). It then touches neither and
+// returns an error wrapping checkpoint.ErrNotOwner; when the ownership
+// cannot be read it aborts nothing either (the error says why). As with
+// the fence before Complete, a pause between the check and the abort is
+// not caught.
+func (w *Worker) abandon(ctx context.Context, u *upload, plan checkpoint.Plan, token int64, reason string) error {
 	actx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Minute)
 	defer cancel()
+	if err := w.ckpt.CheckOwner(actx, u.taskID, token); err != nil {
+		if errors.Is(err, checkpoint.ErrNotOwner) {
+			u.log.Info("the task belongs to a newer run now; its upload and checkpoint are left to it",
+				zap.String("upload_id", plan.UploadID), zap.String("reason", reason))
+		}
+		return fmt.Errorf("upload %s not aborted: %w", plan.UploadID, err)
+	}
 	dst := u.dst
 	if plan.Bucket != "" && plan.Bucket != dst.Bucket() {
 		s, err := w.profiles.open(actx, plan.Profile, plan.Bucket)

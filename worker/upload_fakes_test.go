@@ -129,6 +129,9 @@ type fakeCheckpoints struct {
 	checkpoints
 	calls *calls
 	ck    *checkpoint.Checkpoint // Load's answer; nil is ErrNotFound
+	// lost makes CheckOwner answer ErrNotOwner: a takeover claimed the
+	// task with a newer token.
+	lost bool
 }
 
 func (c *fakeCheckpoints) Create(_ context.Context, taskID string, p checkpoint.Plan) error {
@@ -152,6 +155,9 @@ func (c *fakeCheckpoints) RecordPartOwned(_ context.Context, taskID, uploadID st
 
 func (c *fakeCheckpoints) CheckOwner(_ context.Context, taskID string, token int64) error {
 	c.calls.add("ckpt.CheckOwner %s token=%d", taskID, token)
+	if c.lost {
+		return fmt.Errorf("fake: token %d: %w", token, checkpoint.ErrNotOwner)
+	}
 	return nil
 }
 
@@ -166,8 +172,14 @@ func (c *fakeCheckpoints) Delete(_ context.Context, taskID, uploadID string) err
 // upload registry) is real.
 func fakeUpload(t *testing.T, c *calls, ck *checkpoint.Checkpoint, dst *fakeBucket) (*Worker, *upload) {
 	t.Helper()
+	return fakeUploadOf(t, &fakeCheckpoints{calls: c, ck: ck}, dst)
+}
+
+// fakeUploadOf is fakeUpload with the fake checkpoint store given.
+func fakeUploadOf(t *testing.T, store *fakeCheckpoints, dst *fakeBucket) (*Worker, *upload) {
+	t.Helper()
 	log := zaptest.NewLogger(t, zaptest.Level(zap.InfoLevel))
-	w := &Worker{log: log, rdb: testenv.RedisClient(t), ckpt: &fakeCheckpoints{calls: c, ck: ck}}
+	w := &Worker{log: log, rdb: testenv.RedisClient(t), ckpt: store}
 	id := testenv.UniqueName("t1")
 	const ps = storage.MinPartSize
 	size := int64(2*ps + ps/2)
@@ -225,7 +237,9 @@ func TestResumedUploadSendsOnlyMissingParts(t *testing.T) {
 // worker shuts down; a checkpoint of another version of the source, or of
 // an upload created in another checksum mode than the destination's now,
 // is aborted before a new upload starts, which records the mode. A
-// checkpoint without a mode (an older ferry's) resumes.
+// checkpoint without a mode (an older ferry's) resumes. Every abort is
+// fenced: a run whose ownership a takeover claimed (which may be resuming
+// the same upload) aborts nothing and keeps the checkpoint.
 func TestInterruptedUploadAbortsOrKeeps(t *testing.T) {
 	t.Parallel()
 	const ps = storage.MinPartSize
@@ -237,6 +251,7 @@ func TestInterruptedUploadAbortsOrKeeps(t *testing.T) {
 		desc      string
 		ck        *checkpoint.Checkpoint
 		mode      string // the destination's checksum mode; "" is none
+		lost      bool   // a takeover holds the task: CheckOwner fails
 		uploadErr error
 		wantErr   error
 		want      []string
@@ -246,6 +261,7 @@ func TestInterruptedUploadAbortsOrKeeps(t *testing.T) {
 			"StartMultipartUpload k task=TASK",
 			"ckpt.Create TASK up-new mode=none",
 			"UploadParts up-new skip=[]",
+			"ckpt.CheckOwner TASK token=1",
 			"AbortMultipartUpload k up-new",
 			"ckpt.Delete TASK up-new",
 		}},
@@ -259,6 +275,7 @@ func TestInterruptedUploadAbortsOrKeeps(t *testing.T) {
 			ck: plan("another version", storage.ChecksumModeNone),
 			want: []string{
 				"ckpt.Load TASK",
+				"ckpt.CheckOwner TASK token=1",
 				"AbortMultipartUpload k up-old",
 				"ckpt.Delete TASK up-old",
 				"StartMultipartUpload k task=TASK",
@@ -270,11 +287,26 @@ func TestInterruptedUploadAbortsOrKeeps(t *testing.T) {
 			want: []string{
 				"ckpt.Load TASK",
 				"ListParts k up-old", // an upload gone already was completed: not uploaded again
+				"ckpt.CheckOwner TASK token=1",
 				"AbortMultipartUpload k up-old",
 				"ckpt.Delete TASK up-old",
 				"StartMultipartUpload k task=TASK",
 				"ckpt.Create TASK up-new mode=crc32c",
 				"UploadParts up-new skip=[]",
+			}},
+		{desc: "ownership lost before the old upload is aborted", uploadErr: errShuttingDown, wantErr: checkpoint.ErrNotOwner,
+			ck: plan("another version", storage.ChecksumModeNone), lost: true,
+			want: []string{
+				"ckpt.Load TASK",
+				"ckpt.CheckOwner TASK token=1", // the newer run may be resuming up-old
+			}},
+		{desc: "ownership lost before a cancelled upload is aborted", uploadErr: errCancelled, wantErr: checkpoint.ErrNotOwner,
+			lost: true, want: []string{
+				"ckpt.Load TASK",
+				"StartMultipartUpload k task=TASK",
+				"ckpt.Create TASK up-new mode=none",
+				"UploadParts up-new skip=[]",
+				"ckpt.CheckOwner TASK token=1",
 			}},
 		{desc: "same checksum mode", uploadErr: errShuttingDown, wantErr: errShuttingDown,
 			ck: plan("fp", storage.ChecksumModeCRC32C), mode: storage.ChecksumModeCRC32C,
@@ -294,10 +326,21 @@ func TestInterruptedUploadAbortsOrKeeps(t *testing.T) {
 		t.Run(tc.desc, func(t *testing.T) {
 			t.Parallel()
 			c := &calls{}
-			w, u := fakeUpload(t, c, tc.ck, &fakeBucket{calls: c, bucket: "b", uploadErr: tc.uploadErr, mode: tc.mode})
+			w, u := fakeUploadOf(t, &fakeCheckpoints{calls: c, ck: tc.ck, lost: tc.lost},
+				&fakeBucket{calls: c, bucket: "b", uploadErr: tc.uploadErr, mode: tc.mode})
 			_, err := w.uploadOwned(context.Background(), u, 1)
 			if !errors.Is(err, tc.wantErr) {
 				t.Errorf("uploadOwned = %v; want %v", err, tc.wantErr)
+			}
+			if tc.lost {
+				for _, call := range c.list() {
+					if strings.HasPrefix(call, "AbortMultipartUpload") || strings.HasPrefix(call, "ckpt.Delete") {
+						t.Errorf("a run that lost its ownership called %s: the newer run's upload and checkpoint must be left alone", call)
+					}
+				}
+				if errors.Is(err, errCancelled) || errors.Is(err, asynq.SkipRetry) {
+					t.Errorf("uploadOwned = %v; a run that lost its ownership must not end the task (cancelled, failed)", err)
+				}
 			}
 			if diff := cmp.Diff(expect(u.taskID, tc.want...), c.list()); diff != "" {
 				t.Errorf("calls (-want +got):\n%s", diff)
