@@ -69,8 +69,13 @@ type Client struct {
 }
 
 // NewClient returns a Client on rdb, with options set by optFns. The caller
-// keeps ownership of rdb and closes it after Close.
+// keeps ownership of rdb and closes it after Close. A Redis Cluster client
+// (*redis.ClusterClient) gets a hook that reloads its slot map when a node
+// fails, once per client: without it, go-redis keeps sending a dead
+// master's slots to it for up to a minute after its replica took over
+// (cluster.go).
 func NewClient(rdb redis.UniversalClient, optFns ...func(*ClientOptions)) *Client {
+	followClusterFailover(rdb)
 	c := &Client{
 		rdb:       rdb,
 		client:    asynq.NewClientFromRedisClient(rdb),

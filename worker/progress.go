@@ -281,6 +281,43 @@ func (pr *progress) emit(ctx context.Context, final bool) tasks.Progress {
 	defer cancel()
 	if err := tasks.PublishProgressMoved(pctx, pr.w.rdb, p, ttl, moved); err != nil {
 		pr.w.log.Warn("could not publish progress", zap.String("task_id", p.TaskID), zap.Error(err))
+		if final {
+			pr.retryFinal(ctx, p, ttl)
+		}
 	}
 	return p
+}
+
+// finalRetryFor bounds how long a run retries its final state when Redis
+// does not take it (a master failing over). That state is what watchers
+// wait for: lost, the task's hash would say "active" until it expires
+// while asynq records the task completed. The handler returns only after
+// it, so asynq's own write of the task's end goes to a Redis that answers
+// again too (asynq does not retry that write: docs/operations.md,
+// "Failover"). Longer than a promotion with production timeouts
+// (cluster-node-timeout of 15 s, Sentinel's down-after-milliseconds of
+// 30 s, plus the election). Past asynq's task lease (30 s without Redis)
+// asynq has given up on the run anyway and retries the task after its
+// lease recovery; the state published meanwhile still ends the wait of
+// the task's watchers.
+const finalRetryFor = time.Minute
+
+// retryFinal publishes p, a run's final state whose first publish failed,
+// until Redis takes it, for at most finalRetryFor or until the worker
+// stops. Bytes moved were counted by the first attempt or are left out:
+// a part of a cluster pipeline may have been applied.
+func (pr *progress) retryFinal(ctx context.Context, p tasks.Progress, ttl time.Duration) {
+	start := time.Now()
+	log := pr.w.log.With(zap.String("task_id", p.TaskID))
+	for wait := 200 * time.Millisecond; time.Since(start) < finalRetryFor && !pr.w.stopping.Load(); wait = min(2*wait, 2*time.Second) {
+		time.Sleep(wait)
+		pctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+		err := tasks.PublishProgressMoved(pctx, pr.w.rdb, p, ttl, 0)
+		cancel()
+		if err == nil {
+			log.Info("published the task's final state after Redis came back", zap.Duration("after", time.Since(start)))
+			return
+		}
+	}
+	log.Warn("gave up publishing the task's final state: its progress keeps its last published state", zap.Duration("after", time.Since(start)))
 }

@@ -376,9 +376,12 @@ func (w *Worker) hold(ctx context.Context, c *claim) (context.Context, func()) {
 // for good) leaves the done mark with its outcome for asynq's run of the
 // task; a run stopped by a shutdown or a takeover that failed for now
 // stays indexed, so the takeover loop of another worker continues it at
-// once; anything else leaves the task to asynq (done, or retried or
-// archived by it). The index entry goes before the ownership: the loop
-// never sees an indexed task without an owner whose run is only finishing.
+// once. A run of asynq that failed for now stays indexed too, stamped
+// anew (retryLater): asynq retries the task, and the loop leaves alone a
+// task asynq shows waiting for its retry. A run that succeeded or failed
+// for good leaves the task to asynq. The index entry goes before the
+// ownership: the loop never sees an indexed task without an owner whose
+// run is only finishing.
 func (w *Worker) release(ctx context.Context, c *claim, res any, err error, log *zap.Logger) {
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
 	defer cancel()
@@ -393,6 +396,8 @@ func (w *Worker) release(ctx context.Context, c *claim, res any, err error, log 
 		}
 	case errors.Is(err, errShuttingDown) || c.takeover:
 		rerr = w.ckpt.Release(ctx, c.id, c.token)
+	case err != nil && !errors.Is(classify(err), asynq.SkipRetry):
+		rerr = errors.Join(w.retryLater(ctx, c), w.ckpt.Release(ctx, c.id, c.token))
 	default:
 		rerr = w.rdb.HDel(ctx, takeoverIndexKey, c.id).Err()
 		if rerr == nil {
@@ -403,6 +408,21 @@ func (w *Worker) release(ctx context.Context, c *claim, res any, err error, log 
 		// The ownership expires by itself within ownershipTTL.
 		log.Warn("could not release the task's ownership", zap.Error(rerr))
 	}
+}
+
+// retryLater stamps the index entry of a run of asynq that failed for now
+// with the time of its failure. asynq records the retry right after the
+// handler returns, and the loop passes over an entry younger than
+// ownershipTTL, so a task that failed for now is not taken over before
+// asynq shows it waiting for its retry. When asynq cannot record that
+// retry — a Redis failover failed the run, and asynq's write of the retry
+// fails too and is never tried again (asynq's syncer retries it with a
+// context already cancelled) — the task stays active in asynq until its
+// lease recovery, 60–120 s; indexed, it is taken over within seconds of
+// Redis answering again. When the stamp cannot be written, the entry of
+// the run's start stays, and serves the same way.
+func (w *Worker) retryLater(ctx context.Context, c *claim) error {
+	return indexTask.Run(ctx, w.rdb, []string{takeoverIndexKey}, c.id, c.queue).Err()
 }
 
 // takeoverLoop looks for tasks to take over until ctx is cancelled; the
