@@ -58,8 +58,9 @@ func NewClient(ctx context.Context, cfg Config) (*Client, error) {
 	}
 	q := providerTable[cfg.provider()]
 	pool := cfg.poolSize()
+	// The cap is on requests in flight (inFlight), not on connections: a
+	// connection the server is closing must not hold a transfer's turn.
 	httpClient := awshttp.NewBuildableClient().WithTransportOptions(func(t *http.Transport) {
-		t.MaxConnsPerHost = pool
 		t.MaxIdleConnsPerHost = pool
 		t.MaxIdleConns = pool * 2
 		if !cfg.verifySSL() {
@@ -97,6 +98,9 @@ func NewClient(ctx context.Context, cfg Config) (*Client, error) {
 	if awsCfg.Region == "" {
 		awsCfg.Region = q.defaultRegion
 	}
+	// Wrapped after loading: the loader tunes the buildable client (a CA
+	// bundle from the environment, for one).
+	awsCfg.HTTPClient = newInFlight(awsCfg.HTTPClient, pool)
 	api := s3.NewFromConfig(awsCfg, func(o *s3.Options) {
 		if cfg.EndpointURL != "" {
 			o.BaseEndpoint = aws.String(strings.TrimRight(cfg.EndpointURL, "/"))

@@ -65,8 +65,10 @@ type Config struct {
 	// VerifySSL: nil means true. False skips TLS certificate checks (for
 	// self-signed test servers only).
 	VerifySSL *bool `yaml:"verify_ssl"`
-	// MaxPoolConnections caps connections per host; zero means 10 (a
-	// worker gives a profile without one its requests in flight instead).
+	// MaxPoolConnections caps the profile's requests in flight, and so the
+	// connections it uses at once (one a server is closing no longer
+	// counts); zero means 10 (a worker gives a profile without one its
+	// requests in flight instead).
 	MaxPoolConnections int `yaml:"max_pool_connections"`
 	// Provider selects quirks; empty means detected from EndpointURL.
 	Provider Provider `yaml:"provider"`
