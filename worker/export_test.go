@@ -63,3 +63,25 @@ func BeforeClaim(w *Worker, f func(id string)) { w.beforeClaim = f }
 // BeforeMoveDelete sets a hook run by a move between its last check of the
 // copy and its deletion of the source; set before tasks run.
 func BeforeMoveDelete(w *Worker, f func(id string)) { w.beforeMoveDelete = f }
+
+// CollectIntentOrphans runs the janitor, with a TTL of zero, for each task
+// whose registry intent (its upload id never recorded: the worker died
+// between CreateMultipartUpload and the record) names bucket and key: what
+// a janitor run does with such an upload once janitor_upload_ttl has
+// passed. It returns the tasks it ran the janitor for.
+func CollectIntentOrphans(ctx context.Context, w *Worker, bucket, key string) ([]string, error) {
+	reg, _, err := w.registeredUploads(ctx)
+	if err != nil {
+		return nil, err
+	}
+	var ran []string
+	for _, e := range reg {
+		if e.UploadID == "" && e.Bucket == bucket && e.Key == key {
+			if _, err := w.janitor(ctx, 0, e.Task); err != nil {
+				return ran, err
+			}
+			ran = append(ran, e.Task)
+		}
+	}
+	return ran, nil
+}

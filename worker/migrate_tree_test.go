@@ -336,7 +336,5 @@ func TestMigrateLocalTreeSurvivesKills(t *testing.T) {
 	t.Logf("local tree migration survived 2 fleet kills: %d copied, %d skipped", rep.Copied, rep.Skipped)
 	dst := b.storage(t)
 	checkTree(t, dst, "up/", sums)
-	if ups, _ := dst.ListMultipartUploads(context.Background(), ""); len(ups) != 0 {
-		t.Errorf("multipart uploads left: %+v", ups)
-	}
+	b.checkNoUploadsLeft(t, dst)
 }
