@@ -262,6 +262,11 @@ func BenchmarkMigrate(b *testing.B) {
 	var cFerry, cDirect cpuMeter
 	var peakDelta, afterDelta int64
 	var rerun rerunFigures
+	warmUp(func() {
+		if _, rep := e.migrate(b, tasks.Location{Bucket: src}, tasks.Location{Bucket: e.s3.Bucket(b)}, 10*time.Minute); rep.Copied != objects {
+			b.Fatalf("warm-up migration: %+v", rep)
+		}
+	}, func() { e.directMigrate(b, src, e.s3.Bucket(b)) })
 	b.ResetTimer()
 	for i := range b.N {
 		dst, direct := e.s3.Bucket(b), e.s3.Bucket(b)
