@@ -4,9 +4,11 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"io"
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
@@ -167,5 +169,40 @@ func TestETagCheckEncrypted(t *testing.T) {
 		if check != nil || err != nil || why == "" || api.calls != tc.heads {
 			t.Errorf("%s, %s: ETagCheck = %v, %q, %v after %d HEADs; want no check, a reason, %d HEADs", tc.provider, tc.encryption, check, why, err, api.calls, tc.heads)
 		}
+	}
+}
+
+// TestGetMultipartOnOneConnection: Get of a multipart object without a
+// recorded checksum holds its GET's body open while ETagCheck HEADs each
+// part to learn its size. Those HEADs must not wait for the slot the GET
+// holds: with max_pool_connections 1 (or N such Gets at once on N) they
+// waited for good (found by review, 2026-12-01; the transport's
+// MaxConnsPerHost held the body's connection the same way before).
+func TestGetMultipartOnOneConnection(t *testing.T) {
+	t.Parallel()
+	srv := testenv.S3(t)
+	if !srv.Real {
+		t.Skip("needs versitygw (make tools): gofakes3 does not answer HeadObject by partNumber")
+	}
+	bucket, key := srv.Bucket(t), "mp/one-connection"
+	sizes := []int64{storage.MinPartSize + 3, 999}
+	data := randBytes(t, int(sizes[0]+sizes[1]))
+	putParts(t, srv.Client(), bucket, key, data, sizes)
+	cfg := profile(srv)
+	cfg.MaxPoolConnections = 1
+	s, err := newClient(t, cfg).Bucket(bucket)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(t.Context(), 20*time.Second)
+	defer cancel()
+	rc, err := s.Get(ctx, key)
+	if err != nil {
+		t.Fatalf("Get with one connection: %v", err)
+	}
+	got, err := io.ReadAll(rc)
+	_ = rc.Close()
+	if err != nil || !bytes.Equal(got, data) {
+		t.Fatalf("read %d of %d bytes, error %v", len(got), len(data), err)
 	}
 }

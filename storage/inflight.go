@@ -1,6 +1,7 @@
 package storage
 
 import (
+	"context"
 	"fmt"
 	"io"
 	"net/http"
@@ -34,12 +35,31 @@ func newInFlight(next aws.HTTPClient, n int) *inFlight {
 	return &inFlight{next: next, sem: make(chan struct{}, n)}
 }
 
+// slotHeld marks the context of a request sent on behalf of a transfer
+// that already holds a slot, and holds it until this request has been
+// answered: the HEADs by which ETagCheck learns part sizes while the GET
+// they verify has its body open (Get, a batch's streamed copy). Waiting
+// for a slot there would wait for good once every slot is held so (with
+// max_pool_connections 1, by a single Get), so they take none: a profile
+// may then have a few more requests in flight than its cap, at most
+// partHeadConcurrency per such transfer.
+type slotHeld struct{}
+
+// withSlotHeld returns ctx for requests that need no slot of their own
+// (see slotHeld).
+func withSlotHeld(ctx context.Context) context.Context {
+	return context.WithValue(ctx, slotHeld{}, true)
+}
+
 // Do sends req once a slot is free, or fails with req's context.
 func (c *inFlight) Do(req *http.Request) (*http.Response, error) {
+	if req.Context().Value(slotHeld{}) != nil {
+		return c.next.Do(req)
+	}
 	select {
 	case c.sem <- struct{}{}:
 	case <-req.Context().Done():
-		return nil, fmt.Errorf("wait for one of the profile's %d connections: %w", cap(c.sem), req.Context().Err())
+		return nil, fmt.Errorf("wait for one of the profile's %d requests in flight: %w", cap(c.sem), req.Context().Err())
 	}
 	resp, err := c.next.Do(req)
 	if err != nil || resp == nil || resp.Body == nil {

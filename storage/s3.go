@@ -809,6 +809,8 @@ func (s *S3) partSizes(ctx context.Context, f StoredFile, n int) ([]int64, strin
 	if err != nil {
 		return nil, "", err
 	}
+	// The caller may hold a GET's body open on this client (see slotHeld).
+	ctx = withSlotHeld(ctx)
 	sizes := make([]int64, n)
 	count := make([]int32, n)
 	unsupported := errors.New("partNumber refused")
