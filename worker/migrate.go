@@ -85,11 +85,9 @@ type migration struct {
 	// again counts the times this migration was run again after it finished
 	// (asynqmon's "run" of the archived task); part of its copies' ids.
 	again int64
-	// recheck is the wait before the next look when the look after a wake
-	// counted nothing (zero: wait for a wake); woke is the window's size
-	// then.
+	// recheck is the wait before the next look while the looks since a
+	// wake counted no end (zero: wait for a wake).
 	recheck time.Duration
-	woke    int64
 }
 
 func (w *Worker) handleMigrate(ctx context.Context, t *asynq.Task) error {
@@ -177,8 +175,12 @@ func (m *migration) run(ctx context.Context) (*MigrateReport, error) {
 		if err := m.w.checkInterrupt(ctx, m.id); err != nil {
 			return nil, err
 		}
-		if err := m.reconcile(ctx); err != nil {
+		ended, err := m.reconcile(ctx)
+		if err != nil {
 			return nil, err
+		}
+		if ended > 0 {
+			m.recheck = 0 // the look after a wake counted its end
 		}
 		st, err := rdb.HGetAll(ctx, state).Result()
 		if err != nil {
@@ -199,7 +201,7 @@ func (m *migration) run(ctx context.Context) (*MigrateReport, error) {
 			}
 			continue
 		}
-		if err := m.waitForChild(ctx, pending); err != nil {
+		if err := m.waitForChild(ctx); err != nil {
 			return nil, err
 		}
 	}
@@ -209,11 +211,11 @@ func (m *migration) run(ctx context.Context) (*MigrateReport, error) {
 // waitForChild returns when one of the migration's batches or copies has
 // ended (it pushed to migrateWakeKey), or after migratePoll. Wakes pushed
 // meanwhile are dropped: the look that follows sees their ends too.
-// pending is the window's size after the last look: when the look after a
-// wake counted nothing, asynq had not recorded the end yet, and the next
-// look comes after a short, doubling wait instead.
-func (m *migration) waitForChild(ctx context.Context, pending int64) error {
-	if m.recheck > 0 && pending >= m.woke && m.recheck <= wakeRecheckMax {
+// While the looks since a wake counted no end (asynq had not recorded it
+// yet; run clears recheck when one does), the next look comes after a
+// short, doubling wait instead.
+func (m *migration) waitForChild(ctx context.Context) error {
+	if m.recheck > 0 && m.recheck <= wakeRecheckMax {
 		wait := m.recheck
 		m.recheck *= 2
 		return sleepCtx(ctx, wait)
@@ -234,7 +236,7 @@ func (m *migration) waitForChild(ctx context.Context, pending int64) error {
 		wait = migratePoll
 	default:
 		m.w.rdb.Del(ctx, key)
-		m.recheck, m.woke = 2*wakeSettle, pending
+		m.recheck = 2 * wakeSettle
 	}
 	return sleepCtx(ctx, wait)
 }
@@ -590,14 +592,15 @@ func (m *migration) destAt(dstKey string) tasks.Location {
 }
 
 // reconcile moves finished batches and copies out of the window, counts
-// them, and deletes the completed ones.
-func (m *migration) reconcile(ctx context.Context) error {
-	if err := m.reconcileBatches(ctx); err != nil {
-		return err
+// them, and deletes the completed ones. It returns how many it moved.
+func (m *migration) reconcile(ctx context.Context) (int, error) {
+	ended, err := m.reconcileBatches(ctx)
+	if err != nil {
+		return ended, err
 	}
 	ids, err := m.w.rdb.SMembers(ctx, migratePendingKey(m.id)).Result()
 	if err != nil {
-		return fmt.Errorf("migration window: %w", err)
+		return ended, fmt.Errorf("migration window: %w", err)
 	}
 	for _, cid := range ids {
 		ti, err := m.w.insp.GetTaskInfo(m.queue, cid)
@@ -613,7 +616,7 @@ func (m *migration) reconcile(ctx context.Context) error {
 			field, fkey = "failed", cid
 			reason = "the copy task disappeared from the queue before the migration saw it end (deleted by hand, or its retention expired): a re-run copies the object if the destination lacks it"
 		case err != nil:
-			return fmt.Errorf("inspect copy %s: %w", cid, err)
+			return ended, fmt.Errorf("inspect copy %s: %w", cid, err)
 		case ti.State == asynq.TaskStateCompleted:
 			field = "copied"
 			var f storage.StoredFile
@@ -629,13 +632,14 @@ func (m *migration) reconcile(ctx context.Context) error {
 		err = finishChild.Run(ctx, m.w.rdb, []string{migratePendingKey(m.id), migrateKey(m.id), migrateFailuresKey(m.id)},
 			cid, field, bytes, fkey, reason, maxReportedFailures).Err()
 		if err != nil {
-			return fmt.Errorf("count finished copy %s: %w", cid, err)
+			return ended, fmt.Errorf("count finished copy %s: %w", cid, err)
 		}
+		ended++
 		if ti != nil && ti.State == asynq.TaskStateCompleted && !takenOver {
 			m.forgetChild(ctx, cid)
 		}
 	}
-	return nil
+	return ended, nil
 }
 
 // cancelChildren cancels the batches and copies still in the window. ctx

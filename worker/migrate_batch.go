@@ -492,12 +492,13 @@ func (m *migration) outboxTask(id, raw string) (*asynq.Task, error) {
 
 // reconcileBatches counts the migration's finished batches and deletes
 // them (with their progress) once counted: a migration leaves no record of
-// its objects behind.
-func (m *migration) reconcileBatches(ctx context.Context) error {
+// its objects behind. It returns how many it counted.
+func (m *migration) reconcileBatches(ctx context.Context) (int, error) {
 	inflight, err := m.w.rdb.HGetAll(ctx, migrateBatchesKey(m.id)).Result()
 	if err != nil {
-		return fmt.Errorf("migration window: %w", err)
+		return 0, fmt.Errorf("migration window: %w", err)
 	}
+	ended := 0
 	for id, nstr := range inflight {
 		n, _ := strconv.Atoi(nstr)
 		ti, err := m.w.insp.GetTaskInfo(m.queue, id)
@@ -514,7 +515,7 @@ func (m *migration) reconcileBatches(ctx context.Context) error {
 			done, failedN = true, n
 			fails = append(fails, id, fmt.Sprintf("the batch of %d objects disappeared from the queue before the migration saw it end (deleted by hand, or its retention expired): a re-run copies what the destination lacks", n))
 		case err != nil:
-			return fmt.Errorf("inspect batch %s: %w", id, err)
+			return ended, fmt.Errorf("inspect batch %s: %w", id, err)
 		case ti.State == asynq.TaskStateCompleted || ti.State == asynq.TaskStateArchived:
 			done = true
 			copied, failedN, bytes, fails = m.batchCounts(ti, n)
@@ -525,8 +526,9 @@ func (m *migration) reconcileBatches(ctx context.Context) error {
 		args := append([]any{id, copied, failedN, bytes, maxReportedFailures}, fails...)
 		err = finishBatch.Run(ctx, m.w.rdb, []string{migrateBatchesKey(m.id), migrateKey(m.id), migrateFailuresKey(m.id)}, args...).Err()
 		if err != nil {
-			return fmt.Errorf("count finished batch %s: %w", id, err)
+			return ended, fmt.Errorf("count finished batch %s: %w", id, err)
 		}
+		ended++
 		// The batch's end is recorded (by asynq, or by a takeover's done
 		// mark that its own run of asynq reads): nothing writes its items
 		// again, so its record of them (kept a while, see
@@ -539,7 +541,7 @@ func (m *migration) reconcileBatches(ctx context.Context) error {
 			m.forgetChild(ctx, id)
 		}
 	}
-	return nil
+	return ended, nil
 }
 
 // batchCounts reads a finished batch of n objects: objects copied and
