@@ -486,6 +486,16 @@ local t = redis.call("TIME")
 redis.call("HSET", KEYS[1], ARGV[1], string.format("%d %s", t[1] * 1000 + math.floor(t[2] / 1000), ARGV[2]))
 return 1`)
 
+// unindexIfUnchanged removes a task's takeover index entry if it still
+// holds the value read.
+//
+// KEYS[1] takeover index; ARGV[1] task id, ARGV[2] the entry read
+var unindexIfUnchanged = redis.NewScript(`
+if redis.call("HGET", KEYS[1], ARGV[1]) == ARGV[2] then
+  return redis.call("HDEL", KEYS[1], ARGV[1])
+end
+return 0`)
+
 // readTakeoverIndex returns the takeover index's entries and its node's
 // time in milliseconds, in one script on the index's node: entries are
 // aged by the clock that stamped them (on a Cluster, TIME alone would go
@@ -560,8 +570,19 @@ func (w *Worker) takeoverScan(ctx, runCtx context.Context) error {
 			w.rdb.HDel(ctx, takeoverIndexKey, id)
 			continue
 		}
+		if err == nil && (ti.State == asynq.TaskStatePending || ti.State == asynq.TaskStateRetry || ti.State == asynq.TaskStateScheduled) {
+			// asynq runs it again, and that run indexes it anew. Left
+			// here (a run that failed for now, or stopped by a
+			// shutdown, stays indexed: see release), the old entry
+			// would make the next run look dead between its dequeue
+			// and its claim, and keep a task waiting hours for its
+			// retry in every scan. Removed only if unchanged: a run
+			// that indexed it since keeps its entry.
+			unindexIfUnchanged.Run(ctx, w.rdb, []string{takeoverIndexKey}, id, entry)
+			continue
+		}
 		if err != nil || ti.State != asynq.TaskStateActive {
-			continue // asynq runs it (pending, retry)
+			continue
 		}
 		if !w.takeovers.begin(id, w.cfg.Concurrency) {
 			continue
