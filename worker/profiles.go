@@ -25,7 +25,7 @@ type profiles struct {
 }
 
 // newProfiles keeps cfgs; a profile that sets no max_pool_connections
-// gets pool connections per host (the worker's requests in flight, at
+// gets pool requests in flight (the worker's requests in flight, at
 // least storage.DefaultMaxPoolConnections): the storage default, 10, would
 // queue the default worker's 64 batch items for a connection.
 func newProfiles(cfgs map[string]storage.Config, pool int) *profiles {

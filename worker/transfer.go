@@ -426,7 +426,9 @@ func (w *Worker) uploadFailed(ctx context.Context, u *upload, uploadID string, t
 		if errors.Is(aerr, checkpoint.ErrNotOwner) {
 			// The task is the newer run's: this run's failure (a cancel, a
 			// permanent error) must not end it, so only the lost ownership
-			// is returned, for runOwned to wait for that run.
+			// is returned, for runOwned to wait for that run. The run's
+			// own error is kept as text only (%v, not %w) on purpose:
+			// errors.Is must not find errCancelled or SkipRetry in it.
 			return fmt.Errorf("%w (this run had stopped: %v)", aerr, err)
 		}
 		return errors.Join(err, aerr)

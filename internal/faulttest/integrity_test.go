@@ -119,8 +119,12 @@ func integrityWrites(t *testing.T, provider storage.Provider) {
 	}
 
 	px.SetFaults(Faults{FlipRequest: 0.15, Match: atMostPerPart(3, isPut)})
+	before := px.Counts()[KindFlipRequest]
 	flaky := append(writes(16*mib), writes(16*mib)...)
 	completed := s.mustCompleteIdentical(flaky, 3*time.Minute, "one PUT in seven")
+	if px.Counts()[KindFlipRequest] == before {
+		t.Error("the proxy flipped no bit while the tasks had to complete: that phase proves nothing")
+	}
 	t.Logf("FIGURES integrity-writes (%s): broken_tasks=%d failed_with_integrity_reason=%d flaky_tasks=%d completed_identical=%d bit_flips=%d",
 		provider, len(broken), failed, len(flaky), completed, px.Counts()[KindFlipRequest])
 }
