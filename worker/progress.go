@@ -305,14 +305,31 @@ const finalRetryFor = time.Minute
 // retryFinal publishes p, a run's final state whose first publish failed,
 // until Redis takes it, for at most finalRetryFor or until the worker
 // stops. Bytes moved were counted by the first attempt or are left out:
-// a part of a cluster pipeline may have been applied.
+// a part of a cluster pipeline may have been applied. It gives up as soon
+// as another run owns the task: the run publishes its end after it
+// released its ownership, so an owner now is a takeover (of a run whose
+// retry asynq could not record), whose progress a late "retrying" of this
+// run must not overwrite.
 func (pr *progress) retryFinal(ctx context.Context, p tasks.Progress, ttl time.Duration) {
 	start := time.Now()
 	log := pr.w.log.With(zap.String("task_id", p.TaskID))
 	for wait := 200 * time.Millisecond; time.Since(start) < finalRetryFor && !pr.w.stopping.Load(); wait = min(2*wait, 2*time.Second) {
 		time.Sleep(wait)
 		pctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
-		err := tasks.PublishProgressMoved(pctx, pr.w.rdb, p, ttl, 0)
+		// Published only once Redis has answered that nobody owns it:
+		// the publish's own retries could otherwise reach a Redis that
+		// came back after the ownership check failed.
+		owned, err := pr.w.ckpt.Owned(pctx, p.TaskID)
+		if err == nil && owned {
+			cancel()
+			log.Info("another run owns the task now; its progress is that run's to publish", zap.Duration("after", time.Since(start)))
+			return
+		}
+		if err != nil {
+			cancel()
+			continue
+		}
+		err = tasks.PublishProgressMoved(pctx, pr.w.rdb, p, ttl, 0)
 		cancel()
 		if err == nil {
 			log.Info("published the task's final state after Redis came back", zap.Duration("after", time.Since(start)))

@@ -10,6 +10,7 @@ import (
 	"go.uber.org/zap"
 	"go.uber.org/zap/zaptest"
 
+	"github.com/ferryhq/ferry/checkpoint"
 	"github.com/ferryhq/ferry/internal/testenv"
 	"github.com/ferryhq/ferry/tasks"
 )
@@ -34,7 +35,8 @@ func TestFinalProgressWaitsForRedis(t *testing.T) {
 	t.Cleanup(srv.Stop)
 	rdb := redis.NewClient(&redis.Options{Addr: srv.Addr})
 	t.Cleanup(func() { _ = rdb.Close() })
-	w := &Worker{log: zaptest.NewLogger(t, zaptest.Level(zap.InfoLevel)), rdb: rdb, cfg: Config{ProgressTTL: time.Hour}}
+	w := &Worker{log: zaptest.NewLogger(t, zaptest.Level(zap.InfoLevel)), rdb: rdb, cfg: Config{ProgressTTL: time.Hour},
+		ckpt: checkpoint.New(rdb, checkpoint.Options{})}
 	ctx := context.Background()
 	id := testenv.UniqueName("final")
 	pr := w.newProgress(ctx, id, tasks.TypeUpload, "/src", "s3://b/k")
@@ -61,5 +63,66 @@ func TestFinalProgressWaitsForRedis(t *testing.T) {
 	}
 	if took > away+10*time.Second {
 		t.Errorf("finish took %s for a Redis away %s", took, away)
+	}
+}
+
+// TestFinalProgressYieldsToANewOwner: a run whose final state Redis did not
+// take stops retrying it once another run owns the task (a takeover of a
+// run whose retry asynq could not record): that run's progress is not
+// overwritten by this one's late end.
+func TestFinalProgressYieldsToANewOwner(t *testing.T) {
+	t.Parallel()
+	if _, err := exec.LookPath("redis-server"); err != nil {
+		if testenv.RealRequired() {
+			t.Fatalf("redis-server is not installed and %s=1 forbids skipping: %v", testenv.EnvReal, err)
+		}
+		t.Skip("needs a redis-server of its own, to kill and restart: ", err)
+	}
+	srv, err := testenv.StartRedisProcess("", t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(srv.Stop)
+	rdb := redis.NewClient(&redis.Options{Addr: srv.Addr})
+	t.Cleanup(func() { _ = rdb.Close() })
+	store := checkpoint.New(rdb, checkpoint.Options{})
+	w := &Worker{log: zaptest.NewLogger(t, zaptest.Level(zap.InfoLevel)), rdb: rdb, cfg: Config{ProgressTTL: time.Hour}, ckpt: store}
+	ctx := context.Background()
+	id := testenv.UniqueName("yield")
+	pr := w.newProgress(ctx, id, tasks.TypeUpload, "/src", "s3://b/k")
+	// The newer run's claim, as a takeover's (the data dir keeps it
+	// across the restart).
+	if _, err := store.Claim(ctx, id, time.Hour); err != nil {
+		t.Fatal(err)
+	}
+	if err := rdb.Save(ctx).Err(); err != nil {
+		t.Fatal(err)
+	}
+	srv.Kill()
+	back := make(chan error, 1)
+	go func() {
+		// Longer than the first publish's own timeout (5 s), so that the
+		// retries are what meets Redis again.
+		time.Sleep(7 * time.Second)
+		back <- srv.Start()
+	}()
+	start := time.Now()
+	pr.finish(ctx)
+	took := time.Since(start)
+	if err := <-back; err != nil {
+		t.Fatalf("restart redis: %v", err)
+	}
+	h, err := rdb.HGetAll(ctx, tasks.ProgressKey(id)).Result()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if owned, err := store.Owned(ctx, id); !owned || err != nil {
+		t.Fatalf("the newer run's claim did not survive the restart (%v): the test proves nothing", err)
+	}
+	if h["state"] == string(tasks.StateCompleted) {
+		t.Errorf("this run published completed over the newer owner's progress: %v", h)
+	}
+	if took > 20*time.Second {
+		t.Errorf("finish took %s: it kept retrying though another run owned the task", took)
 	}
 }
