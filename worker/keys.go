@@ -52,9 +52,10 @@ func migrateFailuresKey(id string) string { return "ferry:migrate:{" + id + "}:f
 // (symlinks, special files) and why: a sample for the report, capped.
 func migrateIgnoredKey(id string) string { return "ferry:migrate:{" + id + "}:ignored" }
 
-// migrateWakeKey is a list a migration's batch or copy pushes to when it
-// ends, which the migration waits on (BLPOP) between its looks at its
-// window: it counts the end at once instead of at its next poll.
+// migrateWakeKey is a list a migration's batch or copy pushes its id to
+// when it ends, which the migration waits on (BLPOP) between its looks at
+// its window: it counts the end at once instead of at its next poll, and
+// inspects that child alone.
 func migrateWakeKey(id string) string { return "ferry:migrate:{" + id + "}:wake" }
 
 // migrateBackoffKey, while it exists, holds back every copy of the

@@ -88,6 +88,13 @@ type migration struct {
 	// recheck is the wait before the next look while the looks since a
 	// wake counted no end (zero: wait for a wake).
 	recheck time.Duration
+	// named holds the children whose wakes named them and whose end no
+	// look has counted yet; fullAt is when a look last inspected every
+	// child of the window, and fullNext asks the next look to (see
+	// reconcile).
+	named    map[string]bool
+	fullAt   time.Time
+	fullNext bool
 }
 
 func (w *Worker) handleMigrate(ctx context.Context, t *asynq.Task) error {
@@ -209,8 +216,8 @@ func (m *migration) run(ctx context.Context) (*MigrateReport, error) {
 }
 
 // waitForChild returns when one of the migration's batches or copies has
-// ended (it pushed to migrateWakeKey), or after migratePoll. Wakes pushed
-// meanwhile are dropped: the look that follows sees their ends too.
+// ended (it pushed its id to migrateWakeKey), or after migratePoll. The
+// ids pushed meanwhile are taken too, for the look that follows.
 // While the looks since a wake counted no end (asynq had not recorded it
 // yet; run clears recheck when one does), the next look comes after a
 // short, doubling wait instead.
@@ -223,22 +230,43 @@ func (m *migration) waitForChild(ctx context.Context) error {
 	m.recheck = 0
 	key := migrateWakeKey(m.id)
 	// Do, not BLPop: go-redis rounds a BLPop timeout up to whole seconds.
-	err := m.w.rdb.Do(ctx, "BLPOP", key, strconv.FormatFloat(migratePoll.Seconds(), 'f', 3, 64)).Err()
+	got, err := m.w.rdb.Do(ctx, "BLPOP", key, strconv.FormatFloat(migratePoll.Seconds(), 'f', 3, 64)).StringSlice()
 	wait := wakeSettle
 	switch {
 	case errors.Is(err, redis.Nil):
+		m.fullNext = true
 		return nil // polled: nothing woke it
 	case ctx.Err() != nil:
 		return ctx.Err()
 	case err != nil:
 		// Redis cannot block here (before 6.0 BLPOP takes whole seconds
 		// only) or is away: poll.
+		m.fullNext = true
 		wait = migratePoll
 	default:
-		m.w.rdb.Del(ctx, key)
+		var rest *redis.StringSliceCmd
+		_, err := m.w.rdb.TxPipelined(ctx, func(p redis.Pipeliner) error {
+			rest = p.LRange(ctx, key, 0, -1)
+			p.Del(ctx, key)
+			return nil
+		})
+		if err != nil {
+			m.fullNext = true // the ids pushed meanwhile are lost to this look
+		}
+		m.name(append(got[1:], rest.Val()...)...)
 		m.recheck = 2 * wakeSettle
 	}
 	return sleepCtx(ctx, wait)
+}
+
+// name notes children whose wakes named them, for the next look.
+func (m *migration) name(ids ...string) {
+	if m.named == nil {
+		m.named = map[string]bool{}
+	}
+	for _, id := range ids {
+		m.named[id] = true
+	}
 }
 
 // sleepCtx waits d, or returns ctx's error when it ends first.
@@ -251,12 +279,12 @@ func sleepCtx(ctx context.Context, d time.Duration) error {
 	}
 }
 
-// wakeMigration tells migration that one of its batches or copies ended
-// (see waitForChild). A failure only delays the count to the next poll.
-func (w *Worker) wakeMigration(ctx context.Context, migration string) {
+// wakeMigration tells migration that its batch or copy child ended (see
+// waitForChild). A failure only delays the count to a full look.
+func (w *Worker) wakeMigration(ctx context.Context, migration, child string) {
 	key := migrateWakeKey(migration)
 	_, _ = w.rdb.Pipelined(context.WithoutCancel(ctx), func(p redis.Pipeliner) error {
-		p.RPush(ctx, key, 1)
+		p.RPush(ctx, key, child)
 		p.Expire(ctx, key, wakeTTL)
 		return nil
 	})
@@ -593,8 +621,25 @@ func (m *migration) destAt(dstKey string) tasks.Location {
 
 // reconcile moves finished batches and copies out of the window, counts
 // them, and deletes the completed ones. It returns how many it moved.
+//
+// A look inspects (asynq's GetTaskInfo, which returns a batch's whole
+// payload) only the children a wake named since the last, unless it is
+// the first, follows a poll no wake ended, or comes migratePoll after the
+// last full look: then every child of the window, for the children that
+// wake nobody (a local tree's uploads, takeovers) and wakes lost. Every
+// look inspecting every child cost a bucket-to-bucket migration about a
+// tenth of its own process's CPU (docs/performance.md, fifth round).
 func (m *migration) reconcile(ctx context.Context) (int, error) {
-	ended, err := m.reconcileBatches(ctx)
+	full := m.fullNext || time.Since(m.fullAt) >= migratePoll
+	if !full && len(m.named) == 0 {
+		return 0, nil
+	}
+	if full {
+		m.fullAt, m.fullNext = time.Now(), false
+	}
+	look := func(id string) bool { return full || m.named[id] }
+	inWindow := map[string]bool{}
+	ended, err := m.reconcileBatches(ctx, look, inWindow)
 	if err != nil {
 		return ended, err
 	}
@@ -602,7 +647,20 @@ func (m *migration) reconcile(ctx context.Context) (int, error) {
 	if err != nil {
 		return ended, fmt.Errorf("migration window: %w", err)
 	}
+	defer func() {
+		// Named children counted, or not in the window (counted by an
+		// earlier look, or an older worker's wake): not looked at again.
+		for id := range m.named {
+			if !inWindow[id] {
+				delete(m.named, id)
+			}
+		}
+	}()
 	for _, cid := range ids {
+		inWindow[cid] = true
+		if !look(cid) {
+			continue
+		}
 		ti, err := m.w.insp.GetTaskInfo(m.queue, cid)
 		takenOver := false
 		if err == nil {
@@ -635,6 +693,7 @@ func (m *migration) reconcile(ctx context.Context) (int, error) {
 			return ended, fmt.Errorf("count finished copy %s: %w", cid, err)
 		}
 		ended++
+		delete(inWindow, cid)
 		if ti != nil && ti.State == asynq.TaskStateCompleted && !takenOver {
 			m.forgetChild(ctx, cid)
 		}

@@ -492,14 +492,20 @@ func (m *migration) outboxTask(id, raw string) (*asynq.Task, error) {
 
 // reconcileBatches counts the migration's finished batches and deletes
 // them (with their progress) once counted: a migration leaves no record of
-// its objects behind. It returns how many it counted.
-func (m *migration) reconcileBatches(ctx context.Context) (int, error) {
+// its objects behind. It inspects the batches look selects, adds every
+// batch of the window it did not count to inWindow, and returns how many
+// it counted.
+func (m *migration) reconcileBatches(ctx context.Context, look func(id string) bool, inWindow map[string]bool) (int, error) {
 	inflight, err := m.w.rdb.HGetAll(ctx, migrateBatchesKey(m.id)).Result()
 	if err != nil {
 		return 0, fmt.Errorf("migration window: %w", err)
 	}
 	ended := 0
 	for id, nstr := range inflight {
+		inWindow[id] = true
+		if !look(id) {
+			continue
+		}
 		n, _ := strconv.Atoi(nstr)
 		ti, err := m.w.insp.GetTaskInfo(m.queue, id)
 		takenOver := false
@@ -529,6 +535,7 @@ func (m *migration) reconcileBatches(ctx context.Context) (int, error) {
 			return ended, fmt.Errorf("count finished batch %s: %w", id, err)
 		}
 		ended++
+		delete(inWindow, id)
 		// The batch's end is recorded (by asynq, or by a takeover's done
 		// mark that its own run of asynq reads): nothing writes its items
 		// again, so its record of them (kept a while, see

@@ -114,7 +114,7 @@ func (w *Worker) notifyOnEnd(next asynq.Handler) asynq.Handler {
 		if ends.Migration != "" {
 			// The migration notifies once for all of its copies; it
 			// counts this one's end at once.
-			w.wakeMigration(ctx, ends.Migration)
+			w.wakeMigration(ctx, ends.Migration, id)
 			return err
 		}
 		w.enqueueNotify(ctx, t, id, state, ends, end, err, start)
