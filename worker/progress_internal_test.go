@@ -22,21 +22,8 @@ import (
 // watcher never saw it end (TestFailover's Cluster case, 1 run in 3).
 func TestFinalProgressWaitsForRedis(t *testing.T) {
 	t.Parallel()
-	if _, err := exec.LookPath("redis-server"); err != nil {
-		if testenv.RealRequired() {
-			t.Fatalf("redis-server is not installed and %s=1 forbids skipping: %v", testenv.EnvReal, err)
-		}
-		t.Skip("needs a redis-server of its own, to kill and restart: ", err)
-	}
-	srv, err := testenv.StartRedisProcess("", t.TempDir())
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(srv.Stop)
-	rdb := redis.NewClient(&redis.Options{Addr: srv.Addr})
-	t.Cleanup(func() { _ = rdb.Close() })
-	w := &Worker{log: zaptest.NewLogger(t, zaptest.Level(zap.InfoLevel)), rdb: rdb, cfg: Config{ProgressTTL: time.Hour},
-		ckpt: checkpoint.New(rdb, checkpoint.Options{})}
+	srv, w := killableRedisWorker(t)
+	rdb := w.rdb
 	ctx := context.Background()
 	id := testenv.UniqueName("final")
 	pr := w.newProgress(ctx, id, tasks.TypeUpload, "/src", "s3://b/k")
@@ -72,21 +59,8 @@ func TestFinalProgressWaitsForRedis(t *testing.T) {
 // overwritten by this one's late end.
 func TestFinalProgressYieldsToANewOwner(t *testing.T) {
 	t.Parallel()
-	if _, err := exec.LookPath("redis-server"); err != nil {
-		if testenv.RealRequired() {
-			t.Fatalf("redis-server is not installed and %s=1 forbids skipping: %v", testenv.EnvReal, err)
-		}
-		t.Skip("needs a redis-server of its own, to kill and restart: ", err)
-	}
-	srv, err := testenv.StartRedisProcess("", t.TempDir())
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(srv.Stop)
-	rdb := redis.NewClient(&redis.Options{Addr: srv.Addr})
-	t.Cleanup(func() { _ = rdb.Close() })
-	store := checkpoint.New(rdb, checkpoint.Options{})
-	w := &Worker{log: zaptest.NewLogger(t, zaptest.Level(zap.InfoLevel)), rdb: rdb, cfg: Config{ProgressTTL: time.Hour}, ckpt: store}
+	srv, w := killableRedisWorker(t)
+	rdb, store := w.rdb, w.ckpt
 	ctx := context.Background()
 	id := testenv.UniqueName("yield")
 	pr := w.newProgress(ctx, id, tasks.TypeUpload, "/src", "s3://b/k")
@@ -125,4 +99,25 @@ func TestFinalProgressYieldsToANewOwner(t *testing.T) {
 	if took > 20*time.Second {
 		t.Errorf("finish took %s: it kept retrying though another run owned the task", took)
 	}
+}
+
+// killableRedisWorker starts a redis-server of t's own, to kill and
+// restart, and a Worker with just what publishing progress needs on it.
+func killableRedisWorker(t *testing.T) (*testenv.RedisProcess, *Worker) {
+	t.Helper()
+	if _, err := exec.LookPath("redis-server"); err != nil {
+		if testenv.RealRequired() {
+			t.Fatalf("redis-server is not installed and %s=1 forbids skipping: %v", testenv.EnvReal, err)
+		}
+		t.Skip("needs a redis-server of its own, to kill and restart: ", err)
+	}
+	srv, err := testenv.StartRedisProcess("", t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(srv.Stop)
+	rdb := redis.NewClient(&redis.Options{Addr: srv.Addr})
+	t.Cleanup(func() { _ = rdb.Close() })
+	return srv, &Worker{log: zaptest.NewLogger(t, zaptest.Level(zap.InfoLevel)), rdb: rdb, cfg: Config{ProgressTTL: time.Hour},
+		ckpt: checkpoint.New(rdb, checkpoint.Options{})}
 }
