@@ -65,23 +65,35 @@ func BeforeClaim(w *Worker, f func(id string)) { w.beforeClaim = f }
 func BeforeMoveDelete(w *Worker, f func(id string)) { w.beforeMoveDelete = f }
 
 // CollectIntentOrphans runs the janitor, with a TTL of zero, for each task
-// whose registry intent (its upload id never recorded: the worker died
-// between CreateMultipartUpload and the record) names bucket and key: what
-// a janitor run does with such an upload once janitor_upload_ttl has
-// passed. It returns the tasks it ran the janitor for.
-func CollectIntentOrphans(ctx context.Context, w *Worker, bucket, key string) ([]string, error) {
+// whose registry entry names the upload: its recorded id (the worker died
+// between the record and the checkpoint) or an intent at bucket and key
+// (it died between CreateMultipartUpload and the record). That is what a
+// janitor run does with such an upload once its task has ended and
+// janitor_upload_ttl has passed. It returns the tasks it ran the janitor
+// for. An upload a checkpoint still names is one ferry would resume, left
+// behind by a task that ended: for it it runs no janitor and returns
+// checkpointed.
+func CollectIntentOrphans(ctx context.Context, w *Worker, bucket, key, uploadID string) (ran []string, checkpointed bool, err error) {
+	cks, err := w.ckpt.List(ctx)
+	if err != nil {
+		return nil, false, err
+	}
+	for _, c := range cks {
+		if c.Plan.UploadID == uploadID {
+			return nil, true, nil
+		}
+	}
 	reg, _, err := w.registeredUploads(ctx)
 	if err != nil {
-		return nil, err
+		return nil, false, err
 	}
-	var ran []string
 	for _, e := range reg {
-		if e.UploadID == "" && e.Bucket == bucket && e.Key == key {
+		if e.UploadID == uploadID || e.UploadID == "" && e.Bucket == bucket && e.Key == key {
 			if _, err := w.janitor(ctx, 0, e.Task); err != nil {
-				return ran, err
+				return ran, false, err
 			}
 			ran = append(ran, e.Task)
 		}
 	}
-	return ran, nil
+	return ran, false, nil
 }

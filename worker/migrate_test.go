@@ -261,10 +261,11 @@ func TestMigrateSurvivesKills(t *testing.T) {
 
 // checkNoUploadsLeft fails t if dst holds a multipart upload ferry lost
 // track of after a test's kills. A kill between CreateMultipartUpload and
-// the record of its id leaves an upload only its intent in the registry
-// names (docs/worker.md, the janitor): the janitor aborts it once its task
-// has ended and janitor_upload_ttl has passed. The check runs the janitor
-// for those tasks, as it would then; whatever is left after it, ferry lost.
+// its checkpoint leaves an upload only the registry names, by its intent or
+// its recorded id (docs/worker.md, the janitor): the janitor aborts it once
+// its task has ended and janitor_upload_ttl has passed. The check runs the
+// janitor for those tasks, as it would then; an upload a checkpoint still
+// names, or whatever is left after the janitor, fails it.
 func (b *bundle) checkNoUploadsLeft(t *testing.T, dst *storage.S3) {
 	t.Helper()
 	ctx := context.Background()
@@ -277,9 +278,13 @@ func (b *bundle) checkNoUploadsLeft(t *testing.T, dst *storage.S3) {
 	}
 	w := b.start(t)
 	for _, u := range ups {
-		ran, err := worker.CollectIntentOrphans(ctx, w, dst.Bucket(), u.Key)
+		ran, checkpointed, err := worker.CollectIntentOrphans(ctx, w, dst.Bucket(), u.Key, u.UploadID)
 		if err != nil {
 			t.Fatal(err)
+		}
+		if checkpointed {
+			t.Errorf("upload %s of %s is still named by a checkpoint after the migration ended", u.UploadID, u.Key)
+			continue
 		}
 		t.Logf("upload %s of %s: the janitor ran for the tasks whose intents name it: %v", u.UploadID, u.Key, ran)
 	}
