@@ -4,12 +4,15 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"net/http"
 	"strings"
 	"sync"
 	"testing"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
+	"github.com/aws/smithy-go"
+	smithyhttp "github.com/aws/smithy-go/transport/http"
 
 	"github.com/ferryhq/ferry/storage"
 )
@@ -28,6 +31,10 @@ type countingS3 struct {
 	calls []string
 	parts map[int32]int64 // part number → size
 	size  int64           // object size after Complete
+	// rejectComplete answers that many Completes with
+	// XAmzContentSHA256Mismatch, as a server does to a body corrupted in
+	// transit.
+	rejectComplete int
 }
 
 func newCountingS3() *countingS3 { return &countingS3{parts: map[int32]int64{}} }
@@ -92,6 +99,12 @@ func (f *countingS3) CompleteMultipartUpload(_ context.Context, in *s3.CompleteM
 	f.record("CompleteMultipartUpload")
 	f.mu.Lock()
 	defer f.mu.Unlock()
+	if f.rejectComplete > 0 {
+		f.rejectComplete--
+		return nil, &smithy.OperationError{ServiceID: "S3", OperationName: "CompleteMultipartUpload", Err: &smithyhttp.ResponseError{
+			Response: &smithyhttp.Response{Response: &http.Response{StatusCode: 400}},
+			Err:      &smithy.GenericAPIError{Code: "XAmzContentSHA256Mismatch", Message: "The provided 'x-amz-content-sha256' header does not match what was computed."}}}
+	}
 	listed := in.MultipartUpload.Parts
 	if len(listed) != len(f.parts) {
 		return nil, fmt.Errorf("fake: complete lists %d parts, %d were uploaded", len(listed), len(f.parts))

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/binary"
+	"errors"
 	"io"
 	"strings"
 	"testing"
@@ -167,5 +168,41 @@ func TestUploadPartsInOrder(t *testing.T) {
 	}
 	if n := len(fake.partSizes()); n != parts-len(done) {
 		t.Errorf("%d parts uploaded; want %d (the skipped ones are read, not sent)", n, parts-len(done))
+	}
+}
+
+// TestCompleteResentWhenReceivedCorrupted: a Complete the server rejects
+// as received corrupted (XAmzContentSHA256Mismatch: a bit flipped in its
+// parts list on the way) changed nothing there and is sent again, up to
+// four sends; the fourth rejection is the caller's, as ErrIntegrity.
+func TestCompleteResentWhenReceivedCorrupted(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		reject, sends int
+		ok            bool
+	}{{0, 1, true}, {3, 4, true}, {4, 4, false}} {
+		s, fake := fakeStorage(t, storage.ProviderGeneric)
+		ctx := context.Background()
+		u, err := s.StartMultipartUpload(ctx, "resent.bin", &storage.MultipartOptions{PartSize: storage.MinPartSize})
+		if err != nil {
+			t.Fatal(err)
+		}
+		data := make([]byte, storage.MinPartSize+10)
+		if err := s.UploadParts(ctx, u, storage.ReaderAtSource(bytes.NewReader(data), int64(len(data))), storage.PartsOptions{Concurrency: 2}); err != nil {
+			t.Fatal(err)
+		}
+		fake.mu.Lock()
+		fake.rejectComplete = tc.reject
+		fake.mu.Unlock()
+		_, err = s.CompleteMultipartUpload(ctx, u)
+		fake.mu.Lock()
+		sends := strings.Count(strings.Join(fake.calls, " "), "CompleteMultipartUpload")
+		fake.mu.Unlock()
+		if (err == nil) != tc.ok || sends != tc.sends {
+			t.Errorf("%d rejected: Complete = %v after %d sends; want ok=%v after %d", tc.reject, err, sends, tc.ok, tc.sends)
+		}
+		if !tc.ok && !errors.Is(err, storage.ErrIntegrity) {
+			t.Errorf("%d rejected: %v, want ErrIntegrity", tc.reject, err)
+		}
 	}
 }
