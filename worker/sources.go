@@ -578,22 +578,55 @@ type rangeSource struct {
 
 func (r *rangeSource) Sequential() bool { return false }
 
+// rangeReads bounds the GETs of one part whose body broke off.
+const rangeReads = 3
+
+// ReadPart reads part n with a ranged GET. A body that breaks off (the
+// connection reset, or closed before the range's end) is asked for again,
+// rangeReads GETs in all: the SDK retries a request that fails, not a body
+// that stops midway, and the break cost the whole task an attempt (the
+// S3 fault suite's resets mid-response, 2026-12-01). The bytes read again
+// are checked as any are (the part's and the object's checksums).
 func (r *rangeSource) ReadPart(ctx context.Context, n int, buf []byte) (int, error) {
 	off := int64(n-1) * int64(len(buf))
 	if off >= r.size {
 		return 0, io.EOF
 	}
 	want := min(int64(len(buf)), r.size-off)
-	rc, err := r.get(ctx, off, want)
+	for get := 1; ; get++ {
+		got, err := r.readRange(ctx, off, buf[:want])
+		if err == nil {
+			return got, nil
+		}
+		if re, ok := errors.AsType[*requestError](err); ok {
+			return 0, re.error
+		}
+		if !brokenBody(err) || get == rangeReads || ctx.Err() != nil {
+			return got, fmt.Errorf("read part %d: %w", n, err)
+		}
+	}
+}
+
+// readRange fills buf with the bytes at off.
+func (r *rangeSource) readRange(ctx context.Context, off int64, buf []byte) (int, error) {
+	rc, err := r.get(ctx, off, int64(len(buf)))
 	if err != nil {
-		return 0, err
+		return 0, &requestError{err}
 	}
 	defer rc.Close()
-	got, err := readExactly(rc, buf[:want])
-	if err != nil {
-		return got, fmt.Errorf("read part %d: %w", n, err)
-	}
-	return got, nil
+	return readExactly(rc, buf)
+}
+
+// requestError is a GET that failed as a request (the SDK has retried it
+// already), not a body that broke off.
+type requestError struct{ error }
+
+func (e *requestError) Unwrap() error { return e.error }
+
+// brokenBody reports whether err, from reading a body, is one that stopped
+// before its end: the connection reset or closed early.
+func brokenBody(err error) bool {
+	return errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, syscall.ECONNRESET) || errors.Is(err, syscall.EPIPE)
 }
 
 // openedBody is a one-part source whose body a GET has opened already:

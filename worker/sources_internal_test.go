@@ -3,9 +3,11 @@ package worker
 import (
 	"context"
 	"errors"
+	"io"
 	"net/http"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -97,5 +99,66 @@ func chtimes(t *testing.T, path string, mtime time.Time) {
 	t.Helper()
 	if err := os.Chtimes(path, mtime, mtime); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// brokenReader yields data's first half, then breaks off as a reset
+// connection does.
+type brokenReader struct {
+	data []byte
+	read int
+}
+
+func (b *brokenReader) Read(p []byte) (int, error) {
+	if half := len(b.data) / 2; b.read < half {
+		n := copy(p, b.data[b.read:half])
+		b.read += n
+		return n, nil
+	}
+	return 0, io.ErrUnexpectedEOF
+}
+
+// TestRangeSourceReadsABrokenBodyAgain: a part whose body breaks off is
+// asked for again, three GETs in all; a GET that fails as a request, or a
+// body longer than the range, is not.
+func TestRangeSourceReadsABrokenBodyAgain(t *testing.T) {
+	data := []byte("0123456789abcdef")
+	for _, tc := range []struct {
+		name     string
+		breaks   int
+		failGet  bool
+		long     bool
+		wantGets int
+		wantErr  bool
+	}{
+		{name: "whole", wantGets: 1},
+		{name: "broken twice", breaks: 2, wantGets: 3},
+		{name: "broken three times", breaks: 3, wantGets: 3, wantErr: true},
+		{name: "request failed", failGet: true, wantGets: 1, wantErr: true},
+		{name: "body too long", long: true, wantGets: 1, wantErr: true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			gets := 0
+			src := &rangeSource{size: int64(len(data)), get: func(_ context.Context, off, n int64) (io.ReadCloser, error) {
+				gets++
+				switch {
+				case tc.failGet:
+					return nil, errors.New("503 after the SDK's retries")
+				case gets <= tc.breaks:
+					return io.NopCloser(&brokenReader{data: data[off : off+n]}), nil
+				case tc.long:
+					return io.NopCloser(strings.NewReader(string(data[off:off+n]) + "x")), nil
+				}
+				return io.NopCloser(strings.NewReader(string(data[off : off+n]))), nil
+			}}
+			buf := make([]byte, len(data))
+			got, err := src.ReadPart(context.Background(), 1, buf)
+			if gets != tc.wantGets || (err != nil) != tc.wantErr {
+				t.Fatalf("ReadPart = %d, %v after %d GETs; want error %v after %d", got, err, gets, tc.wantErr, tc.wantGets)
+			}
+			if err == nil && string(buf[:got]) != string(data) {
+				t.Errorf("read %q, want %q", buf[:got], data)
+			}
+		})
 	}
 }
