@@ -23,28 +23,13 @@ import (
 func TestFinalProgressWaitsForRedis(t *testing.T) {
 	t.Parallel()
 	srv, w := killableRedisWorker(t)
-	rdb := w.rdb
 	ctx := context.Background()
 	id := testenv.UniqueName("final")
 	pr := w.newProgress(ctx, id, tasks.TypeUpload, "/src", "s3://b/k")
 
 	srv.Kill()
 	const away = 7 * time.Second
-	back := make(chan error, 1)
-	go func() {
-		time.Sleep(away)
-		back <- srv.Start()
-	}()
-	start := time.Now()
-	pr.finish(ctx)
-	took := time.Since(start)
-	if err := <-back; err != nil {
-		t.Fatalf("restart redis: %v", err)
-	}
-	h, err := rdb.HGetAll(ctx, tasks.ProgressKey(id)).Result()
-	if err != nil {
-		t.Fatal(err)
-	}
+	took, h := finishWhileAway(t, srv, pr, away)
 	if p, err := tasks.ParseProgress(id, h); err != nil || p.State != tasks.StateCompleted {
 		t.Fatalf("progress once finish returned (after %s, Redis away for %s): %+v (%v), want %s", took, away, h, err, tasks.StateCompleted)
 	}
@@ -73,23 +58,9 @@ func TestFinalProgressYieldsToANewOwner(t *testing.T) {
 		t.Fatal(err)
 	}
 	srv.Kill()
-	back := make(chan error, 1)
-	go func() {
-		// Longer than the first publish's own timeout (5 s), so that the
-		// retries are what meets Redis again.
-		time.Sleep(7 * time.Second)
-		back <- srv.Start()
-	}()
-	start := time.Now()
-	pr.finish(ctx)
-	took := time.Since(start)
-	if err := <-back; err != nil {
-		t.Fatalf("restart redis: %v", err)
-	}
-	h, err := rdb.HGetAll(ctx, tasks.ProgressKey(id)).Result()
-	if err != nil {
-		t.Fatal(err)
-	}
+	// Longer than the first publish's own timeout (5 s), so that the
+	// retries are what meets Redis again.
+	took, h := finishWhileAway(t, srv, pr, 7*time.Second)
 	if owned, err := store.Owned(ctx, id); !owned || err != nil {
 		t.Fatalf("the newer run's claim did not survive the restart (%v): the test proves nothing", err)
 	}
@@ -120,4 +91,27 @@ func killableRedisWorker(t *testing.T) (*testenv.RedisProcess, *Worker) {
 	t.Cleanup(func() { _ = rdb.Close() })
 	return srv, &Worker{log: zaptest.NewLogger(t, zaptest.Level(zap.InfoLevel)), rdb: rdb, cfg: Config{ProgressTTL: time.Hour},
 		ckpt: checkpoint.New(rdb, checkpoint.Options{})}
+}
+
+// finishWhileAway runs pr.finish while srv, killed by the caller, is
+// restarted after away; it returns how long finish took and the task's
+// progress hash once Redis is back.
+func finishWhileAway(t *testing.T, srv *testenv.RedisProcess, pr *progress, away time.Duration) (time.Duration, map[string]string) {
+	t.Helper()
+	back := make(chan error, 1)
+	go func() {
+		time.Sleep(away)
+		back <- srv.Start()
+	}()
+	start := time.Now()
+	pr.finish(context.Background())
+	took := time.Since(start)
+	if err := <-back; err != nil {
+		t.Fatalf("restart redis: %v", err)
+	}
+	h, err := pr.w.rdb.HGetAll(context.Background(), tasks.ProgressKey(pr.p.TaskID)).Result()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return took, h
 }
