@@ -221,10 +221,11 @@ func (s *S3) StartMultipartUpload(ctx context.Context, key string, opts *Multipa
 	return u, nil
 }
 
-// IntegritySends is how many times a part or a PutObject is sent when the
-// server rejects its bytes as corrupt (BadDigest); each send re-reads the
-// bytes from the source when it can. Then the transfer fails with an
-// *IntegrityError.
+// IntegritySends is how many times a part, a PutObject or a
+// CompleteMultipartUpload is sent when the server rejects its bytes as
+// corrupt (BadDigest, XAmzContentSHA256Mismatch); each send of a part or
+// object re-reads the bytes from the source when it can. Then the transfer
+// fails with an *IntegrityError (a Complete with the server's answer).
 const IntegritySends = 4
 
 // uploadPart sends part n, again when the server rejects its bytes as
@@ -400,7 +401,7 @@ func (s *S3) CompleteMultipartUpload(ctx context.Context, u *MultipartUpload) (S
 			break
 		}
 		err = translate("complete upload of "+s.display(u.Key), opUpload, err)
-		if !errors.Is(err, ErrIntegrity) || send == completeSends || ctx.Err() != nil {
+		if !errors.Is(err, ErrIntegrity) || send == IntegritySends || ctx.Err() != nil {
 			return StoredFile{}, &MultipartUploadError{Key: u.Key, UploadID: u.UploadID, Err: err}
 		}
 	}
@@ -413,10 +414,6 @@ func (s *S3) CompleteMultipartUpload(ctx context.Context, u *MultipartUpload) (S
 	}
 	return f, err
 }
-
-// completeSends bounds the sends of a Complete the server rejects as
-// received corrupted.
-const completeSends = 4
 
 // partChecksums reports whether s's multipart uploads are created with a
 // CRC32C algorithm (StartMultipartUpload), so that their parts carry

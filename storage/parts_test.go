@@ -180,7 +180,7 @@ func TestCompleteResentWhenReceivedCorrupted(t *testing.T) {
 	for _, tc := range []struct {
 		reject, sends int
 		ok            bool
-	}{{0, 1, true}, {3, 4, true}, {4, 4, false}} {
+	}{{0, 1, true}, {storage.IntegritySends - 1, storage.IntegritySends, true}, {storage.IntegritySends, storage.IntegritySends, false}} {
 		s, fake := fakeStorage(t, storage.ProviderGeneric)
 		ctx := context.Background()
 		u, err := s.StartMultipartUpload(ctx, "resent.bin", &storage.MultipartOptions{PartSize: storage.MinPartSize})

@@ -61,7 +61,7 @@ type Config struct {
 	// every pickup of an idle queue, and a migration pays it twice (its
 	// own task, then its first batches): at 100ms the local-tree
 	// benchmark spent 180–270 ms of a 1.3 s run before its first object,
-	// at 20ms 40–60 ms (docs/performance.md, fifth round). An idle
+	// at 20ms 44–60 ms (docs/performance.md, fifth round). An idle
 	// worker's polling then costs about 2.5 % of a core and 430 Redis
 	// commands a second with three queues; raise it for a large idle
 	// fleet.

@@ -320,18 +320,15 @@ func (pr *progress) retryFinal(ctx context.Context, p tasks.Progress, ttl time.D
 		// the publish's own retries could otherwise reach a Redis that
 		// came back after the ownership check failed.
 		owned, err := pr.w.ckpt.Owned(pctx, p.TaskID)
-		if err == nil && owned {
-			cancel()
+		if err == nil && !owned {
+			err = tasks.PublishProgressMoved(pctx, pr.w.rdb, p, ttl, 0)
+		}
+		cancel()
+		switch {
+		case owned:
 			log.Info("another run owns the task now; its progress is that run's to publish", zap.Duration("after", time.Since(start)))
 			return
-		}
-		if err != nil {
-			cancel()
-			continue
-		}
-		err = tasks.PublishProgressMoved(pctx, pr.w.rdb, p, ttl, 0)
-		cancel()
-		if err == nil {
+		case err == nil:
 			log.Info("published the task's final state after Redis came back", zap.Duration("after", time.Since(start)))
 			return
 		}

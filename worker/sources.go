@@ -594,34 +594,20 @@ func (r *rangeSource) ReadPart(ctx context.Context, n int, buf []byte) (int, err
 	}
 	want := min(int64(len(buf)), r.size-off)
 	for get := 1; ; get++ {
-		got, err := r.readRange(ctx, off, buf[:want])
+		rc, err := r.get(ctx, off, want)
+		if err != nil {
+			return 0, err // a failed request: the SDK has retried it already
+		}
+		got, err := readExactly(rc, buf[:want])
+		_ = rc.Close()
 		if err == nil {
 			return got, nil
-		}
-		if re, ok := errors.AsType[*requestError](err); ok {
-			return 0, re.error
 		}
 		if !brokenBody(err) || get == rangeReads || ctx.Err() != nil {
 			return got, fmt.Errorf("read part %d: %w", n, err)
 		}
 	}
 }
-
-// readRange fills buf with the bytes at off.
-func (r *rangeSource) readRange(ctx context.Context, off int64, buf []byte) (int, error) {
-	rc, err := r.get(ctx, off, int64(len(buf)))
-	if err != nil {
-		return 0, &requestError{err}
-	}
-	defer rc.Close()
-	return readExactly(rc, buf)
-}
-
-// requestError is a GET that failed as a request (the SDK has retried it
-// already), not a body that broke off.
-type requestError struct{ error }
-
-func (e *requestError) Unwrap() error { return e.error }
 
 // brokenBody reports whether err, from reading a body, is one that stopped
 // before its end: the connection reset or closed early.

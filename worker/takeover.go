@@ -377,8 +377,10 @@ func (w *Worker) hold(ctx context.Context, c *claim) (context.Context, func()) {
 // task; a run stopped by a shutdown or a takeover that failed for now
 // stays indexed, so the takeover loop of another worker continues it at
 // once. A run of asynq that failed for now stays indexed too, stamped
-// anew (retryLater): asynq retries the task, and the loop leaves alone a
-// task asynq shows waiting for its retry. A run that succeeded or failed
+// anew (retryLater): asynq retries the task, and the loop removes the
+// entry once asynq shows the task waiting for its retry (takeoverScan),
+// keeping it only while asynq shows it active with no owner, its retry
+// unrecorded. A run that succeeded or failed
 // for good leaves the task to asynq. The index entry goes before the
 // ownership: the loop never sees an indexed task without an owner whose
 // run is only finishing.
